@@ -1,0 +1,69 @@
+"""alembic environment for healthmon (async engine, SQLite batch mode).
+
+Run from the application, alembic gets an open connection in
+`config.attributes["connection"]` (see healthmon.store.migrate). Run as the
+`alembic` command, it opens the database named by HEALTHMON_DATABASE_URL, or by
+`sqlalchemy.url` in alembic.ini, or `healthmon.db` in the current folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from logging.config import fileConfig
+from typing import Any
+
+from alembic import context
+from sqlalchemy import Connection
+
+from healthmon.store.engine import create_engine, database_url
+from healthmon.store.schema import metadata
+
+config = context.config
+DEFAULT_URL = "sqlite+aiosqlite:///healthmon.db"
+
+
+def _url() -> str:
+    return (
+        os.environ.get("HEALTHMON_DATABASE_URL")
+        or config.get_main_option("sqlalchemy.url")
+        or DEFAULT_URL
+    )
+
+
+def _configure(**kwargs: Any) -> None:
+    context.configure(
+        target_metadata=metadata,
+        render_as_batch=True,  # SQLite alters tables by copying them; alembic does that
+        compare_type=True,
+        **kwargs,
+    )
+
+
+def _run(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_with_engine() -> None:
+    engine = create_engine(database_url(_url()))
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(_run)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+if context.is_offline_mode():
+    _configure(url=str(database_url(_url())), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+elif (shared := config.attributes.get("connection")) is not None:
+    _run(shared)
+else:
+    asyncio.run(_run_with_engine())

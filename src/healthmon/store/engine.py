@@ -1,0 +1,86 @@
+"""Engine creation for SQLite through aiosqlite: URL handling and connection pragmas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_url", "display_url"]
+
+BUSY_TIMEOUT_MS = 5000
+"""How long a statement waits for another connection's lock before failing."""
+
+
+def database_url(url_or_path: str | Path) -> URL:
+    """A SQLAlchemy URL for aiosqlite from a URL or a plain file path.
+
+    `health.db`, `sqlite:///health.db` and `sqlite+aiosqlite:///health.db` name the
+    same database. Other databases are refused: healthmon is built on SQLite.
+    """
+    if isinstance(url_or_path, Path) or "://" not in url_or_path:
+        return URL.create("sqlite+aiosqlite", database=str(url_or_path))
+    try:
+        url = make_url(url_or_path)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {url_or_path!r}") from exc
+    if url.get_backend_name() != "sqlite":
+        raise ValueError(
+            f"healthmon stores into SQLite; {url.get_backend_name()!r} URLs are not supported "
+            f"(got {display_url(url)!r})"
+        )
+    if url.get_driver_name() != "aiosqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    return url
+
+
+def display_url(url: URL | str) -> str:
+    """The URL as it may appear in logs and errors: any password hidden."""
+    if isinstance(url, str):
+        url = make_url(url)
+    return url.render_as_string(hide_password=True)
+
+
+def _is_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in str(url.query)
+
+
+def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
+    """An async engine whose connections use WAL and explicit transactions.
+
+    - WAL: readers (the CLI, `sqlite3`, another HealthStore) never block the writer.
+    - synchronous=NORMAL: in WAL mode a commit survives a crash of this process; only
+      an OS crash or power loss can take back the last commits.
+    - busy_timeout: a briefly locked database is waited for, not an error.
+    - Explicit BEGIN: Python's sqlite3 module otherwise opens transactions implicitly
+      and only before DML; emitting BEGIN ourselves makes DDL transactional and
+      transactions exactly what SQLAlchemy says they are (SQLAlchemy's documented recipe).
+    """
+    if _is_memory(url):
+        # One shared connection, or every connection would see its own empty database.
+        kwargs.setdefault("poolclass", StaticPool)
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine

@@ -1,0 +1,108 @@
+"""The database schema as SQLAlchemy Core tables.
+
+The schema changes only through the alembic migrations in `healthmon/migrations/`;
+this module is what they are compared with (`alembic check`), and what queries use.
+
+Rows are kept small because there are many of them (one service at 20 Hz writes
+1.7 million results a day): statuses are small integer codes, times are epoch
+seconds (UTC) as REAL, and a service is referenced by its integer id.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+from healthmon.model import HealthStatus
+
+__all__ = [
+    "STATUS_BY_CODE",
+    "STATUS_CODES",
+    "check_results",
+    "metadata",
+    "services",
+    "status_transitions",
+    "statuses",
+]
+
+# Constraint names are derived, never left to the database, so that migrations can
+# name what they alter (alembic's batch mode for SQLite needs names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Stored status codes. They equal the severity rank, so that SQL's max(status) is the
+# worst status of a set of rows. Stored data depends on them: never renumber.
+STATUS_CODES: dict[HealthStatus, int] = {
+    HealthStatus.HEALTHY: 0,
+    HealthStatus.UNKNOWN: 1,
+    HealthStatus.DEGRADED: 2,
+    HealthStatus.UNHEALTHY: 3,
+}
+STATUS_BY_CODE: dict[int, HealthStatus] = {code: status for status, code in STATUS_CODES.items()}
+
+_STATUS_RANGE = "BETWEEN 0 AND 3"
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("kind", String(16), nullable=False, comment="http, agent or other"),
+    Column("url", String, nullable=True, comment="health check URL, credentials redacted"),
+    Column("created_at", Float, nullable=False, comment="epoch seconds, UTC"),
+)
+
+statuses = Table(
+    "statuses",
+    metadata,
+    Column("code", SmallInteger, primary_key=True, autoincrement=False),
+    Column("name", String(16), nullable=False, unique=True),
+    comment="status code -> name, for people reading the database with SQL",
+)
+
+check_results = Table(
+    "check_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("ts", Float, nullable=False, comment="epoch seconds, UTC, when the check completed"),
+    Column("status", SmallInteger, nullable=False),
+    Column("response_time_ms", Float, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("details", JSON(none_as_null=True), nullable=True),
+    CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
+    Index(None, "service_id", "ts"),
+)
+
+status_transitions = Table(
+    "status_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("ts", Float, nullable=False, comment="epoch seconds, UTC"),
+    Column("from_status", SmallInteger, nullable=True, comment="NULL for a first status"),
+    Column("to_status", SmallInteger, nullable=False),
+    Column("cause", Text, nullable=True),
+    CheckConstraint(f"from_status {_STATUS_RANGE}", name="from_status_code"),
+    CheckConstraint(f"to_status {_STATUS_RANGE}", name="to_status_code"),
+    Index(None, "service_id", "ts"),
+)

@@ -1,0 +1,378 @@
+"""The one writer: every result and transition reaches the database through it.
+
+Group commit: `submit()` only appends to an in-memory buffer and never waits. One
+task flushes everything pending in one transaction (Core executemany inserts), at
+most `flush_interval` after the first pending item and at stop. A transaction per
+result would cost ~30x more.
+
+After each commit, `on_commit` receives the committed transitions in commit order;
+that is how subscribers hear of a change only once it is durable.
+
+When the database fails (locked, read-only, full, gone), the batch goes back to the
+front of the buffer and the flush is retried with backoff, so checking goes on and
+nothing is lost while the buffer holds. Beyond `max_pending` the oldest results are
+dropped, counted and logged: never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
+
+__all__ = ["Committed", "ResultWriter", "WriterStats"]
+
+log = structlog.get_logger("healthmon.store")
+
+Committed = tuple[HealthCheckResult, StatusTransition]
+"""A committed transition and the result that caused it."""
+
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 5.0
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters an orchestrator can poll to see the store's condition."""
+
+    committed_results: int = 0
+    committed_transitions: int = 0
+    dropped_results: int = 0
+    dropped_transitions: int = 0
+    flushes: int = 0
+    failed_flushes: int = 0
+    last_commit_at: float | None = None
+    last_error: str | None = None
+    """The error of the last failed flush; None once a flush succeeds again."""
+    pending_results: int = 0
+    pending_transitions: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+
+@dataclass(slots=True)
+class _Service:
+    kind: str
+    url: str | None
+    dirty: bool = True
+
+
+@dataclass(slots=True)
+class _Buffer:
+    results: list[HealthCheckResult] = field(default_factory=list)
+    transitions: list[Committed] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.transitions)
+
+
+class ResultWriter:
+    """Buffers results and transitions and writes them in group commits."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        flush_interval: float = 0.1,
+        max_pending: int = 100_000,
+        on_commit: Callable[[Sequence[Committed]], None] | None = None,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        if not 0 < flush_interval <= 1.0:
+            raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending!r}")
+        self._engine = engine
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self._on_commit = on_commit
+        self._on_release = on_release
+        self._buffer = _Buffer()
+        self._services: dict[str, _Service] = {}
+        self._ids: dict[str, int] = {}
+        self._wakeup = asyncio.Event()
+        self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stats = WriterStats()
+
+    # -- the monitor's side: never waits -------------------------------------------------
+
+    def register_service(self, name: str, kind: str, url: str | None) -> None:
+        """Describe a service for the `services` table (written with the next flush).
+
+        `url` must already have its credentials redacted.
+        """
+        known = self._services.get(name)
+        if known is None or (known.kind, known.url) != (kind, url):
+            self._services[name] = _Service(kind, url)
+            self._wakeup.set()
+
+    def submit(self, result: HealthCheckResult, transition: StatusTransition | None = None) -> None:
+        """Queue a result (and the transition it caused) for the next group commit."""
+        buffer = self._buffer
+        buffer.results.append(result)
+        if transition is not None:
+            buffer.transitions.append((result, transition))
+        if len(buffer.results) > self.max_pending:
+            self._drop_oldest_results(len(buffer.results) - self.max_pending)
+        if len(buffer.transitions) > self.max_pending:
+            excess = len(buffer.transitions) - self.max_pending
+            del buffer.transitions[:excess]
+            self._stats.dropped_transitions += excess
+            log.error("transitions_dropped", count=excess, reason="buffer full")
+        self._wakeup.set()
+
+    @property
+    def stats(self) -> WriterStats:
+        """A snapshot of the counters."""
+        stats = self._stats
+        return WriterStats(
+            committed_results=stats.committed_results,
+            committed_transitions=stats.committed_transitions,
+            dropped_results=stats.dropped_results,
+            dropped_transitions=stats.dropped_transitions,
+            flushes=stats.flushes,
+            failed_flushes=stats.failed_flushes,
+            last_commit_at=stats.last_commit_at,
+            last_error=stats.last_error,
+            pending_results=len(self._buffer.results),
+            pending_transitions=len(self._buffer.transitions),
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="healthmon-writer")
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Flush everything pending, retrying a failing database until `timeout`;
+        whatever still cannot be written then is counted as dropped and logged."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self._drop_all(reason="stopped before the database accepted them")
+            if self._on_release is not None:
+                self._on_release()
+
+    async def flush(self) -> bool:
+        """Write everything pending now; False if the database refused it (it stays queued)."""
+        return await self._flush()
+
+    # -- the writer task ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        retry_delay = _RETRY_FIRST
+        while True:
+            if not (self._buffer or self._dirty_services()):
+                if self._stopping.is_set():
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            if not self._stopping.is_set():
+                # Let a group gather: everything submitted in this window shares a commit.
+                await self._until_stopping(self.flush_interval)
+            if await self._flush():
+                retry_delay = _RETRY_FIRST
+                continue
+            if self._stopping.is_set():  # stop() bounds the retries with its timeout
+                await asyncio.sleep(_RETRY_FIRST)
+            else:
+                await self._until_stopping(retry_delay)
+            retry_delay = min(retry_delay * 2, _RETRY_MAX)
+
+    async def _until_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _flush(self) -> bool:
+        """One transaction with everything pending; False if the database refused it."""
+        async with self._flush_lock:
+            batch, self._buffer = self._buffer, _Buffer()
+            if not (batch or self._dirty_services()):
+                return True
+            try:
+                async with self._engine.begin() as conn:
+                    ids = await self._write(conn, batch)
+            except (SQLAlchemyError, OSError) as exc:
+                self._failed(batch, exc)
+                return False
+            except asyncio.CancelledError:
+                self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
+                raise
+            self._ids = ids
+            self._committed(batch)
+            return True
+
+    def _failed(self, batch: _Buffer, exc: BaseException) -> None:
+        self._requeue(batch)
+        stats = self._stats
+        stats.failed_flushes += 1
+        first_failure = stats.last_error is None
+        stats.last_error = _describe(exc)
+        # The first failure of an outage is an error; its retries are warnings.
+        (log.error if first_failure else log.warning)(
+            "store_write_failed",
+            error=stats.last_error,
+            pending_results=len(self._buffer.results),
+            max_pending=self.max_pending,
+        )
+
+    async def _write(self, conn: AsyncConnection, batch: _Buffer) -> dict[str, int]:
+        """Insert the batch; return the service ids it used (cached once committed)."""
+        ids = await self._service_ids(conn, batch)
+        if batch.results:
+            await conn.execute(
+                insert(check_results),
+                [
+                    {
+                        "service_id": ids[r.service_name],
+                        "ts": r.timestamp,
+                        "status": STATUS_CODES[r.status],
+                        "response_time_ms": r.response_time_ms,
+                        "error": r.error,
+                        "details": r.details,
+                    }
+                    for r in batch.results
+                ],
+            )
+        if batch.transitions:
+            await conn.execute(
+                insert(status_transitions),
+                [
+                    {
+                        "service_id": ids[t.service_name],
+                        "ts": t.timestamp,
+                        "from_status": None
+                        if t.from_status is None
+                        else STATUS_CODES[t.from_status],
+                        "to_status": STATUS_CODES[t.to_status],
+                        "cause": t.cause,
+                    }
+                    for _, t in batch.transitions
+                ],
+            )
+        return ids
+
+    def _dirty_services(self) -> list[str]:
+        return [name for name, service in self._services.items() if service.dirty]
+
+    async def _service_ids(self, conn: AsyncConnection, batch: _Buffer) -> dict[str, int]:
+        """Ids of the batch's services, writing new or changed service rows first."""
+        dirty = self._dirty_services()
+        names = {r.service_name for r in batch.results}
+        names.update(t.service_name for _, t in batch.transitions)
+        unknown = (names - self._ids.keys()).difference(dirty)
+        now = time.time()
+        if dirty:
+            statement = sqlite_insert(services)
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[services.c.name],
+                    set_={"kind": statement.excluded.kind, "url": statement.excluded.url},
+                ),
+                [
+                    {
+                        "name": name,
+                        "kind": self._services[name].kind,
+                        "url": self._services[name].url,
+                        "created_at": now,
+                    }
+                    for name in dirty
+                ],
+            )
+        if unknown:  # results of services nobody described: keep them, as kind "other"
+            await conn.execute(
+                sqlite_insert(services).on_conflict_do_nothing(index_elements=[services.c.name]),
+                [
+                    {"name": name, "kind": "other", "url": None, "created_at": now}
+                    for name in unknown
+                ],
+            )
+        missing = (names | set(dirty)) - self._ids.keys()
+        if missing:
+            rows = await conn.execute(
+                select(services.c.name, services.c.id).where(services.c.name.in_(missing))
+            )
+            # A new dict: the cache is replaced only after the commit, since a
+            # rolled-back insert has no id.
+            return {**self._ids, **{name: service_id for name, service_id in rows.tuples()}}
+        return self._ids
+
+    def _committed(self, batch: _Buffer) -> None:
+        stats = self._stats
+        for name in self._dirty_services():
+            self._services[name].dirty = False
+        stats.flushes += 1
+        stats.committed_results += len(batch.results)
+        stats.committed_transitions += len(batch.transitions)
+        stats.last_commit_at = time.time()
+        if stats.last_error is not None:
+            log.info("store_write_recovered", after_failures=stats.failed_flushes)
+            stats.last_error = None
+        if batch.transitions and self._on_commit is not None:
+            self._on_commit(batch.transitions)
+
+    def _requeue(self, batch: _Buffer) -> None:
+        """Put a failed batch back in front of what arrived meanwhile, within the bound."""
+        buffer = self._buffer
+        buffer.results[:0] = batch.results
+        buffer.transitions[:0] = batch.transitions
+        if len(buffer.results) > self.max_pending:
+            self._drop_oldest_results(len(buffer.results) - self.max_pending)
+
+    def _drop_oldest_results(self, count: int) -> None:
+        del self._buffer.results[:count]
+        self._stats.dropped_results += count
+        log.error(
+            "results_dropped",
+            count=count,
+            total_dropped=self._stats.dropped_results,
+            reason=f"buffer full ({self.max_pending} results) while the database is failing",
+        )
+
+    def _drop_all(self, reason: str) -> None:
+        buffer, self._buffer = self._buffer, _Buffer()
+        if buffer:
+            self._stats.dropped_results += len(buffer.results)
+            self._stats.dropped_transitions += len(buffer.transitions)
+            log.error(
+                "results_dropped",
+                count=len(buffer.results),
+                transitions=len(buffer.transitions),
+                reason=reason,
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    """The database's own words (e.g. 'database is locked'), without the SQL."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

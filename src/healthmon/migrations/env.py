@@ -35,6 +35,9 @@ def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=metadata,
         render_as_batch=True,  # SQLite alters tables by copying them; alembic does that
+        # healthmon's engine emits BEGIN itself (see store/engine.py), which makes SQLite
+        # DDL transactional: a failed migration leaves the database as it was.
+        transactional_ddl=True,
         compare_type=True,
         **kwargs,
     )

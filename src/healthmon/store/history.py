@@ -32,7 +32,7 @@ async def results(
     if limit is not None:
         query = query.limit(limit)
     rows = await conn.execute(query)
-    return [_result(row) for row in rows.tuples()]
+    return [_result(row) for row in rows]
 
 
 async def transitions(
@@ -68,7 +68,7 @@ async def transitions(
             timestamp=ts,
             cause=cause,
         )
-        for name, from_code, to_code, ts, cause in rows.tuples()
+        for name, from_code, to_code, ts, cause in rows
     ]
 
 
@@ -85,7 +85,7 @@ async def latest_results(conn: AsyncConnection) -> dict[str, HealthCheckResult]:
         .scalar_subquery()
     )
     rows = await conn.execute(_results_query().where(check_results.c.id == newest))
-    found = (_result(row) for row in rows.tuples())
+    found = (_result(row) for row in rows)
     return {result.service_name: result for result in found}
 
 
@@ -105,7 +105,7 @@ async def current_statuses(conn: AsyncConnection) -> dict[str, HealthStatus]:
         .join(services, services.c.id == status_transitions.c.service_id)
         .where(status_transitions.c.id == newest)
     )
-    return {name: STATUS_BY_CODE[code] for name, code in rows.tuples()}
+    return {name: STATUS_BY_CODE[code] for name, code in rows}
 
 
 def _results_query() -> Select[str, int, float, float, dict[str, object] | None, str | None]:

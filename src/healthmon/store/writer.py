@@ -323,7 +323,7 @@ class ResultWriter:
             )
             # A new dict: the cache is replaced only after the commit, since a
             # rolled-back insert has no id.
-            return {**self._ids, **{name: service_id for name, service_id in rows.tuples()}}
+            return {**self._ids, **{name: service_id for name, service_id in rows}}
         return self._ids
 
     def _committed(self, batch: _Buffer) -> None:

@@ -1,0 +1,171 @@
+"""The monitor writing to a real SQLite file while checking real local servers."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
+from healthmon.targets import TargetServer
+from tests.conftest import http_service
+
+
+async def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    """Wait until `predicate()` is true (polling the loop, not sleeping blindly)."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_everything_stored_and_equal_to_the_cache(
+    targets: TargetServer, db_path: Path, refused_url: str
+) -> None:
+    heard: list[HealthCheckResult] = []
+
+    async def on_change(result: HealthCheckResult) -> None:
+        heard.append(result)
+
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store, check_timeout=0.5)
+        monitor.add_service(http_service("ok", targets.url("/healthy")))
+        monitor.add_service(http_service("broken", targets.url("/fail")))
+        monitor.add_service(http_service("flappy", targets.url("/flip?period=0.2")))
+        monitor.add_service(http_service("gone", refused_url))
+        monitor.subscribe(on_change)
+        async with monitor:
+            await wait_for(lambda: targets.hits("/flip") >= 16)  # a few flips
+        cache = monitor.get_cluster_health()
+        stats = monitor.store_stats
+
+    # Read back through a second store, as another process would.
+    async with HealthStore(db_path, migrate=False) as reader:
+        latest = await reader.latest()
+        transitions = await reader.transitions()
+        flappy = await reader.results("flappy")
+        counts = {name: len(await reader.results(name)) for name in cache}
+
+    assert stats is None  # the writer is released at stop
+    assert latest == cache
+    assert latest["gone"].error == "connection refused"
+    # Every completed check stored, none twice; stop cancels (and does not record) at
+    # most the one check per service that was in flight.
+    assert targets.hits("/flip") - counts["flappy"] in (0, 1)
+    assert targets.hits("/healthy") - counts["ok"] in (0, 1)
+    # Transitions follow the stored results exactly.
+    statuses = [r.status for r in flappy]
+    flips = sum(1 for before, after in itertools.pairwise(statuses) if before != after)
+    flappy_transitions = [t for t in transitions if t.service_name == "flappy"]
+    assert len(flappy_transitions) == flips + 1 >= 3
+    assert flappy_transitions[0].from_status is None
+    assert [t.to_status for t in flappy_transitions] == [
+        s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s
+    ]
+    # Subscribers heard each committed transition once, in commit order.
+    assert [(r.service_name, r.status, r.timestamp) for r in heard] == [
+        (t.service_name, t.to_status, t.timestamp) for t in transitions
+    ]
+
+
+@pytest.mark.asyncio
+async def test_callback_finds_its_transition_in_the_database(
+    targets: TargetServer, db_path: Path
+) -> None:
+    found: list[bool] = []
+    async with HealthStore(db_path) as store, HealthStore(db_path) as other_connection:
+
+        async def on_change(result: HealthCheckResult) -> None:
+            stored = await other_connection.transitions(result.service_name)
+            found.append(
+                any(
+                    t.to_status == result.status and t.timestamp == result.timestamp for t in stored
+                )
+            )
+
+        monitor = HealthMonitor(0.05, store=store)
+        monitor.add_service(http_service("flappy", targets.url("/flip?period=0.15")))
+        monitor.subscribe(on_change)
+        async with monitor:
+            await wait_for(lambda: len(found) >= 4)
+    assert found
+    assert all(found)
+
+
+@pytest.mark.asyncio
+async def test_hanging_service_neither_slows_others_nor_stop(
+    targets: TargetServer, db_path: Path
+) -> None:
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store, check_timeout=30.0)
+        monitor.add_service(http_service("stuck", targets.url("/hang")))
+        monitor.add_service(http_service("ok", targets.url("/healthy")))
+        async with monitor:
+            started = time.monotonic()
+            await wait_for(lambda: targets.hits("/healthy") >= 20)
+            elapsed = time.monotonic() - started
+            assert targets.hits("/hang") == 1  # one check in flight, never a second
+            assert monitor.missed_checks["ok"] == 0
+            stop_started = time.monotonic()
+        stop_took = time.monotonic() - stop_started
+    # 20 checks at 20 Hz take ~1 s; the hanging check's 30 s timeout would show here.
+    assert elapsed < 5.0
+    # stop cancels the check that waits for a 30 s timeout instead of waiting for it
+    assert stop_took < 5.0
+    assert "stuck" not in monitor.get_cluster_health()
+
+
+@pytest.mark.asyncio
+async def test_restart_records_no_new_transition(targets: TargetServer, db_path: Path) -> None:
+    for _ in range(2):
+        async with HealthStore(db_path) as store:
+            monitor = HealthMonitor(0.05, store=store)
+            monitor.add_service(http_service("ok", targets.url("/healthy")))
+            async with monitor:
+                before = targets.hits("/healthy")
+                await wait_for(lambda before=before: targets.hits("/healthy") >= before + 5)
+    async with HealthStore(db_path) as store:
+        transitions = await store.transitions("ok")
+        results = await store.results("ok")
+    assert [(t.from_status, t.to_status) for t in transitions] == [(None, HealthStatus.HEALTHY)]
+    assert len(results) >= 8  # at least 4 completed checks per run
+
+
+@pytest.mark.asyncio
+async def test_reader_in_a_transaction_does_not_block_the_writer(
+    targets: TargetServer, db_path: Path
+) -> None:
+    count = text("SELECT count(*) FROM check_results")
+    async with HealthStore(db_path) as store, HealthStore(db_path) as reader:
+        monitor = HealthMonitor(0.05, store=store)
+        monitor.add_service(http_service("ok", targets.url("/healthy")))
+        async with monitor:
+            await wait_for(lambda: (monitor.store_stats or _never).committed_results >= 5)
+            async with reader.engine.connect() as conn, conn.begin():
+                seen_first = (await conn.execute(count)).scalar_one()
+                committed_then = (monitor.store_stats or _never).committed_results
+                await wait_for(
+                    lambda: (monitor.store_stats or _never).committed_results >= committed_then + 10
+                )
+                # The snapshot holds inside the read transaction...
+                assert (await conn.execute(count)).scalar_one() == seen_first
+            stats = monitor.store_stats
+        assert stats is not None
+        assert stats.failed_flushes == 0
+        # ...and the writer committed all along, visible to a new read.
+        async with reader.engine.connect() as conn:
+            assert (await conn.execute(count)).scalar_one() >= seen_first + 10
+
+
+class _Never:
+    committed_results = -1
+
+
+_never = _Never()

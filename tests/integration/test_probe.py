@@ -1,0 +1,61 @@
+"""The HTTP check against real local servers: one case per kind of answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthmon import HealthMonitor, HealthStatus
+from healthmon.targets import TargetServer
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "status", "error", "details"),
+    [
+        ("/healthy", HealthStatus.HEALTHY, None, {"status": "ok"}),
+        ("/text", HealthStatus.HEALTHY, None, None),
+        ("/fail", HealthStatus.UNHEALTHY, "HTTP 500", None),
+        ("/status/503", HealthStatus.UNHEALTHY, "HTTP 503", None),
+        ("/status/204", HealthStatus.UNHEALTHY, "HTTP 204", None),
+        ("/status/302", HealthStatus.UNHEALTHY, "HTTP 302", None),  # redirects not followed
+        ("/hang", HealthStatus.UNHEALTHY, "timeout after 300 ms", None),
+    ],
+)
+async def test_check_outcomes(
+    targets: TargetServer,
+    path: str,
+    status: HealthStatus,
+    error: str | None,
+    details: dict[str, str] | None,
+) -> None:
+    monitor = HealthMonitor()
+    try:
+        result = await monitor._check_http_health("svc", targets.url(path), timeout=0.3)
+    finally:
+        await monitor.stop_monitoring()
+    assert (result.status, result.error, result.details) == (status, error, details)
+    assert result.service_name == "svc"
+    assert result.response_time_ms > 0
+
+
+@pytest.mark.asyncio
+async def test_connection_refused_is_readable(refused_url: str) -> None:
+    monitor = HealthMonitor()
+    try:
+        result = await monitor._check_http_health("svc", refused_url, timeout=2.0)
+    finally:
+        await monitor.stop_monitoring()
+    assert result.status is HealthStatus.UNHEALTHY
+    assert result.error == "connection refused"
+
+
+@pytest.mark.asyncio
+async def test_timeout_bounds_the_whole_check(targets: TargetServer) -> None:
+    """A hanging target costs the check its timeout, not httpx's per-phase timeouts."""
+    monitor = HealthMonitor()
+    try:
+        result = await monitor._check_http_health("svc", targets.url("/hang"), timeout=0.2)
+    finally:
+        await monitor.stop_monitoring()
+    assert result.error == "timeout after 200 ms"
+    assert 150 <= result.response_time_ms < 2000

@@ -1,0 +1,77 @@
+"""Values and validation: statuses, services, URLs, intervals."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthmon import HealthMonitor, HealthStatus, ServiceDefinition
+from healthmon.model import redact_url, worst_status
+from healthmon.store.schema import STATUS_CODES
+
+
+def test_severity_order_and_worst_status() -> None:
+    ordered = sorted(HealthStatus, key=lambda s: s.severity)
+    assert ordered == [
+        HealthStatus.HEALTHY,
+        HealthStatus.UNKNOWN,
+        HealthStatus.DEGRADED,
+        HealthStatus.UNHEALTHY,
+    ]
+    assert worst_status([HealthStatus.HEALTHY, HealthStatus.UNKNOWN]) is HealthStatus.UNKNOWN
+    assert worst_status([]) is HealthStatus.UNKNOWN
+
+
+def test_stored_codes_equal_severity_so_sql_max_is_the_worst() -> None:
+    assert {status: status.severity for status in HealthStatus} == STATUS_CODES
+
+
+@pytest.mark.parametrize("interval", [0.05, 0.1, 1, 1.0])
+def test_intervals_within_1_to_20_hz_are_accepted(interval: float) -> None:
+    assert HealthMonitor(check_interval=interval).check_interval == float(interval)
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.049, 1.01, -1, float("nan"), float("inf")])
+def test_intervals_outside_1_to_20_hz_are_refused(interval: float) -> None:
+    with pytest.raises(ValueError, match=r"0\.05 \(20Hz\) and 1\.0 \(1Hz\)"):
+        HealthMonitor(check_interval=interval)
+
+
+def test_interval_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        HealthMonitor(check_interval="0.1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "message"),
+    [
+        ("", None, "non-empty"),
+        ("   ", None, "non-empty"),
+        (" api", None, "leading or trailing spaces"),
+        ("api", "ftp://host/health", "http or https"),
+        ("api", "localhost:8000/health", "http or https"),
+        ("api", "http:///health", "no host"),
+        ("api", "http://host:notaport/health", "not a valid URL"),
+    ],
+)
+def test_bad_service_definitions_are_refused(name: str, url: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServiceDefinition(name, "http", "m", [], url)
+
+
+def test_url_errors_do_not_leak_credentials() -> None:
+    with pytest.raises(ValueError, match="http or https") as caught:
+        ServiceDefinition("api", "http", "m", [], "ftp://admin:hunter2@host/health")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("http://host/health", "http://host/health"),
+        ("http://user:pw@host:8080/h?x=1", "http://***@host:8080/h?x=1"),
+        ("https://token@host/h", "https://***@host/h"),
+        ("http://user:pw@[::1]:9000/h", "http://***@[::1]:9000/h"),
+    ],
+)
+def test_redact_url(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted

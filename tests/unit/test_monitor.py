@@ -1,0 +1,273 @@
+"""Monitor behaviour with the HTTP check replaced: subscribers, registry, agents."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, ServiceDefinition
+from healthmon.agents import agent_health_status
+
+H, U, D, K = (
+    HealthStatus.HEALTHY,
+    HealthStatus.UNHEALTHY,
+    HealthStatus.DEGRADED,
+    HealthStatus.UNKNOWN,
+)
+
+
+def result(name: str, status: HealthStatus) -> HealthCheckResult:
+    return HealthCheckResult(name, status, 1.0, time.time())
+
+
+def service(name: str, url: str | None = "http://127.0.0.1:9/health") -> ServiceDefinition:
+    return ServiceDefinition(name, "http", f"m.{name}", [], url)
+
+
+# -- subscribers ---------------------------------------------------------------------
+
+
+def test_sync_callbacks_are_refused() -> None:
+    def not_async(result: HealthCheckResult) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        HealthMonitor().subscribe(not_async)  # type: ignore[arg-type]
+
+
+def test_async_callable_objects_are_accepted() -> None:
+    class Listener:
+        async def __call__(self, result: HealthCheckResult) -> None:
+            pass
+
+    monitor = HealthMonitor()
+    listener = Listener()
+    monitor.subscribe(listener)
+    monitor.unsubscribe(listener)
+    monitor.unsubscribe(listener)  # twice is harmless
+    assert monitor.subscribers == []
+
+
+@pytest.mark.asyncio
+async def test_a_raising_or_hanging_callback_does_not_stop_the_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monitor = HealthMonitor(callback_timeout=0.1)
+    heard: list[str] = []
+
+    async def raises(result: HealthCheckResult) -> None:
+        raise RuntimeError("subscriber bug")
+
+    async def hangs(result: HealthCheckResult) -> None:
+        await asyncio.Event().wait()
+
+    async def listens(result: HealthCheckResult) -> None:
+        heard.append(result.service_name)
+
+    for callback in (raises, hangs, listens):
+        monitor.subscribe(callback)
+    await monitor._notify_subscribers(result("api", U), None)
+    assert heard == ["api"]
+    logged = capsys.readouterr().out
+    assert "health_callback_error" in logged
+    assert "subscriber bug" in logged
+    assert "health_callback_timeout" in logged
+
+
+@pytest.mark.asyncio
+async def test_no_notification_without_a_change() -> None:
+    monitor = HealthMonitor()
+    heard: list[HealthCheckResult] = []
+
+    async def listens(result: HealthCheckResult) -> None:
+        heard.append(result)
+
+    monitor.subscribe(listens)
+    await monitor._notify_subscribers(result("api", H), result("api", H))
+    assert heard == []
+
+
+@pytest.mark.asyncio
+async def test_unsubscribing_during_a_notification() -> None:
+    monitor = HealthMonitor()
+    calls: list[str] = []
+
+    async def first(result: HealthCheckResult) -> None:
+        calls.append("first")
+        monitor.unsubscribe(first)
+        monitor.unsubscribe(second)
+
+    async def second(result: HealthCheckResult) -> None:
+        calls.append("second")
+
+    monitor.subscribe(first)
+    monitor.subscribe(second)
+    await monitor._notify_subscribers(result("api", U), None)  # this round: both
+    await monitor._notify_subscribers(result("api", H), None)  # then: nobody
+    assert calls == ["first", "second"]
+
+
+# -- registry ------------------------------------------------------------------------
+
+
+def test_duplicate_names_are_refused_and_nothing_is_half_registered() -> None:
+    monitor = HealthMonitor()
+    original = service("api")
+    monitor.add_service(original)
+    with pytest.raises(ValueError, match="already registered"):
+        monitor.add_service(service("api", "http://127.0.0.1:10/other"))
+    assert monitor.services == {"api": original}
+
+
+def test_agent_prefix_is_reserved() -> None:
+    with pytest.raises(ValueError, match="agent:"):
+        HealthMonitor().add_service(service("agent:x"))
+
+
+def test_add_service_wants_a_service_definition() -> None:
+    with pytest.raises(TypeError, match="ServiceDefinition"):
+        HealthMonitor().add_service({"name": "api"})  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_check_health_of_unknown_or_urlless_service_is_unknown_and_not_recorded() -> None:
+    monitor = HealthMonitor()
+    monitor.add_service(service("worker", url=None))
+    for name in ("nope", "worker"):
+        checked = await monitor.check_health(name)
+        assert checked.status is K
+        assert checked.error == "Service not registered or no health_check_url"
+    assert monitor.get_cluster_health() == {}
+
+
+@pytest.mark.asyncio
+async def test_check_health_records_and_notifies_outside_monitoring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = HealthMonitor()
+    monitor.add_service(service("api"))
+    heard: list[HealthStatus] = []
+
+    async def listens(r: HealthCheckResult) -> None:
+        heard.append(r.status)
+
+    async def fake_check(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        return result(name, U)
+
+    monitor.subscribe(listens)
+    monkeypatch.setattr(monitor, "_check_http_health", fake_check)
+    await monitor.check_health("api")
+    await monitor.check_health("api")
+    assert heard == [U]  # one change, told once, before check_health returned
+    assert monitor.get_cluster_status() is U
+
+
+@pytest.mark.asyncio
+async def test_removing_a_service_during_its_check_records_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = HealthMonitor(0.05)
+    monitor.add_service(service("api"))
+    in_check = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_check(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        in_check.set()
+        await release.wait()
+        return result(name, H)
+
+    monkeypatch.setattr(monitor, "_check_http_health", slow_check)
+    async with monitor:
+        await in_check.wait()
+        monitor.remove_service("api")
+        release.set()
+        await asyncio.sleep(0.1)
+        assert monitor.get_cluster_health() == {}
+        assert monitor.missed_checks == {}
+
+
+@pytest.mark.asyncio
+async def test_a_check_that_raises_does_not_end_the_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = HealthMonitor(0.05)
+    monitor.add_service(service("api"))
+    calls = 0
+    enough = asyncio.Event()
+
+    async def broken(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            enough.set()
+        raise RuntimeError("bug in an overridden check")
+
+    monkeypatch.setattr(monitor, "_check_http_health", broken)
+    async with monitor:
+        await asyncio.wait_for(enough.wait(), 5)
+    cached = monitor.get_cluster_health()["api"]
+    assert (cached.status, cached.error) == (U, "check raised RuntimeError")
+
+
+@pytest.mark.asyncio
+async def test_start_and_stop_are_idempotent() -> None:
+    monitor = HealthMonitor(0.05)
+    await monitor.stop_monitoring()
+    await monitor.start_monitoring()
+    await monitor.start_monitoring()
+    assert monitor.running
+    await monitor.stop_monitoring()
+    await monitor.stop_monitoring()
+    assert not monitor.running
+
+
+# -- agents --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("report", "status"),
+    [
+        ({"status": "running", "health": "healthy"}, H),
+        ({"status": "running", "health": "degraded"}, D),
+        ({"status": "running"}, K),
+        ({"status": "running", "health": "weird"}, K),
+        ({"status": "stopped"}, U),
+        ({"status": "crashed", "health": "unhealthy"}, U),
+        ({}, U),
+    ],
+)
+def test_agent_mapping(report: Mapping[str, Any], status: HealthStatus) -> None:
+    assert agent_health_status(report) is status
+
+
+@pytest.mark.asyncio
+async def test_async_adapter_and_bad_reports() -> None:
+    class Adapter:
+        async def get_agent_statuses(self) -> dict[str, Any]:
+            return {"a": {"status": "running", "health": "healthy"}, "b": "garbage"}
+
+    monitor = HealthMonitor()
+    await monitor.check_agents_health(Adapter())
+    health = monitor.get_cluster_health()
+    assert health["agent:a"].status is H
+    assert health["agent:a"].details == {"status": "running", "health": "healthy"}
+    assert health["agent:b"].status is U
+    assert health["agent:b"].error == "agent report is not a mapping: str"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_adapter_is_logged_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Adapter:
+        def get_agent_statuses(self) -> dict[str, Any]:
+            raise ConnectionError("agents unreachable")
+
+    monitor = HealthMonitor()
+    await monitor.check_agents_health(Adapter())
+    assert monitor.get_cluster_health() == {}
+    assert "agents_health_check_failed" in capsys.readouterr().out

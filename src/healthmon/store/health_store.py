@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVarTuple
 
+from sqlalchemy import Row, Select, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -15,9 +17,12 @@ from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import history, migrate
 from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.schema import STATUS_BY_CODE, check_results, services, status_transitions
 from healthmon.store.writer import Committed, ResultWriter
 
 __all__ = ["HealthStore"]
+
+_Columns = TypeVarTuple("_Columns")
 
 
 class HealthStore:
@@ -145,14 +150,97 @@ class HealthStore:
             return await history.transitions(conn, service_name, since, until)
 
     async def latest(self) -> dict[str, HealthCheckResult]:
-        """The newest stored result of each service."""
-        async with self._reading() as conn:
-            return await history.latest_results(conn)
+        """The newest stored result of each service, with the service's confirmed
+        status (from its newest transition) as `confirmed_status`."""
+        async with self._reading() as conn:  # one read transaction: one snapshot
+            results = await history.latest_results(conn)
+            statuses = await history.current_statuses(conn)
+        return {
+            name: dataclasses.replace(result, confirmed_status=statuses.get(name))
+            for name, result in results.items()
+        }
 
     async def current_statuses(self) -> dict[str, HealthStatus]:
         """Each service's status as its newest stored transition left it."""
         async with self._reading() as conn:
             return await history.current_statuses(conn)
+
+    async def stream_results(
+        self,
+        service_name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[HealthCheckResult]:
+        """Results with since <= timestamp < until, of one service or all, read through a
+        cursor `batch_size` rows at a time: memory stays flat however many there are
+        (for exports). One service's come oldest first, all services' in the order they
+        were written. Close the iterator (`contextlib.aclosing`) when stopping early."""
+        query = select(
+            services.c.name,
+            check_results.c.status,
+            check_results.c.response_time_ms,
+            check_results.c.ts,
+            check_results.c.details,
+            check_results.c.error,
+        ).join(services, services.c.id == check_results.c.service_id)
+        if service_name is None:
+            query = query.order_by(check_results.c.id)  # the rowid: no sort of every row
+        else:  # the (service_id, ts) index gives this order without a sort
+            query = query.where(services.c.name == service_name).order_by(
+                check_results.c.ts, check_results.c.id
+            )
+        if since is not None:
+            query = query.where(check_results.c.ts >= since)
+        if until is not None:
+            query = query.where(check_results.c.ts < until)
+        async for name, code, response_time_ms, ts, details, error in self._stream(
+            query, batch_size
+        ):
+            yield HealthCheckResult(
+                name, STATUS_BY_CODE[code], response_time_ms, ts, details, error
+            )
+
+    async def stream_transitions(
+        self,
+        service_name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[StatusTransition]:
+        """`transitions()` read through a cursor, like `stream_results()`; oldest first."""
+        query = (
+            select(
+                services.c.name,
+                status_transitions.c.from_status,
+                status_transitions.c.to_status,
+                status_transitions.c.ts,
+                status_transitions.c.cause,
+            )
+            .join(services, services.c.id == status_transitions.c.service_id)
+            .order_by(status_transitions.c.ts, status_transitions.c.id)
+        )
+        if service_name is not None:
+            query = query.where(services.c.name == service_name)
+        if since is not None:
+            query = query.where(status_transitions.c.ts >= since)
+        if until is not None:
+            query = query.where(status_transitions.c.ts < until)
+        async for name, from_code, to_code, ts, cause in self._stream(query, batch_size):
+            before = None if from_code is None else STATUS_BY_CODE[from_code]
+            yield StatusTransition(name, before, STATUS_BY_CODE[to_code], ts, cause)
+
+    async def _stream(
+        self, query: Select[*_Columns], batch_size: int
+    ) -> AsyncIterator[Row[*_Columns]]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        async with self._reading() as conn:
+            rows = await conn.stream(query.execution_options(yield_per=batch_size))
+            async for row in rows:
+                yield row
 
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:

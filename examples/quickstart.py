@@ -14,7 +14,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from healthmon import HealthCheckResult, HealthMonitor, HealthStore, ServiceDefinition
+from healthmon import (
+    CheckPolicy,
+    HealthCheckResult,
+    HealthMonitor,
+    HealthStore,
+    ServiceDefinition,
+)
 from healthmon.log import configure_logging
 from healthmon.targets import TargetServer
 
@@ -24,7 +30,7 @@ RUN_SECONDS = 4.0
 async def main(database: Path) -> None:
     with TargetServer() as targets:
         async with HealthStore(database) as store:
-            monitor = HealthMonitor(check_interval=0.1, store=store, check_timeout=0.5)
+            monitor = HealthMonitor(0.1, store=store, policy=CheckPolicy(timeout=0.5))
             for name, path in [("api", "/healthy"), ("billing", "/fail"), ("search", "/flip")]:
                 monitor.add_service(
                     ServiceDefinition(name, "http", f"demo.{name}", [], targets.url(path))

@@ -10,10 +10,12 @@ from healthmon.agents import AgentsAdapter
 from healthmon.errors import ConfigError, HealthmonError, SchemaVersionError, StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, ServiceDefinition, StatusTransition
 from healthmon.monitor import HealthMonitor, Subscriber
+from healthmon.policy import CheckPolicy
 from healthmon.store import HealthStore, WriterStats
 
 __all__ = [
     "AgentsAdapter",
+    "CheckPolicy",
     "ConfigError",
     "HealthCheckResult",
     "HealthMonitor",

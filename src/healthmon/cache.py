@@ -19,7 +19,10 @@ _WORST_FIRST = sorted(HealthStatus, key=lambda status: status.severity, reverse=
 
 
 class HealthCache(MutableMapping[str, HealthCheckResult]):
-    """Latest result per service, with the worst status kept up to date."""
+    """Latest result per service, with the worst status kept up to date.
+
+    A result counts at its `effective_status`: confirmed when the monitor set one.
+    """
 
     __slots__ = ("_counts", "_results")
 
@@ -39,13 +42,13 @@ class HealthCache(MutableMapping[str, HealthCheckResult]):
             raise TypeError(f"health_cache values must be HealthCheckResult, got {result!r}")
         previous = self._results.get(name)
         if previous is not None:
-            self._counts[previous.status] -= 1
+            self._counts[previous.effective_status] -= 1
         self._results[name] = result
-        self._counts[result.status] += 1
+        self._counts[result.effective_status] += 1
 
     def __delitem__(self, name: str) -> None:
         result = self._results.pop(name)
-        self._counts[result.status] -= 1
+        self._counts[result.effective_status] -= 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._results)
@@ -68,5 +71,5 @@ class HealthCache(MutableMapping[str, HealthCheckResult]):
         return HealthStatus.UNKNOWN
 
     def counts(self) -> dict[HealthStatus, int]:
-        """How many services are at each status."""
+        """How many services are at each (effective) status."""
         return {status: self._counts[status] for status in HealthStatus}

@@ -5,11 +5,13 @@ Pure data with validation; nothing here does I/O.
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from healthmon.policy import CheckPolicy, validate_interval
 
 __all__ = [
     "HealthCheckResult",
@@ -52,6 +54,12 @@ def worst_status(statuses: Any) -> HealthStatus:
 class HealthCheckResult:
     """One observation of a service's health.
 
+    `status` is what this check itself observed (and what is stored for it).
+    `confirmed_status` is the service's status after this result, once thresholds
+    and start periods are applied; the monitor sets it on the results it records,
+    and the cluster status, transitions and notifications follow it. With the
+    default thresholds (1/1) the two are equal.
+
     `timestamp` is wall-clock UTC epoch seconds taken when the check completed;
     `response_time_ms` is measured on the monotonic clock.
     """
@@ -62,6 +70,12 @@ class HealthCheckResult:
     timestamp: float
     details: dict[str, Any] | None = None
     error: str | None = None
+    confirmed_status: HealthStatus | None = None
+
+    @property
+    def effective_status(self) -> HealthStatus:
+        """The service's status as this result leaves it: confirmed if set, else observed."""
+        return self.status if self.confirmed_status is None else self.confirmed_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +99,11 @@ class ServiceDefinition:
 
     The first five fields are the seed's. A service without `health_check_url` is
     registered but not probed (its health may come from elsewhere, e.g. an agent).
+
+    The rest override the monitor's defaults for this service; None inherits them.
+    `interval` is this service's check period (0.05-1.0 s); the others are
+    `CheckPolicy`'s fields (see there). `headers` are sent with every check (an
+    auth token, say) and kept out of reprs, logs and the database.
     """
 
     name: str
@@ -92,14 +111,48 @@ class ServiceDefinition:
     module_path: str
     dependencies: list[str] = field(default_factory=list)
     health_check_url: str | None = None
+    interval: float | None = None
+    timeout: float | None = None
+    success_codes: str | None = None
+    degraded_after_ms: float | None = None
+    failure_threshold: int | None = None
+    success_threshold: int | None = None
+    start_period: float | None = None
+    max_body_bytes: int | None = None
+    follow_redirects: bool | None = None
+    trust_env: bool | None = None
+    verify_tls: bool | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"service name must be a non-empty string, got {self.name!r}")
         if self.name != self.name.strip():
             raise ValueError(f"service name {self.name!r} has leading or trailing spaces")
+        where = f"service {self.name!r}"
         if self.health_check_url is not None:
-            validate_http_url(self.health_check_url, where=f"service {self.name!r}")
+            validate_http_url(self.health_check_url, where=where)
+        if self.interval is not None:
+            validate_interval(self.interval, where=f"{where}: interval")
+        try:
+            CheckPolicy().with_overrides(self)  # validates every override it sets
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+        _validate_headers(self.headers, where=where)
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+
+
+def _validate_headers(headers: object, *, where: str) -> None:
+    if not isinstance(headers, dict):
+        raise TypeError(f"{where}: headers must be a mapping of names to values")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"{where}: header name {name!r} is not a valid HTTP token")
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            # The value is not echoed: it may be a secret.
+            raise ValueError(f"{where}: header {name!r} must be a single-line string")
 
 
 def validate_http_url(url: str, *, where: str) -> None:
@@ -134,14 +187,3 @@ def redact_url(url: str) -> str:
         port = None
     netloc = f"***@{host}" + (f":{port}" if port is not None else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def validate_interval(check_interval: float, *, where: str = "check_interval") -> float:
-    """Return `check_interval` if it lies within 1-20 Hz, else raise ValueError."""
-    if isinstance(check_interval, bool) or not isinstance(check_interval, int | float):
-        raise TypeError(f"{where} must be a number of seconds, got {check_interval!r}")
-    if not math.isfinite(check_interval) or not 0.05 <= check_interval <= 1.0:
-        raise ValueError(
-            f"{where} must be between 0.05 (20Hz) and 1.0 (1Hz) seconds, got {check_interval!r}"
-        )
-    return float(check_interval)

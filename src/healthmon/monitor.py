@@ -4,7 +4,8 @@ The monitor ties the probe, the cache and the store together and owns no I/O of
 its own. One check, end to end::
 
     schedule slot -> _check_http_health (probe) -> _record:
-        cache <- result;  status changed? -> StatusTransition
+        confirmation: observed status -> confirmed status (thresholds, start period)
+        cache <- result;  confirmed status changed? -> StatusTransition
         store:    writer.submit(result, transition) -> group commit -> notifier
         no store: notifier directly
     notifier -> subscribers, in commit order, each under a time limit
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,15 +27,16 @@ import structlog
 
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
+from healthmon.confirm import Confirmation
 from healthmon.model import (
     HealthCheckResult,
     HealthStatus,
     ServiceDefinition,
     StatusTransition,
     redact_url,
-    validate_interval,
 )
 from healthmon.notify import Notifier
+from healthmon.policy import CheckPolicy, validate_interval
 from healthmon.probe import new_http_client, probe_http
 from healthmon.schedule import FixedRateSchedule
 from healthmon.store import HealthStore, ResultWriter, WriterStats
@@ -49,30 +52,34 @@ Subscriber = Callable[[HealthCheckResult], Awaitable[None]]
 class HealthMonitor:
     """Checks services on fixed-rate schedules and keeps their latest status.
 
-    `check_interval` (0.05-1.0 s, i.e. 20-1 Hz) is each service's check period.
+    `check_interval` (0.05-1.0 s, i.e. 20-1 Hz) is the default check period and
+    `policy` the default check settings (timeout, success codes, thresholds, ...);
+    a `ServiceDefinition` overrides either per service. Agents get the monitor's
+    thresholds and start period.
+
     With a `store`, every result and transition is written to it and subscribers
     hear of a change once it is committed; the monitor does not close the store.
-    `http_client`, if given, is used for every check and not closed by the
-    monitor (pass one for your own TLS, auth or transport settings).
+    `http_client`, if given, is used for every check and not closed by the monitor
+    (pass one for your own TLS, auth or transport settings; the body cap, TLS and
+    proxy settings of the policy are then yours to configure on it). Otherwise each
+    service gets its own client, configured from its policy.
     """
 
     def __init__(
         self,
         check_interval: float = 1.0,
         *,
+        policy: CheckPolicy | None = None,
         store: HealthStore | None = None,
         http_client: httpx.AsyncClient | None = None,
-        check_timeout: float = 5.0,
         callback_timeout: float = 5.0,
         flush_interval: float = 0.1,
         max_pending: int = 100_000,
     ) -> None:
         self.check_interval = validate_interval(check_interval)
-        if not check_timeout > 0:
-            raise ValueError(f"check_timeout must be positive, got {check_timeout!r}")
         if not callback_timeout > 0:
             raise ValueError(f"callback_timeout must be positive, got {callback_timeout!r}")
-        self.check_timeout = check_timeout
+        self.policy = CheckPolicy() if policy is None else policy
         self.callback_timeout = callback_timeout
         self.services: dict[str, ServiceDefinition] = {}
         self.subscribers: list[Subscriber] = []
@@ -80,12 +87,18 @@ class HealthMonitor:
         self._store = store
         self._flush_interval = flush_interval
         self._max_pending = max_pending
-        self._http_client = http_client
-        self._owns_http_client = http_client is None
-        # Each service's current status, from which transitions are derived. Loaded
-        # from the store at start, so that a restart records no spurious transition.
-        self._status: dict[str, HealthStatus] = {}
+        self._user_client = http_client
+        self._default_client: httpx.AsyncClient | None = None  # for checks of no service
+        self._clients: dict[str, httpx.AsyncClient] = {}  # one per checked service
+        self._policies: dict[str, CheckPolicy] = {}
+        # Each service's confirmed status. Loaded from the store at start (into
+        # _known_status until the service's first result), so that a restart records
+        # no spurious transition.
+        self._confirmations: dict[str, Confirmation] = {}
+        self._known_status: dict[str, HealthStatus] = {}
+        self._reported_agents: dict[int, set[str]] = {}  # per adapter (by id)
         self._checks: dict[str, asyncio.Task[None]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
         self._writer: ResultWriter | None = None
         self._notifier: Notifier | None = None
@@ -96,7 +109,8 @@ class HealthMonitor:
 
     @property
     def health_cache(self) -> HealthCache:
-        """Latest result per service (and `agent:<name>`)."""
+        """Latest result per service (and `agent:<name>`); its `confirmed_status`
+        (`effective_status`) is what the cluster status follows."""
         return self._cache
 
     @health_cache.setter
@@ -108,7 +122,8 @@ class HealthMonitor:
         return self._cache.copy()
 
     def get_cluster_status(self) -> HealthStatus:
-        """The worst status: UNHEALTHY > DEGRADED > UNKNOWN > HEALTHY; UNKNOWN when empty."""
+        """The worst confirmed status: UNHEALTHY > DEGRADED > UNKNOWN > HEALTHY;
+        UNKNOWN when there is nothing."""
         return self._cache.worst_status()
 
     @property
@@ -126,6 +141,10 @@ class HealthMonitor:
         """Slots skipped per service because its previous check overran them."""
         return {name: schedule.missed for name, schedule in self._schedules.items()}
 
+    def policy_for(self, service_name: str) -> CheckPolicy:
+        """The settings a service is checked with: the monitor's, with its overrides."""
+        return self._policies.get(service_name, self.policy)
+
     # -- registry -----------------------------------------------------------------------
 
     def add_service(self, service: ServiceDefinition) -> None:
@@ -140,7 +159,9 @@ class HealthMonitor:
             raise ValueError(
                 f"service name {service.name!r}: the {AGENT_PREFIX!r} prefix is kept for agents"
             )
+        policy = self.policy.with_overrides(service)  # validated by ServiceDefinition already
         self.services[service.name] = service
+        self._policies[service.name] = policy
         if self._writer is not None:
             self._register_with_writer(self._writer, service)
         if self._running:
@@ -150,16 +171,22 @@ class HealthMonitor:
         """Forget a service: its checks stop (an in-flight one is cancelled and not
         recorded) and it leaves the cache. Its stored history stays."""
         self.services.pop(service_name, None)
+        self._policies.pop(service_name, None)
         self._cache.pop(service_name, None)
         self._schedules.pop(service_name, None)
+        confirmation = self._confirmations.pop(service_name, None)
+        if confirmation is not None and confirmation.confirmed is not None:
+            self._known_status[service_name] = confirmation.confirmed
         task = self._checks.pop(service_name, None)
         if task is not None:
-            task.cancel()
+            task.cancel()  # the task closes its client as it ends; stop waits for it
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     # -- subscribers --------------------------------------------------------------------
 
     def subscribe(self, callback: Subscriber) -> None:
-        """Call `callback(result)` on each status change (async callables only)."""
+        """Call `callback(result)` on each confirmed status change (async callables only)."""
         if not _is_async_callable(callback):
             raise TypeError(f"Callback must be an async function, got {callback!r}")
         self.subscribers.append(callback)
@@ -172,7 +199,7 @@ class HealthMonitor:
         self, result: HealthCheckResult, old_result: HealthCheckResult | None
     ) -> None:
         """Tell every subscriber of `result` if its status differs from `old_result`'s."""
-        if old_result is None or old_result.status != result.status:
+        if old_result is None or old_result.effective_status != result.effective_status:
             await self._deliver(result)
 
     async def _deliver(self, result: HealthCheckResult) -> None:
@@ -214,26 +241,38 @@ class HealthMonitor:
                 error="Service not registered or no health_check_url",
             )
         result = await self._check_http_health(service_name, service.health_check_url)
-        if self.services.get(service_name) is service:  # not removed while we checked
-            async with self._session():
-                self._record(result)
-        return result
+        if self.services.get(service_name) is not service:  # removed while we checked
+            return result
+        async with self._session():
+            return self._record(result)
 
     async def _check_http_health(
         self, service_name: str, url: str, timeout: float | None = None
     ) -> HealthCheckResult:
         """One HTTP check through `httpx.AsyncClient.get` (the loop calls this)."""
-        if self._http_client is None:
-            self._http_client = new_http_client()
-        return await probe_http(
-            self._http_client,
-            service_name,
-            url,
-            self.check_timeout if timeout is None else timeout,
-        )
+        policy = self.policy_for(service_name)
+        if timeout is not None and timeout != policy.timeout:
+            policy = dataclasses.replace(policy, timeout=timeout)
+        service = self.services.get(service_name)
+        headers = service.headers if service is not None and service.headers else None
+        client = self._user_client or self._clients.get(service_name)
+        if client is None and service is not None:
+            # A one-off check of a service whose schedule is not running: its own
+            # settings (TLS, proxy, body cap) still apply.
+            async with new_http_client(policy, url) as one_off:
+                return await probe_http(one_off, service_name, url, policy, headers)
+        if client is None:
+            if self._default_client is None:
+                self._default_client = new_http_client(self.policy)
+            client = self._default_client
+        return await probe_http(client, service_name, url, policy, headers)
 
     async def check_agents_health(self, agents_adapter: AgentsAdapter) -> None:
-        """Fold the agents' reported states into the cache as `agent:<name>`."""
+        """Fold the agents' reported states into the cache as `agent:<name>`.
+
+        An agent this adapter reported before and no longer reports becomes UNKNOWN
+        at once, with a transition, rather than keeping its last status.
+        """
         try:
             statuses = agents_adapter.get_agent_statuses()
             if inspect.isawaitable(statuses):
@@ -244,25 +283,45 @@ class HealthMonitor:
             return
         now = time.time()
         results = [_agent_result(name, report, now) for name, report in reports.items()]
+        reported = {result.service_name for result in results}
+        vanished = self._reported_agents.get(id(agents_adapter), set()) - reported
+        self._reported_agents[id(agents_adapter)] = reported
         async with self._session():
             for result in results:
                 if self._writer is not None:
                     self._writer.register_service(result.service_name, "agent", None)
                 self._record(result)
+            for name in sorted(vanished):
+                gone = HealthCheckResult(
+                    service_name=name,
+                    status=HealthStatus.UNKNOWN,
+                    response_time_ms=0.0,
+                    timestamp=now,
+                    error="agent no longer reported",
+                )
+                self._record(gone, force=True)
 
-    def _record(self, result: HealthCheckResult) -> None:
-        """Take a result in: cache, transition, store or notifier. Never waits, so a
-        check cancelled by remove_service() cannot be half-recorded."""
+    def _record(self, result: HealthCheckResult, *, force: bool = False) -> HealthCheckResult:
+        """Take a result in: confirmation, cache, transition, store or notifier.
+
+        Never waits, so a check cancelled by remove_service() cannot be half-recorded.
+        Returns the result as recorded (with its confirmed status).
+        """
         name = result.service_name
+        confirmation = self._confirmations.get(name) or self._confirmation_for(name)
+        previous = confirmation.confirmed
+        if force:
+            changed = confirmation.force(result.status)
+        else:
+            changed = confirmation.observe(result.status, time.monotonic())
+        result = dataclasses.replace(result, confirmed_status=confirmation.current)
         self._cache[name] = result
-        previous = self._status.get(name)
         transition = None
-        if previous != result.status:
-            self._status[name] = result.status
+        if changed:
             transition = StatusTransition(
                 service_name=name,
                 from_status=previous,
-                to_status=result.status,
+                to_status=confirmation.current,
                 timestamp=result.timestamp,
                 cause=result.error,
             )
@@ -270,17 +329,38 @@ class HealthMonitor:
                 "status_changed",
                 service=name,
                 from_status=None if previous is None else previous.value,
-                to_status=result.status.value,
+                to_status=transition.to_status.value,
                 cause=result.error,
             )
         if self._writer is not None:
             self._writer.submit(result, transition)
         elif transition is not None and self._notifier is not None:
             self._notifier.put((result,))
+        return result
+
+    def _confirmation_for(self, name: str) -> Confirmation:
+        policy = self.policy_for(name)
+        starts = None
+        if policy.start_period > 0:
+            starts = time.monotonic() + policy.start_period
+        confirmation = Confirmation(
+            policy.failure_threshold,
+            policy.success_threshold,
+            confirmed=self._known_status.pop(name, None),
+            start_period_ends=starts,
+        )
+        self._confirmations[name] = confirmation
+        return confirmation
 
     def _start_checks(self, service: ServiceDefinition) -> None:
         if service.health_check_url is None:
             return
+        # The start period runs from here, when its checks start (not when it was
+        # added); a confirmed status from an earlier run carries over.
+        earlier = self._confirmations.pop(service.name, None)
+        if earlier is not None and earlier.confirmed is not None:
+            self._known_status[service.name] = earlier.confirmed
+        self._confirmation_for(service.name)
         self._checks[service.name] = asyncio.create_task(
             self._check_loop(service, service.health_check_url),
             name=f"healthmon-check:{service.name}",
@@ -288,22 +368,30 @@ class HealthMonitor:
 
     async def _check_loop(self, service: ServiceDefinition, url: str) -> None:
         """Check one service on its own fixed-rate schedule, one check at a time."""
-        schedule = FixedRateSchedule(self.check_interval)
-        self._schedules[service.name] = schedule
-        while True:
-            await schedule.wait()
-            try:
-                result = await self._check_http_health(service.name, url)
-            except Exception as exc:  # an overridden check that raises must not end the loop
-                log.exception("check_raised", service=service.name)
-                result = HealthCheckResult(
-                    service_name=service.name,
-                    status=HealthStatus.UNHEALTHY,
-                    response_time_ms=0.0,
-                    timestamp=time.time(),
-                    error=f"check raised {type(exc).__name__}",
-                )
-            self._record(result)
+        name = service.name
+        schedule = FixedRateSchedule(service.interval or self.check_interval)
+        self._schedules[name] = schedule
+        if self._user_client is None:
+            self._clients[name] = new_http_client(self.policy_for(name), url)
+        try:
+            while True:
+                await schedule.wait()
+                try:
+                    result = await self._check_http_health(name, url)
+                except Exception as exc:  # an overridden check that raises must not end the loop
+                    log.exception("check_raised", service=name)
+                    result = HealthCheckResult(
+                        service_name=name,
+                        status=HealthStatus.UNHEALTHY,
+                        response_time_ms=0.0,
+                        timestamp=time.time(),
+                        error=f"check raised {type(exc).__name__}",
+                    )
+                self._record(result)
+        finally:
+            client = self._clients.pop(name, None)
+            if client is not None:
+                await client.aclose()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -319,9 +407,9 @@ class HealthMonitor:
 
     async def stop_monitoring(self) -> None:
         """Cancel in-flight checks, flush every pending result and transition, deliver
-        the committed changes, close the HTTP client we made. Idempotent."""
+        the committed changes, close the HTTP clients we made. Idempotent."""
         async with self._lifecycle:
-            checks = list(self._checks.values())
+            checks = [*self._checks.values(), *self._retiring]
             self._checks.clear()
             self._schedules.clear()
             for task in checks:
@@ -329,8 +417,8 @@ class HealthMonitor:
             await asyncio.gather(*checks, return_exceptions=True)
             self._running = False
             await self._close_session()
-            if self._owns_http_client and self._http_client is not None:
-                client, self._http_client = self._http_client, None
+            if self._default_client is not None:
+                client, self._default_client = self._default_client, None
                 await client.aclose()
 
     async def __aenter__(self) -> Self:
@@ -376,7 +464,8 @@ class HealthMonitor:
             await self._close_session()
             raise
         for name, status in stored.items():
-            self._status.setdefault(name, status)  # what this process saw itself wins
+            if name not in self._confirmations:  # what this process saw itself wins
+                self._known_status.setdefault(name, status)
         for service in self.services.values():
             self._register_with_writer(writer, service)
         await writer.start()

@@ -1,8 +1,9 @@
-"""One HTTP health check: a GET through an `httpx.AsyncClient`, turned into a result.
+"""One HTTP health check: a GET through an `httpx.AsyncClient`, judged by a policy.
 
 The probe knows HTTP and nothing of scheduling or storage. It never raises for a
-failed check: every outcome is a `HealthCheckResult`, with a short, stable error
-text that groups well (`HTTP 503`, `timeout after 500 ms`, `connection refused`).
+failed check: every outcome is a `HealthCheckResult` whose error is short, stable
+and good for grouping: `HTTP 503`, `timeout after 500 ms`, `connection refused`,
+`body over 65536 bytes`, `health+json status fail`, `TLS: certificate verify failed`.
 """
 
 from __future__ import annotations
@@ -12,69 +13,98 @@ import errno
 import socket
 import ssl
 import time
-from typing import Any
+from collections.abc import Mapping
+from importlib.metadata import version
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from healthmon.formats import read_body
 from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.policy import CheckPolicy
+from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
 
 __all__ = ["describe_error", "new_http_client", "probe_http"]
 
+DEFAULT_POLICY = CheckPolicy()
+_HEADERS = {
+    "User-Agent": f"healthmon/{version('healthmon')}",
+    # A health check has no use for compression; asking for none also spares the cap.
+    "Accept-Encoding": "identity",
+}
 
-def new_http_client() -> httpx.AsyncClient:
-    """The client the monitor uses when the caller passes none.
 
-    A health check goes straight to its target: no proxies from the environment and
-    no redirects followed (a redirect is an answer, judged by its status code).
+def new_http_client(
+    policy: CheckPolicy = DEFAULT_POLICY, url: str | None = None
+) -> httpx.AsyncClient:
+    """A client for checks under `policy` (of `url`, when it serves one service).
+
+    A health check goes straight to its target: proxies from the environment only
+    with `trust_env`, redirects only with `follow_redirects`, TLS verified unless
+    `verify_tls` is off, and never more than `max_body_bytes` of a body read.
     """
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
-
-
-async def probe_http(
-    client: httpx.AsyncClient, service_name: str, url: str, timeout: float
-) -> HealthCheckResult:
-    """GET `url` and judge the answer: 200 is HEALTHY, anything else UNHEALTHY.
-
-    `timeout` bounds the whole check, not only each network phase, so a target that
-    drips its answer cannot hold the check longer than it.
-    """
-    started = time.perf_counter()
-    details: dict[str, Any] | None = None
-    error: str | None
-    try:
-        async with asyncio.timeout(timeout):
-            response = await client.get(url, timeout=timeout)
-    except (TimeoutError, httpx.TimeoutException):
-        status, error = HealthStatus.UNHEALTHY, f"timeout after {timeout * 1000:.0f} ms"
-    except httpx.HTTPError as exc:
-        status, error = HealthStatus.UNHEALTHY, describe_error(exc)
-    else:
-        if response.status_code == 200:
-            status, error = HealthStatus.HEALTHY, None
-            details = _json_details(response)
-        else:
-            status, error = HealthStatus.UNHEALTHY, f"HTTP {response.status_code}"
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    return HealthCheckResult(
-        service_name=service_name,
-        status=status,
-        response_time_ms=elapsed_ms,
-        timestamp=time.time(),
-        details=details,
-        error=error,
+    proxy = proxy_for(url) if policy.trust_env and url is not None else None
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context(policy.verify_tls), proxy=proxy)
+    return httpx.AsyncClient(
+        transport=CappedTransport(transport, policy.max_body_bytes),
+        follow_redirects=policy.follow_redirects,
+        trust_env=False,  # the proxy, if any, is chosen above, under the cap
+        headers=_HEADERS,
+        timeout=policy.timeout,
     )
 
 
-def _json_details(response: httpx.Response) -> dict[str, Any] | None:
-    """The body as details when it is a JSON object; None for anything else."""
-    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if not (content_type == "application/json" or content_type.endswith("+json")):
-        return None
+async def probe_http(
+    client: httpx.AsyncClient,
+    service_name: str,
+    url: str,
+    policy: CheckPolicy = DEFAULT_POLICY,
+    headers: Mapping[str, str] | None = None,
+) -> HealthCheckResult:
+    """GET `url` and judge the answer by `policy`.
+
+    `policy.timeout` bounds the whole check, not only each network phase, so a
+    target that drips its answer cannot hold the check longer than that.
+    """
+    started = time.perf_counter()
+    details = None
+    status = HealthStatus.UNHEALTHY
+    error: str | None
     try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
-        return None
-    return body if isinstance(body, dict) else None
+        async with asyncio.timeout(policy.timeout):
+            response = await client.get(
+                url,
+                headers=headers,
+                timeout=policy.timeout,
+                follow_redirects=policy.follow_redirects,
+            )
+    except (TimeoutError, httpx.TimeoutException):
+        error = f"timeout after {policy.timeout * 1000:.0f} ms"
+    except BodyTooLarge as exc:
+        error = str(exc)
+    except httpx.HTTPError as exc:
+        error = describe_error(exc)
+    else:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if response.status_code not in policy.codes:
+            error = f"HTTP {response.status_code}"
+        else:
+            report = read_body(response)
+            details = report.details
+            status, error = HealthStatus.HEALTHY, None
+            if report.status is not None and report.status is not HealthStatus.HEALTHY:
+                status, error = report.status, report.said
+            elif policy.degraded_after_ms is not None and elapsed_ms > policy.degraded_after_ms:
+                status = HealthStatus.DEGRADED
+                error = f"slow: {elapsed_ms:.0f} ms over {policy.degraded_after_ms:.0f} ms"
+    return HealthCheckResult(
+        service_name=service_name,
+        status=status,
+        response_time_ms=(time.perf_counter() - started) * 1000.0,
+        timestamp=time.time(),
+        details=details,
+        error=None if error is None else _without_credentials(error, url),
+    )
 
 
 def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table, in order
@@ -84,7 +114,7 @@ def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table
     """
     for cause in _cause_chain(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS: certificate verify failed ({cause.verify_message})"
+            return "TLS: certificate verify failed"
         if isinstance(cause, ssl.SSLError):
             return f"TLS: {(cause.reason or 'handshake failed').lower().replace('_', ' ')}"
         if isinstance(cause, socket.gaierror):
@@ -95,14 +125,14 @@ def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table
             return "connection refused"
         if isinstance(cause, ConnectionResetError):
             return "connection reset"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return "too many redirects"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"protocol error: {_first_line(exc)}"
     if isinstance(exc, httpx.ConnectError):
         return f"connect error: {_first_line(exc)}"
     if isinstance(exc, httpx.ReadError):
         return "connection reset" if "reset" in str(exc).lower() else "read error"
-    if isinstance(exc, httpx.TooManyRedirects):
-        return "too many redirects"
     if isinstance(exc, httpx.DecodingError):
         return "body could not be decoded"
     return f"{type(exc).__name__}: {_first_line(exc)}"
@@ -120,3 +150,12 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else "no detail"
+
+
+def _without_credentials(error: str, url: str) -> str:
+    """Errors quote third-party messages; make sure none carries the URL's secret."""
+    parts = urlsplit(url)
+    for secret in (parts.password, parts.username):
+        if secret:
+            error = error.replace(secret, "***").replace(unquote(secret), "***")
+    return error

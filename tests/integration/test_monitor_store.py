@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
+from healthmon import CheckPolicy, HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
 from healthmon.targets import TargetServer
 from tests.conftest import http_service
 
@@ -35,7 +35,7 @@ async def test_everything_stored_and_equal_to_the_cache(
         heard.append(result)
 
     async with HealthStore(db_path) as store:
-        monitor = HealthMonitor(0.05, store=store, check_timeout=0.5)
+        monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=0.5))
         monitor.add_service(http_service("ok", targets.url("/healthy")))
         monitor.add_service(http_service("broken", targets.url("/fail")))
         monitor.add_service(http_service("flappy", targets.url("/flip?period=0.2")))
@@ -104,7 +104,7 @@ async def test_hanging_service_neither_slows_others_nor_stop(
     targets: TargetServer, db_path: Path
 ) -> None:
     async with HealthStore(db_path) as store:
-        monitor = HealthMonitor(0.05, store=store, check_timeout=30.0)
+        monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=30.0))
         monitor.add_service(http_service("stuck", targets.url("/hang")))
         monitor.add_service(http_service("ok", targets.url("/healthy")))
         async with monitor:

@@ -1,0 +1,127 @@
+"""The HTTP transport under every check: a cap on how much of a body is read.
+
+The cap sits below `httpx.AsyncClient.get` (the seed's contract patches that call),
+as a transport that wraps httpx's own. A body larger than the cap, announced or
+not, ends the read with `BodyTooLarge`: memory never grows with what a target
+sends. Compressed bodies are decompressed here, under the same cap, so a gzip
+bomb of a few kilobytes cannot expand into gigabytes in httpx's decoder.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+import zlib
+from collections.abc import AsyncIterator
+from functools import cache
+from urllib.parse import urlsplit
+
+import certifi
+import httpx
+
+__all__ = ["BodyTooLarge", "CappedTransport", "proxy_for", "ssl_context"]
+
+_DECOMPRESSED = ("gzip", "x-gzip", "deflate")
+
+
+class BodyTooLarge(Exception):  # noqa: N818 - a condition, named as the error text reads
+    """The response body is larger than the cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body over {limit} bytes")
+        self.limit = limit
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport so that no response body beyond `max_body_bytes` is read."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, max_body_bytes: int) -> None:
+        self._inner = inner
+        self.max_body_bytes = max_body_bytes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        limit = self.max_body_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await response.aclose()
+            raise BodyTooLarge(limit)
+        headers = response.headers
+        decoder = None
+        if headers.get("content-encoding", "").strip().lower() in _DECOMPRESSED:
+            # Decode here, capped; httpx must then not decode again.
+            decoder = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header
+            headers = httpx.Headers(
+                [
+                    (k, v)
+                    for k, v in headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length")
+                ]
+            )
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # what httpx's transports give
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=headers,
+            stream=_CappedStream(response.stream, limit, decoder),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(
+        self, inner: httpx.AsyncByteStream, limit: int, decoder: zlib._Decompress | None
+    ) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._decoder = decoder
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for raw in self._inner:
+            chunk = raw
+            if self._decoder is not None:
+                # Ask for one byte more than the room left: getting it means "over".
+                chunk = _decompress(self._decoder, raw, self._limit - received + 1)
+            received += len(chunk)
+            if received > self._limit:
+                raise BodyTooLarge(self._limit)
+            yield chunk
+        if self._decoder is not None:
+            tail = _decompress(self._decoder, b"", self._limit - received + 1, final=True)
+            if received + len(tail) > self._limit:
+                raise BodyTooLarge(self._limit)
+            yield tail
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _decompress(
+    decoder: zlib._Decompress, data: bytes, max_length: int, *, final: bool = False
+) -> bytes:
+    try:
+        return decoder.flush(max_length) if final else decoder.decompress(data, max_length)
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"invalid compressed body: {exc}") from exc
+
+
+@cache
+def ssl_context(verify: bool) -> ssl.SSLContext:
+    """One context per setting, shared by every client: building one loads the CA bundle."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment (HTTP_PROXY, NO_PROXY, ...) names for `url`, if any."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy is None or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy

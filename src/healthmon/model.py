@@ -6,7 +6,7 @@ Pure data with validation; nothing here does I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -124,6 +124,18 @@ class ServiceDefinition:
     verify_tls: bool | None = None
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        # Written out so that the URL's credentials (and the headers) stay out of logs.
+        shown = [f"{self.name!r}", f"service_type={self.service_type!r}"]
+        if self.health_check_url is not None:
+            shown.append(f"health_check_url={redact_url(self.health_check_url)!r}")
+        shown.extend(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name in _OVERRIDES and getattr(self, f.name) is not None
+        )
+        return f"ServiceDefinition({', '.join(shown)})"
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"service name must be a non-empty string, got {self.name!r}")
@@ -140,6 +152,8 @@ class ServiceDefinition:
             raise type(exc)(f"{where}: {exc}") from exc
         _validate_headers(self.headers, where=where)
 
+
+_OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
 

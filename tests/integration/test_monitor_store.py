@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from pathlib import Path
@@ -12,17 +11,7 @@ from sqlalchemy import text
 
 from healthmon import CheckPolicy, HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
 from healthmon.targets import TargetServer
-from tests.conftest import http_service
-
-
-async def wait_for(predicate: object, timeout: float = 5.0) -> None:
-    """Wait until `predicate()` is true (polling the loop, not sleeping blindly)."""
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
+from tests.conftest import http_service, wait_for
 
 
 @pytest.mark.asyncio
@@ -124,13 +113,15 @@ async def test_hanging_service_neither_slows_others_nor_stop(
 
 @pytest.mark.asyncio
 async def test_restart_records_no_new_transition(targets: TargetServer, db_path: Path) -> None:
-    for _ in range(2):
+    async def monitor_until(hits: int) -> None:
         async with HealthStore(db_path) as store:
             monitor = HealthMonitor(0.05, store=store)
             monitor.add_service(http_service("ok", targets.url("/healthy")))
             async with monitor:
-                before = targets.hits("/healthy")
-                await wait_for(lambda before=before: targets.hits("/healthy") >= before + 5)
+                await wait_for(lambda: targets.hits("/healthy") >= hits)
+
+    await monitor_until(5)
+    await monitor_until(10)  # a second run on the same database
     async with HealthStore(db_path) as store:
         transitions = await store.transitions("ok")
         results = await store.results("ok")

@@ -1,0 +1,255 @@
+"""Bare HTTP clients against the same targets: the baselines the monitor is compared with.
+
+- `run_open_loop`: aiohttp at the monitor's schedule (one task per service, slot k
+  due at start + k * interval, overrun slots skipped, as FixedRateSchedule does),
+  so that "CPU per request" is measured at the same request rate as the monitor's
+  "CPU per check". The loop does the least a check must: GET, read the body, look
+  at the status code.
+- `run_closed_loop`: `concurrency` workers, each sending its next request as soon as
+  the previous answer is read, through one of several HTTP stacks: the figures the
+  choice of the monitor's HTTP client rests on.
+
+aiohttp and httpx-aiohttp come from the `bench` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+# The `bench` extra brings these; CI installs only `dev`, where mypy finds neither:
+# there it checks this module against Any (hence `unused-ignore` where they exist).
+import aiohttp  # type: ignore[import-not-found,unused-ignore]
+import httpx
+from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]
+
+from bench.measure import LatenessLog
+from healthmon.probe import new_http_client
+
+__all__ = ["STACKS", "run_closed_loop", "run_open_loop"]
+
+_TIMEOUT_S = 5.0  # as the monitor's default check_timeout
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/healthy"
+
+
+async def run_open_loop(
+    ports: list[int], services: int, hz: float, warmup: float, duration: float
+) -> dict[str, Any]:
+    """aiohttp, one shared session, each service on its own fixed-rate schedule."""
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / hz
+    lateness = LatenessLog(interval)
+    done = [0, 0]  # requests, answered 200
+
+    async def service(session: aiohttp.ClientSession, key: int, url: str) -> None:
+        start, index = loop.time(), 0
+        while True:
+            now = loop.time()
+            behind = now - (start + index * interval)
+            if behind >= interval:  # skip whole slots missed, as the monitor does
+                index += math.floor(behind / interval)
+            slot = start + index * interval
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            index += 1
+            lateness.record(key, slot, loop.time())
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    done[1] += response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            done[0] += 1
+
+    # One connection per service, as the monitor's client keeps: no pool limit.
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = [
+            asyncio.create_task(service(session, key, _url(port)))
+            for key, port in enumerate(ports[:services])
+        ]
+        try:
+            await asyncio.sleep(warmup)
+            requests0, ok0 = done
+            t0, cpu0 = loop.time(), time.process_time()
+            await asyncio.sleep(duration)
+            t1, cpu1 = loop.time(), time.process_time()
+            requests1, ok1 = done
+            await asyncio.sleep(0.3)  # let slots due just before t1 be logged
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    requests = requests1 - requests0
+    return {
+        "services": services,
+        "hz": hz,
+        "window_s": t1 - t0,
+        "cpu_s": cpu1 - cpu0,
+        "requests": requests,
+        "requests_per_s": requests / (t1 - t0),
+        "ok_fraction": (ok1 - ok0) / requests if requests else None,
+        "cpu_per_request_us": (cpu1 - cpu0) / requests * 1e6 if requests else None,
+        "lateness": lateness.summary(t0, t1),
+    }
+
+
+Get = Callable[[int], Awaitable[int]]
+"""Send one GET to the worker's target; return the status code."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    label: str
+    open: Callable[[list[str]], contextlib.AbstractAsyncContextManager[Get]]
+
+
+@contextlib.asynccontextmanager
+async def _httpx_shared(
+    urls: list[str], factory: Callable[[], httpx.AsyncClient]
+) -> AsyncIterator[Get]:
+    async with factory() as client:
+
+        async def get(worker: int) -> int:
+            response = await client.get(urls[worker], timeout=_TIMEOUT_S)
+            return response.status_code
+
+        yield get
+
+
+@contextlib.asynccontextmanager
+async def _httpx_per_service(urls: list[str]) -> AsyncIterator[Get]:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(new_http_client()) for _ in urls]
+
+        async def get(worker: int) -> int:
+            response = await clients[worker].get(urls[worker], timeout=_TIMEOUT_S)
+            return response.status_code
+
+        yield get
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp(urls: list[str]) -> AsyncIterator[Get]:
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def get(worker: int) -> int:
+            async with session.get(urls[worker]) as response:
+                await response.read()
+                status: int = response.status
+                return status
+
+        yield get
+
+
+@contextlib.asynccontextmanager
+async def _raw_streams(urls: list[str]) -> AsyncIterator[Get]:
+    """Hand-written HTTP/1.1 over asyncio streams: the floor any client sits on."""
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for url in urls:
+            parts = httpx.URL(url)
+            connections.append(await asyncio.open_connection(parts.host, parts.port))
+        requests = [
+            f"GET {httpx.URL(url).raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+            for url in urls
+        ]
+
+        async def get(worker: int) -> int:
+            reader, writer = connections[worker]
+            writer.write(requests[worker])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            return int(head.split(b" ", 2)[1])
+
+        yield get
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+def _unlimited_pool() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits)
+
+
+def _aiohttp_transport() -> httpx.AsyncClient:
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=AiohttpTransport())
+
+
+STACKS: dict[str, Stack] = {
+    "httpx-shared": Stack(
+        "httpx AsyncClient, one shared (healthmon's default client)",
+        lambda urls: _httpx_shared(urls, new_http_client),
+    ),
+    "httpx-shared-unlimited": Stack(
+        "httpx AsyncClient, one shared, no pool limits",
+        lambda urls: _httpx_shared(urls, _unlimited_pool),
+    ),
+    "httpx-per-service": Stack("httpx AsyncClient, one per service", _httpx_per_service),
+    "httpx-aiohttp": Stack(
+        "httpx AsyncClient over httpx-aiohttp's AiohttpTransport, one shared",
+        lambda urls: _httpx_shared(urls, _aiohttp_transport),
+    ),
+    "aiohttp": Stack("aiohttp ClientSession, one shared (bare baseline)", _aiohttp),
+    "raw-streams": Stack("raw asyncio streams, one connection per worker", _raw_streams),
+}
+
+
+async def run_closed_loop(
+    stack: str, ports: list[int], concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
+    """`concurrency` workers, worker i against port i, as fast as answers come."""
+    loop = asyncio.get_running_loop()
+    urls = [_url(ports[i % len(ports)]) for i in range(concurrency)]
+    done = [0, 0]  # requests, answered 200
+
+    async with STACKS[stack].open(urls) as get:
+
+        async def worker(index: int) -> None:
+            while True:
+                try:
+                    done[1] += await get(index) == 200
+                except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError):
+                    await asyncio.sleep(0.01)  # do not spin on a broken connection
+                done[0] += 1
+
+        tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+        try:
+            await asyncio.sleep(warmup)
+            requests0, ok0 = done
+            t0, cpu0 = loop.time(), time.process_time()
+            await asyncio.sleep(duration)
+            t1, cpu1 = loop.time(), time.process_time()
+            requests1, ok1 = done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    requests = requests1 - requests0
+    return {
+        "stack": stack,
+        "label": STACKS[stack].label,
+        "concurrency": concurrency,
+        "window_s": t1 - t0,
+        "requests": requests,
+        "requests_per_s": requests / (t1 - t0),
+        "ok_fraction": (ok1 - ok0) / requests if requests else None,
+        "cpu_per_request_us": (cpu1 - cpu0) / requests * 1e6 if requests else None,
+        "cpu_share": (cpu1 - cpu0) / (t1 - t0),
+    }

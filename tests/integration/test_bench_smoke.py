@@ -1,0 +1,41 @@
+"""The benchmark harness still runs: its smallest configuration, a few seconds.
+
+Not a performance test (nothing here is timed or compared with a target): it keeps
+bench/ from rotting as the library changes under it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(60)
+def test_smallest_capacity_run_commits_everything_and_prints_its_table(tmp_path: Path) -> None:
+    figures_path = tmp_path / "figures.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "capacity", "--json", figures_path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "## Capacity at 20 Hz" in completed.stdout
+    assert "## Targets (issue 4)" in completed.stdout
+
+    run = json.loads(figures_path.read_text())["capacity"]["runs"]["5"]
+    assert run["checks"] > 0
+    assert run["committed_results"] > 0
+    assert run["dropped_results"] == 0
+    assert run["all_committed"] is True  # every completed check is a row in the file
+    assert run["storage"]["rows"] == run["committed_results"]
+    assert run["lateness"]["scheduled"] > 0
+    assert run["lateness"]["started"] > 0

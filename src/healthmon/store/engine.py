@@ -11,6 +11,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from healthmon.store.sketch import merge_blobs
+
 __all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_url", "display_url"]
 
 BUSY_TIMEOUT_MS = 5000
@@ -58,6 +60,8 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     - synchronous=NORMAL: in WAL mode a commit survives a crash of this process; only
       an OS crash or power loss can take back the last commits.
     - busy_timeout: a briefly locked database is waited for, not an error.
+    - hm_merge_histograms(a, b): adds two latency histograms (store/sketch.py), for the
+      aggregates' upserts.
     - Explicit BEGIN: Python's sqlite3 module otherwise opens transactions implicitly
       and only before DML; emitting BEGIN ourselves makes DDL transactional and
       transactions exactly what SQLAlchemy says they are (SQLAlchemy's documented recipe).
@@ -78,6 +82,7 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
+        dbapi_connection.create_function("hm_merge_histograms", 2, merge_blobs, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:

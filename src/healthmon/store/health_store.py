@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -15,9 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
-from healthmon.store import history, migrate
+from healthmon.store import history, migrate, report
 from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.retention import Retention
+from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
 from healthmon.store.schema import STATUS_BY_CODE, check_results, services, status_transitions
+from healthmon.store.stats import ServiceReport, WindowStats
 from healthmon.store.writer import Committed, ResultWriter
 
 __all__ = ["HealthStore"]
@@ -37,11 +42,37 @@ class HealthStore:
 
     Any number of stores may read one file at once, in this process or others (WAL);
     writes go through one `ResultWriter` at a time, which the monitor owns.
+
+    History settings (see the README's "History"): `retention` per tier (default: raw
+    results 7 days, minute aggregates 35 days, hour aggregates with transitions and
+    gaps 400 days); `gap_after`, the seconds without a result that make a gap
+    (default 10); pruning deletes at most `prune_batch` rows per table in one short
+    transaction between two flushes, again after the next flush while a backlog
+    remains, else every `prune_interval` seconds.
     """
 
-    def __init__(self, url: str | Path, *, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        migrate: bool = True,
+        retention: Retention | None = None,
+        gap_after: float = DEFAULT_GAP_AFTER,
+        prune_batch: int = 2000,
+        prune_interval: float = 60.0,
+    ) -> None:
         self.url = database_url(url)
         self.migrate = migrate
+        rollup = Rollup(  # validates the history settings now rather than at the first write
+            gap_after=gap_after,
+            retention=retention,
+            prune_batch=prune_batch,
+            prune_interval=prune_interval,
+        )
+        self.retention = rollup.retention
+        self.gap_after = rollup.gap_after
+        self._prune_batch = prune_batch
+        self._prune_interval = prune_interval
         self._engine: AsyncEngine | None = None
         self._writer: ResultWriter | None = None
 
@@ -115,6 +146,12 @@ class HealthStore:
             max_pending=max_pending,
             on_commit=on_commit,
             on_release=self._release_writer,
+            rollup=Rollup(
+                gap_after=self.gap_after,
+                retention=self.retention,
+                prune_batch=self._prune_batch,
+                prune_interval=self._prune_interval,
+            ),
         )
         return self._writer
 
@@ -242,6 +279,64 @@ class HealthStore:
             async for row in rows:
                 yield row
 
+    # -- history ------------------------------------------------------------------------
+
+    async def report(
+        self,
+        service_name: str,
+        since: float,
+        until: float | None = None,
+        *,
+        exact: bool = False,
+    ) -> ServiceReport:
+        """One service's counts, uptime, latency, incidents and gaps over [since, until).
+
+        `until` defaults to now. Percentiles come from the aggregates' histograms
+        (within 1 %) except at the window's unaligned edges; with `exact=True` they
+        come from raw results only (slower on long windows; the report then starts no
+        earlier than the oldest raw result kept).
+        """
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, [service_name])
+            found = await report.reports(
+                conn, ids, since, until, gap_after=self.gap_after, exact=exact
+            )
+        return found[service_name]
+
+    async def reports(self, since: float, until: float | None = None) -> dict[str, ServiceReport]:
+        """Every service's report over [since, until), by name: the fleet overview."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await report.reports(conn, ids, since, until, gap_after=self.gap_after)
+
+    async def series(
+        self,
+        service_name: str | None,
+        since: float,
+        until: float | None = None,
+        *,
+        bucket: float,
+    ) -> list[WindowStats]:
+        """Counts and latency in buckets of `bucket` seconds from `since`, for charts;
+        of one service, or of all together with None. Buckets aligned to whole
+        minutes or hours read only aggregates."""
+        since, until = _window(since, until)
+        if isinstance(bucket, bool) or not isinstance(bucket, int | float):
+            raise TypeError(f"bucket must be a number of seconds, got {bucket!r}")
+        if not (math.isfinite(bucket) and bucket > 0):
+            raise ValueError(f"bucket must be a positive number of seconds, got {bucket!r}")
+        if (until - since) / bucket > report.MAX_BUCKETS:
+            raise ValueError(
+                f"{(until - since) / bucket:.0f} buckets of {bucket} s between since and "
+                f"until; at most {report.MAX_BUCKETS}: choose a larger bucket"
+            )
+        async with self._reading() as conn:
+            names = None if service_name is None else [service_name]
+            ids = await report.service_ids(conn, names)
+            return await report.series(conn, list(ids.values()), since, until, bucket)
+
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:
         """A read connection whose database errors surface as StorageError."""
@@ -255,3 +350,16 @@ class HealthStore:
         database = self.url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _window(since: float, until: float | None) -> tuple[float, float]:
+    """A validated window [since, until); until defaults to now."""
+    until = time.time() if until is None else until
+    for name, value in (("since", since), ("until", until)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be epoch seconds (a number), got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number of epoch seconds, got {value!r}")
+    if since > until:
+        raise ValueError(f"since ({since}) is after until ({until}): the window is empty")
+    return float(since), float(until)

@@ -12,26 +12,34 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
+    text,
 )
 
 from healthmon.model import HealthStatus
 
 __all__ = [
+    "AGGREGATE_TABLES",
     "STATUS_BY_CODE",
     "STATUS_CODES",
     "check_results",
+    "history_coverage",
     "metadata",
+    "result_gaps",
+    "result_hours",
+    "result_minutes",
     "services",
     "status_transitions",
     "statuses",
@@ -89,6 +97,13 @@ check_results = Table(
     Column("response_time_ms", Float, nullable=False),
     Column("error", Text, nullable=True),
     Column("details", JSON(none_as_null=True), nullable=True),
+    Column(
+        "answered",
+        Boolean,
+        nullable=False,
+        server_default=text("1"),
+        comment="the target answered (not a timeout or transport error): latency counts",
+    ),
     CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
     Index(None, "service_id", "ts"),
 )
@@ -105,4 +120,53 @@ status_transitions = Table(
     CheckConstraint(f"from_status {_STATUS_RANGE}", name="from_status_code"),
     CheckConstraint(f"to_status {_STATUS_RANGE}", name="to_status_code"),
     Index(None, "service_id", "ts"),
+)
+
+
+def _aggregate_table(name: str, width: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("service_id", Integer, ForeignKey("services.id"), primary_key=True),
+        Column("start", Integer, primary_key=True, comment=f"epoch seconds, UTC, a {width}"),
+        Column("healthy", Integer, nullable=False),
+        Column("unknown", Integer, nullable=False),
+        Column("degraded", Integer, nullable=False),
+        Column("unhealthy", Integer, nullable=False),
+        Column("answered", Integer, nullable=False, comment="results with a latency"),
+        Column("latency_sum", Float, nullable=False, comment="ms, answered results"),
+        Column("latency_min", Float, nullable=True),
+        Column("latency_max", Float, nullable=True),
+        Column("histogram", LargeBinary, nullable=False, comment="see store/sketch.py"),
+        comment=f"results per service and {width}, kept by the writer in its transactions",
+        sqlite_with_rowid=False,
+    )
+
+
+result_minutes = _aggregate_table("result_minutes", "minute")
+result_hours = _aggregate_table("result_hours", "hour")
+AGGREGATE_TABLES = {60: result_minutes, 3600: result_hours}
+"""Aggregate tables by bucket width in seconds, finest first."""
+
+result_gaps = Table(
+    "result_gaps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("start_ts", Float, nullable=False, comment="the last result before the gap"),
+    Column("end_ts", Float, nullable=False, comment="the first result after it"),
+    Index(None, "service_id", "start_ts"),
+    comment="spans longer than the store's gap_after without any result of a service",
+)
+
+history_coverage = Table(
+    "history_coverage",
+    metadata,
+    Column("tier", String(16), primary_key=True, comment="raw, minute, hour or events"),
+    Column(
+        "complete_since",
+        Float,
+        nullable=False,
+        comment="the tier holds everything at or after this time (epoch seconds, UTC)",
+    ),
 )

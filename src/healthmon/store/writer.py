@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
 
 __all__ = ["Committed", "ResultWriter", "WriterStats"]
@@ -90,6 +91,7 @@ class ResultWriter:
         max_pending: int = 100_000,
         on_commit: Callable[[Sequence[Committed]], None] | None = None,
         on_release: Callable[[], None] | None = None,
+        rollup: Rollup | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -100,6 +102,7 @@ class ResultWriter:
         self.max_pending = max_pending
         self._on_commit = on_commit
         self._on_release = on_release
+        self._rollup = rollup  # history aggregates in each flush, pruning between flushes
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -200,6 +203,9 @@ class ResultWriter:
                 await self._until_stopping(self.flush_interval)
             if await self._flush():
                 retry_delay = _RETRY_FIRST
+                if self._rollup is not None and not self._stopping.is_set():
+                    async with self._flush_lock:  # between flushes, never during one
+                        await self._rollup.maintain(self._engine)
                 continue
             if self._stopping.is_set():  # stop() bounds the retries with its timeout
                 await asyncio.sleep(_RETRY_FIRST)
@@ -228,6 +234,8 @@ class ResultWriter:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 raise
             self._ids = ids
+            if self._rollup is not None:
+                self._rollup.committed()
             self._committed(batch)
             return True
 
@@ -248,21 +256,20 @@ class ResultWriter:
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> dict[str, int]:
         """Insert the batch; return the service ids it used (cached once committed)."""
         ids = await self._service_ids(conn, batch)
-        if batch.results:
-            await conn.execute(
-                insert(check_results),
-                [
-                    {
-                        "service_id": ids[r.service_name],
-                        "ts": r.timestamp,
-                        "status": STATUS_CODES[r.status],
-                        "response_time_ms": r.response_time_ms,
-                        "error": r.error,
-                        "details": r.details,
-                    }
-                    for r in batch.results
-                ],
-            )
+        rows = [
+            {
+                "service_id": ids[r.service_name],
+                "ts": r.timestamp,
+                "status": STATUS_CODES[r.status],
+                "response_time_ms": r.response_time_ms,
+                "error": r.error,
+                "details": r.details,
+                "answered": is_answered(r),
+            }
+            for r in batch.results
+        ]
+        if rows:
+            await conn.execute(insert(check_results), rows)
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -279,6 +286,8 @@ class ResultWriter:
                     for _, t in batch.transitions
                 ],
             )
+        if self._rollup is not None:
+            await self._rollup.write(conn, rows)
         return ids
 
     def _dirty_services(self) -> list[str]:

@@ -11,21 +11,38 @@ from healthmon.errors import ConfigError, HealthmonError, SchemaVersionError, St
 from healthmon.model import HealthCheckResult, HealthStatus, ServiceDefinition, StatusTransition
 from healthmon.monitor import HealthMonitor, Subscriber
 from healthmon.policy import CheckPolicy
-from healthmon.store import HealthStore, WriterStats
+from healthmon.store import (
+    Gap,
+    HealthStore,
+    Incident,
+    LatencyStats,
+    Retention,
+    ServiceReport,
+    StatusCounts,
+    WindowStats,
+    WriterStats,
+)
 
 __all__ = [
     "AgentsAdapter",
     "CheckPolicy",
     "ConfigError",
+    "Gap",
     "HealthCheckResult",
     "HealthMonitor",
     "HealthStatus",
     "HealthStore",
     "HealthmonError",
+    "Incident",
+    "LatencyStats",
+    "Retention",
     "SchemaVersionError",
     "ServiceDefinition",
+    "ServiceReport",
+    "StatusCounts",
     "StatusTransition",
     "StorageError",
     "Subscriber",
+    "WindowStats",
     "WriterStats",
 ]

@@ -4,6 +4,26 @@ The store knows SQL and nothing of HTTP.
 """
 
 from healthmon.store.health_store import HealthStore
+from healthmon.store.retention import Retention
+from healthmon.store.stats import (
+    Gap,
+    Incident,
+    LatencyStats,
+    ServiceReport,
+    StatusCounts,
+    WindowStats,
+)
 from healthmon.store.writer import ResultWriter, WriterStats
 
-__all__ = ["HealthStore", "ResultWriter", "WriterStats"]
+__all__ = [
+    "Gap",
+    "HealthStore",
+    "Incident",
+    "LatencyStats",
+    "ResultWriter",
+    "Retention",
+    "ServiceReport",
+    "StatusCounts",
+    "WindowStats",
+    "WriterStats",
+]

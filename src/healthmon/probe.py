@@ -3,7 +3,8 @@
 The probe knows HTTP and nothing of scheduling or storage. It never raises for a
 failed check: every outcome is a `HealthCheckResult` whose error is short, stable
 and good for grouping: `HTTP 503`, `timeout after 500 ms`, `connection refused`,
-`body over 65536 bytes`, `health+json status fail`, `TLS: certificate verify failed`.
+`body over 65536 bytes`, `health+json status fail`, `TLS: certificate verify failed`,
+`connection closed mid-body`.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table
     if isinstance(exc, httpx.TooManyRedirects):
         return "too many redirects"
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"protocol error: {_first_line(exc)}"
+        return _protocol_error(exc)
     if isinstance(exc, httpx.ConnectError):
         return f"connect error: {_first_line(exc)}"
     if isinstance(exc, httpx.ReadError):
@@ -136,6 +137,16 @@ def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table
     if isinstance(exc, httpx.DecodingError):
         return "body could not be decoded"
     return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
+    # h11's texts carry byte counts; keep the kind, for grouping.
+    text = str(exc)
+    if "without sending complete message body" in text:
+        return "connection closed mid-body"
+    if "without sending a response" in text or "disconnected" in text.lower():
+        return "connection closed without a response"
+    return f"protocol error: {_first_line(exc)}"
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:

@@ -31,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import select
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -109,8 +111,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(503, {"status": "fail"})
 
     def _hang(self, _query: dict[str, str]) -> None:
-        self.server.stopping.wait(_HANG_LIMIT_S)
+        # Never answer, but let go once the client gives up, so that abandoned
+        # requests do not pile up sockets and threads in the server.
+        deadline = time.monotonic() + _HANG_LIMIT_S
+        while not self.server.stopping.wait(0.05) and time.monotonic() < deadline:
+            if self._client_left():
+                break
         self.close_connection = True
+
+    def _client_left(self) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+        return not peeked
 
     def _json(self, query: dict[str, str]) -> None:
         self._send_json(200, {"status": query.get("status", "ok")})
@@ -240,6 +257,11 @@ class _Server(ThreadingHTTPServer):
         self.hits: dict[str, int] = {}
         self.scripted: deque[int] = deque()
         self._lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A check that gave up (timeout, body cap) hangs up on us: expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def next_scripted(self) -> int:
         with self._lock:

@@ -22,6 +22,7 @@ Routes (each answers with Content-Length and keeps the connection alive)::
     /auth                 200 with `Authorization: Bearer letmein` or user:hunter2, else 401
     /reset                headers, part of the body, then a connection reset
     /scripted             the next status code of `TargetServer.script(...)` (200 when done)
+    /ramp?ms=N&period=S   200 JSON, ever slower: 0 to N milliseconds over S seconds, repeating
 
 The server runs in a thread, so it serves while the event loop under test runs.
 """
@@ -60,6 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/slow": "_slow",
         "/flip": "_flip",
         "/hang": "_hang",
+        "/ramp": "_ramp",
         "/json": "_json",
         "/health+json": "_health_json",
         "/actuator": "_actuator",
@@ -109,6 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"status": "ok"})
         else:
             self._send_json(503, {"status": "fail"})
+
+    def _ramp(self, query: dict[str, str]) -> None:
+        period = float(query.get("period", "10.0"))
+        elapsed = (time.monotonic() - self.server.started) % period
+        time.sleep(float(query.get("ms", "200")) / 1000.0 * elapsed / period)
+        self._send_json(200, {"status": "ok"})
 
     def _hang(self, _query: dict[str, str]) -> None:
         # Never answer, but let go once the client gives up, so that abandoned

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVarTuple
 
+import structlog
 from sqlalchemy import Row, Select, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -18,12 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import history, migrate, report
+from healthmon.store.dbfile import DatabaseFile
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
 from healthmon.store.schema import STATUS_BY_CODE, check_results, services, status_transitions
 from healthmon.store.stats import ServiceReport, WindowStats
 from healthmon.store.writer import Committed, ResultWriter
+
+log = structlog.get_logger("healthmon.store")
 
 __all__ = ["HealthStore"]
 
@@ -63,6 +67,7 @@ class HealthStore:
     ) -> None:
         self.url = database_url(url)
         self.migrate = migrate
+        self._file = DatabaseFile(self.url)
         rollup = Rollup(  # validates the history settings now rather than at the first write
             gap_after=gap_after,
             retention=retention,
@@ -99,6 +104,24 @@ class HealthStore:
             await engine.dispose()
             raise
         self._engine = engine
+        self._file.remember()
+
+    async def _recreate_if_lost(self) -> bool:
+        """If the database file was deleted or replaced under us, make a new one at the
+        same path (through the migrations) and say so; the writer then starts afresh."""
+        if not self._file.lost():
+            return False
+        log.error(
+            "database_file_lost",
+            path=str(self._file.path),
+            consequence="results committed to the lost file are gone with it; "
+            "a new database is created at the same path",
+        )
+        await self.engine.dispose()  # the pooled connections still point at the old inode
+        await migrate.upgrade(self.engine)
+        self._file.remember()
+        log.info("database_recreated", path=str(self._file.path))
+        return True
 
     async def close(self) -> None:
         """Close every connection. A writer still open is stopped (and flushed) first."""
@@ -146,6 +169,7 @@ class HealthStore:
             max_pending=max_pending,
             on_commit=on_commit,
             on_release=self._release_writer,
+            recreate_if_lost=self._recreate_if_lost,
             rollup=Rollup(
                 gap_after=self.gap_after,
                 retention=self.retention,

@@ -90,6 +90,11 @@ class Rollup:
         self._pending_last_ts: dict[int, float] = {}
         self._next_prune = 0.0
 
+    def reset(self) -> None:
+        """Forget what was learnt of the database (it was recreated: new service ids)."""
+        self._last_ts = {}
+        self._pending_last_ts = {}
+
     async def write(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
         """Add a batch of just-inserted check_results rows to the aggregates and gaps."""
         self._pending_last_ts = {}

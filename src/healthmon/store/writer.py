@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -92,6 +92,7 @@ class ResultWriter:
         on_commit: Callable[[Sequence[Committed]], None] | None = None,
         on_release: Callable[[], None] | None = None,
         rollup: Rollup | None = None,
+        recreate_if_lost: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -103,6 +104,7 @@ class ResultWriter:
         self._on_commit = on_commit
         self._on_release = on_release
         self._rollup = rollup  # history aggregates in each flush, pruning between flushes
+        self._recreate_if_lost = recreate_if_lost  # the database file deleted under us?
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -225,6 +227,8 @@ class ResultWriter:
             if not (batch or self._dirty_services()):
                 return True
             try:
+                if self._recreate_if_lost is not None and await self._recreate_if_lost():
+                    self._forget_database()
                 async with self._engine.begin() as conn:
                     ids = await self._write(conn, batch)
             except (SQLAlchemyError, OSError) as exc:
@@ -238,6 +242,14 @@ class ResultWriter:
                 self._rollup.committed()
             self._committed(batch)
             return True
+
+    def _forget_database(self) -> None:
+        """A new, empty database: ids and service rows are written anew."""
+        self._ids = {}
+        for service in self._services.values():
+            service.dirty = True
+        if self._rollup is not None:
+            self._rollup.reset()
 
     def _failed(self, batch: _Buffer, exc: BaseException) -> None:
         self._requeue(batch)

@@ -1,0 +1,201 @@
+"""The database fails under a running monitor: locked, read-only, full, deleted.
+
+Checking and the cache go on; results wait in the writer's bounded buffer and are
+written when the database recovers; beyond the bound, drops are counted and logged.
+These inject real faults: another SQLite writer, the immutable flag (read-only even
+for root), a small tmpfs filled by another file, and unlinking the files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from healthmon import HealthMonitor, HealthStore, ServiceDefinition, WriterStats
+from healthmon.targets import TargetServer
+from tests.conftest import wait_for
+
+
+def stats_of(monitor: HealthMonitor) -> WriterStats:
+    stats = monitor.store_stats
+    assert stats is not None
+    return stats
+
+
+def monitor_of(store: HealthStore, url: str, **settings: int) -> HealthMonitor:
+    monitor = HealthMonitor(0.05, store=store, **settings)  # type: ignore[arg-type]
+    monitor.add_service(ServiceDefinition("svc", "http", "m", [], url))
+    return monitor
+
+
+async def assert_checking_goes_on(monitor: HealthMonitor, targets: TargetServer) -> None:
+    """The cache keeps moving while the database is down."""
+    before = monitor.get_cluster_health()["svc"].timestamp
+    hits = targets.hits("/healthy")
+    await wait_for(lambda: targets.hits("/healthy") >= hits + 5)
+    assert monitor.get_cluster_health()["svc"].timestamp > before
+
+
+async def stored_count(db_path: Path) -> int:
+    async with HealthStore(db_path, migrate=False) as reader:
+        return len(await reader.results("svc"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_locked_by_another_writer_for_ten_seconds(
+    targets: TargetServer, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            try:
+                await wait_for(lambda: not stats_of(monitor).healthy, timeout=15)
+                assert stats_of(monitor).last_error == "database is locked"
+                await assert_checking_goes_on(monitor, targets)
+                await asyncio.sleep(10 - 5)  # the first failure took busy_timeout (5 s)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            await wait_for(lambda: stats_of(monitor).healthy, timeout=15)
+            stats = stats_of(monitor)
+        hits = targets.hits("/healthy")
+    assert stats.dropped_results == 0
+    assert hits - await stored_count(db_path) in (0, 1)  # all but the check cancelled at stop
+    logged = capsys.readouterr().out
+    assert "store_write_failed" in logged
+    assert "store_write_recovered" in logged
+
+
+def set_immutable(paths: list[Path], on: bool) -> None:
+    flag = "+i" if on else "-i"
+    existing = [str(p) for p in paths if p.exists()]
+    subprocess.run(["chattr", flag, *existing], check=True, capture_output=True)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_database_made_read_only(targets: TargetServer, db_path: Path) -> None:
+    # The database and its WAL; not the -shm index, which SQLite maps into memory (a
+    # write to a mapping of an immutable file is a SIGBUS, not a database error).
+    files = [db_path, db_path.with_name("health.db-wal")]
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            set_immutable(files, on=True)
+            try:
+                await wait_for(lambda: not stats_of(monitor).healthy)
+                # SQLite's words for it: read-only main file, or the WAL write refused
+                assert stats_of(monitor).last_error in (
+                    "attempt to write a readonly database",
+                    "disk I/O error",
+                )
+                await assert_checking_goes_on(monitor, targets)
+            finally:
+                set_immutable(files, on=False)
+            await wait_for(lambda: stats_of(monitor).healthy, timeout=15)
+        hits = targets.hits("/healthy")
+    assert hits - await stored_count(db_path) in (0, 1)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that can really fill up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True, capture_output=True)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_disk_full(targets: TargetServer, small_disk: Path) -> None:
+    db_path = small_disk / "health.db"
+    filler = small_disk / "filler"
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            with filler.open("wb", buffering=0) as out:  # another program fills the disk
+                try:
+                    while True:
+                        out.write(b"\0" * 4096)
+                except OSError:
+                    pass
+            try:
+                await wait_for(lambda: not stats_of(monitor).healthy, timeout=20)
+                assert "full" in (stats_of(monitor).last_error or "")
+                await assert_checking_goes_on(monitor, targets)
+            finally:
+                filler.unlink()  # space again
+            await wait_for(lambda: stats_of(monitor).healthy, timeout=15)
+        hits = targets.hits("/healthy")
+    assert hits - await stored_count(db_path) in (0, 1)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_database_file_deleted_under_the_monitor(
+    targets: TargetServer, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            for suffix in ("", "-wal", "-shm"):
+                db_path.with_name(f"health.db{suffix}").unlink(missing_ok=True)
+            deleted_at = time.time()
+            await wait_for(db_path.exists)
+            committed = stats_of(monitor).committed_results
+            await wait_for(lambda: stats_of(monitor).committed_results >= committed + 10)
+        async with HealthStore(db_path, migrate=False) as reader:
+            results = await reader.results("svc")
+            services = await reader.latest()
+    # A new database at the same path holds everything since the deletion.
+    assert results
+    assert results[0].timestamp >= deleted_at - 0.5
+    assert "svc" in services
+    logged = capsys.readouterr().out
+    assert "database_file_lost" in logged
+    assert "database_recreated" in logged
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_beyond_the_buffer_bound_drops_are_counted_and_logged(
+    targets: TargetServer, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"), max_pending=20)
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            other = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            try:
+                await wait_for(lambda: stats_of(monitor).dropped_results >= 10, timeout=20)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            await wait_for(lambda: stats_of(monitor).healthy, timeout=15)
+            dropped = stats_of(monitor).dropped_results
+        hits = targets.hits("/healthy")
+    # Nothing lost beyond what was counted as dropped.
+    assert hits - dropped - await stored_count(db_path) in (0, 1)
+    assert "results_dropped" in capsys.readouterr().out

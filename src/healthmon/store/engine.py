@@ -15,8 +15,10 @@ from healthmon.store.sketch import merge_blobs
 
 __all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_url", "display_url"]
 
-BUSY_TIMEOUT_MS = 5000
-"""How long a statement waits for another connection's lock before failing."""
+BUSY_TIMEOUT_MS = 1000
+"""How long a statement waits for another connection's lock before failing. Short:
+the writer retries a failed flush with backoff anyway, and a statement stuck in
+SQLite's busy wait holds up a stop (the driver's thread cannot be interrupted)."""
 
 
 def database_url(url_or_path: str | Path) -> URL:
@@ -59,7 +61,7 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     - WAL: readers (the CLI, `sqlite3`, another HealthStore) never block the writer.
     - synchronous=NORMAL: in WAL mode a commit survives a crash of this process; only
       an OS crash or power loss can take back the last commits.
-    - busy_timeout: a briefly locked database is waited for, not an error.
+    - busy_timeout: a briefly locked database is waited for (1 s), not an error.
     - hm_merge_histograms(a, b): adds two latency histograms (store/sketch.py), for the
       aggregates' upserts.
     - Explicit BEGIN: Python's sqlite3 module otherwise opens transactions implicitly

@@ -1,11 +1,18 @@
-"""Config files: TOML -> monitor settings and ServiceDefinitions, with precise errors.
+"""Config files: TOML -> store, monitor and service settings, with precise errors.
 
-    [monitor]                      # optional; every key optional
+    [log]                          # optional
+    level = "info"                 # debug, info, warning, error, critical
+    format = "json"                # console or json (default: console on a terminal)
+
+    [store]                        # optional: HealthStore's settings
     database = "health.db"         # a path (relative to this file) or a SQLite URL
-    log_level = "info"             # debug, info, warning, error
-    log_format = "json"            # console or json (default: console on a terminal)
-    check_interval = 0.1           # ... any keyword of HealthMonitor(), and the fields of
-    timeout = 2.0                  # its `policy` (CheckPolicy): per-service defaults
+    gap_after = 10.0
+    [store.retention]              # seconds per tier
+    raw = 604800
+
+    [monitor]                      # optional: HealthMonitor's settings
+    check_interval = 0.1
+    timeout = 2.0                  # its `policy`'s fields: defaults for every service
 
     [[services]]                   # one table per service: ServiceDefinition's fields
     name = "api"
@@ -13,13 +20,15 @@
     module_path = "api.main"
     health_check_url = "http://127.0.0.1:8000/health"
 
-The keys of both tables come from the code, not from a list kept here: `[monitor]`
-takes HealthMonitor's keyword arguments (except `store` and `http_client`; a
-dataclass argument such as `policy` is spread into its fields) and `[[services]]`
-takes ServiceDefinition's fields, each checked against its type hint.
-A field added to either is configurable at once. Values are then validated by
-building the monitor and registering every service, as `run` will, so a config
-that loads is one that starts; any error names the file, the service and the field.
+The keys come from the code, not from lists kept here: `[store]` takes HealthStore's
+keyword arguments, `[monitor]` HealthMonitor's (except `store` and `http_client`),
+`[[services]]` ServiceDefinition's fields, each value checked against its type hint.
+A settings dataclass among them is a sub-table (`[store.retention]`), except the
+monitor's `policy`, whose fields sit in `[monitor]` itself under the names that
+`[[services]]` uses to override them. A field added to any of these classes is
+configurable at once. Values are then validated by building the store, the monitor
+and every service as `run` will (none of that does I/O), so a config that loads is
+one that starts; an error names the file, the table or service, and the field.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -41,25 +50,24 @@ from healthmon.errors import ConfigError
 from healthmon.log import LogFormat
 from healthmon.model import ServiceDefinition
 from healthmon.monitor import HealthMonitor
+from healthmon.store import HealthStore
 from healthmon.store.engine import database_url, display_url
 
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
-    "MonitorKey",
     "load_config",
     "monitor_keys",
     "service_keys",
+    "store_keys",
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: tuple[LogFormat, ...] = ("console", "json")
 
-# [monitor] keys that are the command's, not HealthMonitor's.
-_COMMAND_KEYS: dict[str, Any] = {"database": str, "log_level": str, "log_format": str}
-# HealthMonitor arguments a file cannot express: the command builds these itself.
-_NOT_CONFIGURABLE = {"self", "store", "http_client"}
+_SPREAD = "policy"
+"""The HealthMonitor argument whose fields are `[monitor]` keys (per-service defaults)."""
 
 _T = TypeVar("_T")
 
@@ -70,10 +78,12 @@ class Config:
 
     path: Path
     services: tuple[ServiceDefinition, ...]
-    monitor: Mapping[str, Any]
+    monitor: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for HealthMonitor()."""
+    store: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for HealthStore() but the database."""
     database: str | None = None
-    """As written in the file, with a relative path resolved against the file's folder."""
+    """As written in the file, a relative path resolved against the file's folder."""
     log_level: str | None = None
     log_format: LogFormat | None = None
 
@@ -92,34 +102,48 @@ def load_config(path: str | Path) -> Config:
     return _Loader(path).config(data)
 
 
-@dataclass(frozen=True, slots=True)
-class MonitorKey:
-    """A `[monitor]` key: its type hint, and the HealthMonitor argument it goes to when
-    that argument is a settings dataclass spread into `[monitor]` (e.g. `policy`)."""
+def _keywords(function: Callable[..., Any], exclude: set[str]) -> dict[str, Any]:
+    """A function's keyword parameters and their type hints."""
+    hints = typing.get_type_hints(function)
+    return {
+        name: hints.get(name, Any)
+        for name, parameter in inspect.signature(function).parameters.items()
+        if name not in exclude
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
 
-    hint: Any
-    argument: str | None = None
+
+def _fields(cls: type[Any]) -> dict[str, Any]:
+    """A dataclass's constructor fields and their type hints."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
-def monitor_keys() -> dict[str, MonitorKey]:
-    """The `[monitor]` keys: the command's own, HealthMonitor's keyword arguments, and
-    the fields of any dataclass argument (so `[monitor]` takes the same per-service
-    defaults, under the same names, that `[[services]]` overrides)."""
-    hints = typing.get_type_hints(HealthMonitor.__init__)
-    keys = {name: MonitorKey(hint) for name, hint in _COMMAND_KEYS.items()}
-    for name, parameter in inspect.signature(HealthMonitor.__init__).parameters.items():
-        if name in _NOT_CONFIGURABLE or parameter.kind is parameter.VAR_KEYWORD:
-            continue
-        hint = hints.get(name, Any)
-        settings = _dataclass_in(hint)
-        if settings is None:
-            keys[name] = MonitorKey(hint)
-            continue
-        field_hints = typing.get_type_hints(settings)
-        for field in dataclasses.fields(settings):
-            if field.init:
-                keys[field.name] = MonitorKey(field_hints.get(field.name, Any), name)
-    return keys
+def monitor_keys() -> dict[str, Any]:
+    """`[monitor]` keys and their type hints: HealthMonitor's keyword arguments, with
+    its `policy` spread into its fields."""
+    keys = _keywords(HealthMonitor.__init__, {"self", "store", "http_client"})
+    policy = _dataclass_in(keys.pop(_SPREAD, None))
+    return {**keys, **(_fields(policy) if policy is not None else {})}
+
+
+def store_keys() -> dict[str, Any]:
+    """`[store]` keys and their type hints: the database and HealthStore's keywords."""
+    return {"database": str, **_keywords(HealthStore.__init__, {"self", "url", "migrate"})}
+
+
+def service_keys() -> dict[str, tuple[Any, bool]]:
+    """`[[services]]` keys: each ServiceDefinition field's type hint, and whether it
+    is required."""
+    hints = _fields(ServiceDefinition)
+    return {
+        f.name: (
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(ServiceDefinition)
+        if f.init
+    }
 
 
 def _dataclass_in(hint: Any) -> type[Any] | None:
@@ -127,20 +151,6 @@ def _dataclass_in(hint: Any) -> type[Any] | None:
     arms = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     found = [arm for arm in arms if isinstance(arm, type) and dataclasses.is_dataclass(arm)]
     return found[0] if len(found) == 1 else None
-
-
-def service_keys() -> dict[str, tuple[Any, bool]]:
-    """The `[[services]]` keys: each ServiceDefinition field's type hint and whether
-    it is required."""
-    hints = typing.get_type_hints(ServiceDefinition)
-    return {
-        field.name: (
-            hints.get(field.name, Any),
-            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING,
-        )
-        for field in dataclasses.fields(ServiceDefinition)
-        if field.init
-    }
 
 
 class _MismatchError(Exception):
@@ -156,28 +166,37 @@ class _Loader:
         return ConfigError(f"{self.path}: {where}{field_text}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.refuse_unknown("the top level", data, ["monitor", "services"])
-        settings = self.table(data.get("monitor", {}), "[monitor]")
+        self.refuse_unknown("the top level", data, ["log", "monitor", "services", "store"])
+        log = self.keyed("[log]", self.table(data, "log"), {"level": str, "format": str})
+        for key, allowed in (("level", LOG_LEVELS), ("format", LOG_FORMATS)):
+            if key in log and log[key] not in allowed:
+                raise self.error(
+                    "[log]", f"must be one of {', '.join(allowed)}, got {log[key]!r}", key
+                )
+        store = self.store(self.table(data, "store"))
+        database = self.database(store.pop("database", None))
+        monitor = self.monitor(self.table(data, "monitor"))
         tables = data.get("services")
         if tables is None or tables == []:
             raise self.error("[[services]]", "no services: add one [[services]] table per service")
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise self.error("services", "must be [[services]] tables, one per service")
         services = self.services(tables)
-        monitor_args, command = self.monitor(settings)
-        self.validate(monitor_args, services, tables)
+        self.validate(store, monitor, services, tables)
         return Config(
             path=self.path,
             services=tuple(services),
-            monitor=monitor_args,
-            database=self.database(command.get("database")),
-            log_level=command.get("log_level"),
-            log_format=command.get("log_format"),
+            monitor=monitor,
+            store=store,
+            database=database,
+            log_level=log.get("level"),
+            log_format=log.get("format"),
         )
 
-    def table(self, value: Any, where: str) -> dict[str, Any]:
+    def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
         if not isinstance(value, dict):
-            raise self.error(where, f"must be a table, got {_kind(value)}")
+            raise self.error(f"[{key}]", f"must be a table, got {_kind(value)}")
         return value
 
     def refuse_unknown(self, where: str, given: Mapping[str, Any], known: Sequence[str]) -> None:
@@ -189,41 +208,42 @@ class _Loader:
                     where, f"unknown key {key!r}; {hint}known keys: {', '.join(sorted(known))}"
                 )
 
-    # -- [monitor] ----------------------------------------------------------------------
-
-    def monitor(self, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split `[monitor]` into HealthMonitor arguments and the command's own keys."""
-        keys = monitor_keys()
-        self.refuse_unknown("[monitor]", settings, list(keys))
-        monitor_args: dict[str, Any] = {}
-        command: dict[str, Any] = {}
-        spread: dict[str, dict[str, Any]] = {}
-        for key, value in settings.items():
+    def keyed(
+        self, where: str, table: Mapping[str, Any], keys: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The table's values checked against `keys` (name -> type hint); a settings
+        dataclass is a sub-table, built here."""
+        self.refuse_unknown(where, table, list(keys))
+        checked: dict[str, Any] = {}
+        for key, value in table.items():
+            settings = _dataclass_in(keys[key])
+            if settings is not None and isinstance(value, dict):
+                inner = f"{where[:-1]}.{key}]" if where.endswith("]") else f"{where}.{key}"
+                values = self.keyed(inner, value, _fields(settings))
+                checked[key] = self.build(inner, settings, values)
+                continue
             try:
-                checked = _fit(value, keys[key].hint)
+                checked[key] = _fit(value, keys[key])
             except _MismatchError as exc:
                 raise self.error(
-                    "[monitor]", f"must be {exc}, got {_kind(value)} {_show(value)}", key
+                    where, f"must be {exc}, got {_kind(value)} {_show(value)}", key
                 ) from None
-            argument = keys[key].argument
-            if argument is not None:
-                spread.setdefault(argument, {})[key] = checked
-            elif key in _COMMAND_KEYS:
-                command[key] = checked
-            else:
-                monitor_args[key] = checked
-        hints = typing.get_type_hints(HealthMonitor.__init__)
-        for argument, values in spread.items():
-            settings_class = _dataclass_in(hints[argument])
-            assert settings_class is not None
-            monitor_args[argument] = self.build("[monitor]", settings_class, values)
-        for key, allowed in (("log_level", LOG_LEVELS), ("log_format", LOG_FORMATS)):
-            value = command.get(key)
-            if value is not None and value not in allowed:
-                raise self.error(
-                    "[monitor]", f"must be one of {', '.join(allowed)}, got {value!r}", key
-                )
-        return monitor_args, command
+        return checked
+
+    def store(self, table: dict[str, Any]) -> dict[str, Any]:
+        return self.keyed("[store]", table, store_keys())
+
+    def monitor(self, table: dict[str, Any]) -> dict[str, Any]:
+        """HealthMonitor's arguments, with the policy's fields gathered into `policy`."""
+        checked = self.keyed("[monitor]", table, monitor_keys())
+        policy_class = _dataclass_in(_keywords(HealthMonitor.__init__, set()).get(_SPREAD))
+        if policy_class is None:
+            return checked
+        policy_fields = _fields(policy_class)
+        policy = {key: checked.pop(key) for key in list(checked) if key in policy_fields}
+        if policy:
+            checked[_SPREAD] = self.build("[monitor]", policy_class, policy)
+        return checked
 
     def database(self, value: str | None) -> str | None:
         if value is None:
@@ -233,10 +253,8 @@ class _Loader:
         try:
             database_url(value)
         except ValueError as exc:
-            raise self.error("[monitor]", str(exc), "database") from None
+            raise self.error("[store]", str(exc), "database") from None
         return value
-
-    # -- [[services]] -------------------------------------------------------------------
 
     def services(self, tables: list[dict[str, Any]]) -> list[ServiceDefinition]:
         keys = service_keys()
@@ -244,20 +262,10 @@ class _Loader:
         first_table: dict[str, int] = {}
         for number, table in enumerate(tables, start=1):
             where = _service_where(number, table)
-            self.refuse_unknown(where, table, list(keys))
-            arguments: dict[str, Any] = {}
-            for key, (hint, required) in keys.items():
-                if key not in table:
-                    if required:
-                        raise self.error(where, "is required but missing", key)
-                    continue
-                try:
-                    arguments[key] = _fit(table[key], hint)
-                except _MismatchError as exc:
-                    value = table[key]
-                    raise self.error(
-                        where, f"must be {exc}, got {_kind(value)} {_show(value)}", key
-                    ) from None
+            arguments = self.keyed(where, table, {key: hint for key, (hint, _) in keys.items()})
+            for key, (_, required) in keys.items():
+                if required and key not in arguments:
+                    raise self.error(where, "is required but missing", key)
             name = arguments["name"]
             if name in first_table:
                 raise self.error(
@@ -271,16 +279,18 @@ class _Loader:
 
     def validate(
         self,
-        monitor_args: dict[str, Any],
+        store: dict[str, Any],
+        monitor: dict[str, Any],
         services: list[ServiceDefinition],
         tables: list[dict[str, Any]],
     ) -> None:
-        """Build the monitor and register every service, as `run` will (no I/O: a
-        monitor does nothing until started), so the checks of the code itself apply."""
-        monitor = self.build("[monitor]", HealthMonitor, monitor_args)
+        """Build the store, the monitor and register every service, as `run` will (no
+        I/O: neither opens or starts anything here), so the code's own checks apply."""
+        self.build("[store]", lambda **kw: HealthStore(":memory:", **kw), store)
+        built = self.build("[monitor]", HealthMonitor, monitor)
         for number, service in enumerate(services, start=1):
             where = _service_where(number, tables[number - 1])
-            self.build(where, monitor.add_service, {"service": service}, fields=tables[number - 1])
+            self.build(where, built.add_service, {"service": service}, fields=tables[number - 1])
 
     def build(
         self,
@@ -309,10 +319,16 @@ def _service_where(number: int, table: Mapping[str, Any]) -> str:
 
 
 def _field_named_in(message: str, fields: Mapping[str, Any]) -> str | None:
-    """The field a validation message is about: the longest field name it mentions
-    (e.g. `health_check_url must use http or https` -> health_check_url)."""
-    named = [key for key in fields if re.search(rf"\b{re.escape(key)}\b", message)]
-    return max(named, key=len) if named else None
+    """The field a validation message is about: the first one it mentions (e.g.
+    `service 'a': health_check_url must use http or https` -> health_check_url).
+    Quoted text is a value (a service named 'timeout'), not a field."""
+    message = re.sub(r"'[^']*'|\"[^\"]*\"", "", message)
+    found = [
+        (match.start(), -len(key), key)
+        for key in fields
+        if (match := re.search(rf"\b{re.escape(key)}\b", message))
+    ]
+    return min(found)[2] if found else None
 
 
 def _kind(value: object) -> str:
@@ -379,6 +395,8 @@ def _fit(value: Any, hint: Any) -> Any:  # noqa: PLR0911, PLR0912 - one case per
             if value in (member.value, member.name):
                 return member
         raise _MismatchError(_describe(hint))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        raise _MismatchError("a table")  # a table is built by the loader, not here
     container = origin if origin is not None else hint
     if container in (list, tuple, set, frozenset) or container in (
         Sequence,
@@ -418,6 +436,8 @@ def _describe(hint: Any) -> str:  # noqa: PLR0911 - one case per kind of hint
         return simple[hint]
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return "one of " + ", ".join(repr(member.value) for member in hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return "a table"
     container = origin if origin is not None else hint
     if container in (list, tuple, set, frozenset, Sequence):
         item = args[0] if args else Any

@@ -5,7 +5,7 @@ Four real HTTP servers' worth of behaviour on 127.0.0.1 (one `TargetServer`):
     api        always healthy
     search     answers ever slower, crossing its degraded_after_ms threshold
     checkout   flaps: healthy and failing in turns, several times a second
-    payments   goes down for the middle third of the run, then recovers
+    payments   goes down for a while in the middle of the run, then recovers
 
 Nothing here is demo-only machinery: it is the monitor, the store and the history
 report that `healthmon run` and `healthmon history` use.
@@ -70,7 +70,8 @@ def demo_services(targets: TargetServer, seconds: float) -> list[ServiceDefiniti
             degraded_after_ms=DEGRADED_AFTER_MS,
         ),
         service("checkout", "/flip?period=0.4"),
-        service("payments", f"/flip?period={seconds / 3:.3f}"),
+        # Up for the first 40 % of the run, down for the next 40 %, up again to the end.
+        service("payments", f"/flip?period={seconds * 0.4:.3f}"),
     ]
 
 
@@ -182,6 +183,8 @@ class _PlainLines:
         self._out = out
 
     def show(self, monitor: HealthMonitor, changes: Counter[str], elapsed: float) -> None:
+        if not monitor.get_cluster_health():
+            return  # nothing checked yet
         parts = [
             f"{name} {result.effective_status.value} {result.response_time_ms:.0f}ms"
             for name, result in sorted(monitor.get_cluster_health().items())

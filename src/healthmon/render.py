@@ -1,10 +1,61 @@
-"""Plain text for the terminal: aligned tables and small charts."""
+"""Plain text for the terminal: times, tables, small charts and the history report."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
-__all__ = ["render_table"]
+from healthmon.model import HealthStatus
+from healthmon.store import ServiceReport, WindowStats
+
+__all__ = [
+    "chart_bucket",
+    "duration",
+    "iso",
+    "render_report",
+    "render_table",
+    "sparkline",
+    "status_strip",
+]
+
+_BARS = "▁▂▃▄▅▆▇█"
+_ASCII_BARS = "_.-:=+*#"
+# A bucket's worst status, one character each; a space where there was no result.
+_STATUS_MARKS = {
+    HealthStatus.HEALTHY: "_",
+    HealthStatus.UNKNOWN: "?",
+    HealthStatus.DEGRADED: "~",
+    HealthStatus.UNHEALTHY: "X",
+}
+# Bucket sizes a chart picks from: round numbers, and whole minutes and hours, which
+# the store answers from its aggregates alone.
+_NICE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
+                 7200, 10800, 21600, 43200, 86400)  # fmt: skip
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-29T18:00:00.125Z."""
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 0.3 s, 42 s, 5m12s, 3h04m, 2d03h."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
 def render_table(
@@ -20,3 +71,126 @@ def render_table(
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def chart_bucket(seconds: float, width: int = 60) -> float:
+    """The smallest round bucket size that fits a window of `seconds` in `width` columns."""
+    for bucket in _NICE_BUCKETS:
+        if seconds / bucket <= width:
+            return float(bucket)
+    return float(math.ceil(seconds / width / 86400) * 86400)
+
+
+def sparkline(values: Sequence[float | None], *, top: float, ascii: bool = False) -> str:
+    """One character per value, its height scaled to `top`; a space for None."""
+    bars = _ASCII_BARS if ascii else _BARS
+    out = []
+    for value in values:
+        if value is None:
+            out.append(" ")
+        else:
+            share = 0.0 if top <= 0 else min(1.0, value / top)
+            out.append(bars[min(len(bars) - 1, int(share * len(bars)))])
+    return "".join(out)
+
+
+def status_strip(buckets: Sequence[WindowStats]) -> str:
+    """One character per bucket: its worst status (see the legend in the report)."""
+    marks = []
+    for bucket in buckets:
+        counts = bucket.counts
+        worst = next(
+            (
+                status
+                for status, count in (
+                    (HealthStatus.UNHEALTHY, counts.unhealthy),
+                    (HealthStatus.DEGRADED, counts.degraded),
+                    (HealthStatus.UNKNOWN, counts.unknown),
+                    (HealthStatus.HEALTHY, counts.healthy),
+                )
+                if count
+            ),
+            None,
+        )
+        marks.append(" " if worst is None else _STATUS_MARKS[worst])
+    return "".join(marks)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.3f} %"
+
+
+def render_report(
+    report: ServiceReport,
+    buckets: Sequence[WindowStats] = (),
+    *,
+    bucket: float | None = None,
+    ascii: bool = False,
+    max_incidents: int = 10,
+) -> str:
+    """A service's history report as text, with a latency and status chart when
+    `buckets` (a series of `bucket` seconds) is given."""
+    counts = report.counts
+    latency = report.latency
+    span = report.until - report.since
+    lines = [
+        f"{report.service_name}: {iso(report.since)} to {iso(report.until)} ({duration(span)})",
+        f"  uptime     {_percent(report.uptime)} (healthy {_percent(report.healthy_share)})",
+        f"  checks     {counts.total}: {counts.healthy} healthy, {counts.degraded} degraded, "
+        f"{counts.unhealthy} unhealthy, {counts.unknown} unknown",
+    ]
+    if latency.count:
+        precision = "exact" if latency.exact else "percentiles within 1 %"
+        lines.append(
+            f"  latency    p50 {_ms(latency.p50)}  p90 {_ms(latency.p90)}  "
+            f"p95 {_ms(latency.p95)}  p99 {_ms(latency.p99)} ms  "
+            f"(min {_ms(latency.min)}, mean {_ms(latency.mean)}, max {_ms(latency.max)}; "
+            f"{latency.count} answered; {precision})"
+        )
+    else:
+        lines.append("  latency    - (no answered checks)")
+    incidents = report.incidents
+    down = sum(incident.duration for incident in incidents)
+    summary = f"  incidents  {len(incidents)}"
+    if incidents:
+        summary += f", {duration(down)} in all"
+    if report.mttr is not None:
+        summary += f"; MTTR {duration(report.mttr)}"
+    if report.mtbf is not None:
+        summary += f"; MTBF {duration(report.mtbf)}"
+    lines.append(summary)
+    shown = incidents[-max_incidents:]
+    if len(incidents) > len(shown):
+        lines.append(f"    ... {len(incidents) - len(shown)} earlier ones not shown")
+    for incident in shown:
+        end = "ongoing" if incident.end is None else f"to {iso(incident.end)}"
+        before = ", began before the window" if incident.began_before else ""
+        lines.append(
+            f"    {iso(incident.start)} {end}, {duration(incident.duration)}, "
+            f"{incident.worst_status.value}, {incident.checks} checks{before}"
+        )
+    if report.gaps:
+        missing = sum(gap.duration for gap in report.gaps)
+        lines.append(
+            f"  gaps       {len(report.gaps)}, {duration(missing)} without results "
+            "(the monitor was not checking)"
+        )
+    if buckets and bucket is not None:
+        lines += _chart(buckets, bucket, ascii=ascii)
+    return "\n".join(lines)
+
+
+def _chart(buckets: Sequence[WindowStats], bucket: float, *, ascii: bool) -> list[str]:
+    p95 = [b.latency.p95 for b in buckets]
+    top = max((value for value in p95 if value is not None), default=0.0)
+    size = duration(bucket).replace(" ", "")
+    return [
+        f"  p95 ms     |{sparkline(p95, top=top, ascii=ascii)}|  top {top:.1f} ms, "
+        f"{len(buckets)} buckets of {size}",
+        f"  status     |{status_strip(buckets)}|  _ healthy  ~ degraded  X unhealthy  "
+        "? unknown  (blank: no results)",
+    ]

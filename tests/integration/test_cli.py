@@ -125,7 +125,7 @@ def test_run_stops_on_sigterm_with_every_result_flushed(
     db = tmp_path / "run.db"
     config = tmp_path / "services.toml"
     config.write_text(
-        '[monitor]\ndatabase = "run.db"\ncheck_interval = 0.05\ntimeout = 1.0\n\n'
+        '[store]\ndatabase = "run.db"\n[monitor]\ncheck_interval = 0.05\ntimeout = 1.0\n\n'
         + service_toml("ok", targets.url("/healthy"))
         + service_toml("flappy", targets.url("/flip?period=0.2"))
         + service_toml("stuck", targets.url("/hang"))  # a check always in flight
@@ -211,6 +211,21 @@ def test_run_stops_on_sigterm_with_every_result_flushed(
             id="missing-field",
         ),
         pytest.param(
+            "[store.retention]\nraw = 100\nminute = 50\n" + service_toml("a", "http://x/"),
+            ["[store.retention]", "field 'raw'", "raw <= minute <= hour"],
+            id="retention-out-of-order",
+        ),
+        pytest.param(
+            "[store.retention]\ndays = 7\n" + service_toml("a", "http://x/"),
+            ["[store.retention]", "unknown key 'days'", "known keys: hour, minute, raw"],
+            id="unknown-retention-key",
+        ),
+        pytest.param(
+            '[log]\nlevel = "loud"\n' + service_toml("a", "http://x/"),
+            ["[log]", "field 'level'", "must be one of debug, info, warning, error, critical"],
+            id="bad-log-level",
+        ),
+        pytest.param(
             "[[services]\n",
             ["not valid TOML", "line 1"],
             id="not-toml",
@@ -242,6 +257,7 @@ def test_the_sample_config_is_valid() -> None:
     assert (search.interval, search.degraded_after_ms, search.start_period) == (0.1, 200, 30)
     assert config.monitor["check_interval"] == 0.5
     assert config.monitor["policy"].failure_threshold == 2
+    assert config.store["retention"].raw == 7 * 86400
     assert config.database == str(REPO / "examples" / "healthmon.db")
 
 
@@ -457,3 +473,87 @@ def test_db_upgrade_from_an_installed_wheel(tmp_path: Path) -> None:
     )
     assert where.stdout.startswith(str(venv))  # the wheel's copy, not the checkout
     assert installed("status", "--database", "fresh.db").returncode == 3  # readable, empty
+
+
+# -- history --------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_history_report_text_and_json(tmp_path: Path) -> None:
+    db = tmp_path / "health.db"
+    t0 = 1_700_000_000.0  # a whole minute (and hour)
+    # 10 minutes at 1 Hz; unhealthy from 120 s to 180 s, then healthy again.
+    statuses = [U if 120 <= i < 180 else H for i in range(600)]
+    results = [result("api", status, t0 + i, ms=1.0 + i % 10) for i, status in enumerate(statuses)]
+    transitions = [
+        StatusTransition("api", None, H, t0),
+        StatusTransition("api", H, U, t0 + 120, "HTTP 503"),
+        StatusTransition("api", U, H, t0 + 180),
+    ]
+    write_history(db, results, transitions)
+    window = ("--since", "2023-11-14T22:13:20Z", "--until", "2023-11-14T22:23:20Z")  # t0, t0+600
+
+    done = healthmon("history", "api", "--database", db, *window, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["since"], report["until"]) == (t0, t0 + 600)
+    assert report["counts"] == {"healthy": 540, "unknown": 0, "degraded": 0, "unhealthy": 60}
+    assert report["uptime"] == pytest.approx(540 / 600)
+    latency = report["latency"]
+    assert (latency["count"], latency["min"], latency["max"]) == (600, 1.0, 10.0)  # 503s answer
+    (incident,) = report["incidents"]
+    assert (incident["start"], incident["end"], incident["worst_status"]) == (
+        t0 + 120,
+        t0 + 180,
+        "unhealthy",
+    )
+    assert report["series"]["bucket_s"] == 10.0  # 600 s in at most 60 round buckets
+    buckets = report["series"]["buckets"]
+    assert sum(b["counts"]["unhealthy"] for b in buckets) == 60
+    assert sum(b["counts"]["healthy"] for b in buckets) == 540
+
+    text = healthmon("history", "api", "--database", db, *window)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "api: 2023-11-14T22:13:20.000Z to 2023-11-14T22:23:20.000Z (10m00s)"
+    assert "uptime     90.000 %" in text.stdout
+    assert "incidents  1, 1m00s in all" in text.stdout
+    strip = next(line for line in lines if line.lstrip().startswith("status"))
+    assert strip.split("|")[1] == "_" * 12 + "X" * 6 + "_" * 42  # 60 buckets of 10 s
+
+    unknown = healthmon("history", "nope", "--database", db)
+    assert unknown.returncode == 2
+    assert "unknown service 'nope'" in unknown.stderr
+
+
+# -- demo -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_demo_reports_and_leaves_a_database_that_status_reads(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    done = healthmon("demo", "--seconds", "5", "--database", db, timeout=45)
+    assert done.returncode == 0, done.stderr
+    assert_clean(done.stderr)
+    out = done.stdout
+    reports = {
+        block.split(":", 1)[0]: block
+        for block in out.split("\n\n")
+        if block.split(":", 1)[0] in ("api", "search", "checkout", "payments")
+    }
+    assert set(reports) == {"api", "search", "checkout", "payments"}
+    assert "incidents  0" in reports["api"]
+    assert " 0 degraded" not in reports["search"]  # it crossed its degraded threshold
+    assert "incidents  0" not in reports["checkout"]
+    assert "incidents  0" not in reports["payments"]
+    assert f"Everything is in {db}" in out
+    query = out.rsplit("sqlite3 ", 1)[1].split(" ", 1)[1].strip().strip('"')
+    with sqlite3.connect(db) as conn:
+        assert {row[0] for row in conn.execute(query)} == set(reports)
+    conn.close()
+
+    status = healthmon("status", "--database", db, "--json")
+    assert status.returncode in (0, 4, 5), status.stderr
+    state = json.loads(status.stdout)
+    assert not state["stale"]
+    assert {s["name"] for s in state["services"]} == set(reports)

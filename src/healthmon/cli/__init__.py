@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from healthmon.cli import db, demo, export, run, status
+from healthmon.cli import db, demo, export, history, run, status
 from healthmon.errors import ConfigError, HealthmonError
 
 __all__ = ["EXIT_ERROR", "EXIT_USAGE", "main"]
@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
         "`healthmon COMMAND --help` tells more.",
     )
     commands = top.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for module in (run, status, export, db, demo):
+    for module in (run, status, history, export, db, demo):
         module.register(commands)
     return top
 

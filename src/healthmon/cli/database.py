@@ -41,7 +41,7 @@ def add_database_argument(parser: argparse.ArgumentParser, *, default: bool = Tr
         type=_database,
         default=default_database() if default else None,
         help="SQLite file path or URL (sqlite:///health.db); default: "
-        + ("" if default else "the config file's [monitor] database, else ")
+        + ("" if default else "the config file's [store] database, else ")
         + f"${DATABASE_ENV}, else ./{DEFAULT_DATABASE}",
     )
 

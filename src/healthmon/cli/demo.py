@@ -7,9 +7,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+from healthmon.cli.database import open_for_reading
+from healthmon.cli.history import ascii_only, read_history
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.cli.timearg import parse_duration
 from healthmon.demo import DemoRun, run_demo
+from healthmon.render import render_report
 
 __all__ = ["register"]
 
@@ -61,5 +64,27 @@ def command(args: argparse.Namespace) -> int:
 
 
 async def _report(run: DemoRun) -> str:
-    changes = ", ".join(f"{name} {run.changes[name]}" for name in run.services)
-    return f"\nStatus changes heard by a subscriber: {changes}\n"
+    """The history report of each demo service over the run, and where to look next."""
+    database = run.database
+    lines = ["", "History over the run (healthmon history SERVICE):", ""]
+    async with open_for_reading(str(database)) as store:
+        for name in run.services:
+            history = await read_history(store, name, run.started, run.ended)
+            lines.append(
+                render_report(
+                    history.report, history.buckets, bucket=history.bucket, ascii=ascii_only()
+                )
+            )
+            lines.append("")
+    query = (
+        "SELECT service, status, count(*) AS checks, round(avg(response_time_ms), 1) AS avg_ms "
+        "FROM results_view GROUP BY service, status"
+    )
+    lines += [
+        f"Everything is in {database.resolve()}. Look at it with:",
+        f"  healthmon status --database {database}",
+        f"  healthmon history search --database {database} --since 1h",
+        f"  healthmon export checkout --database {database} --format jsonl | head",
+        f'  sqlite3 {database} "{query}"',
+    ]
+    return "\n".join(lines)

@@ -15,8 +15,9 @@ from typing import Any, TextIO
 
 from healthmon.cli.database import add_database_argument, open_for_reading
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
-from healthmon.cli.timearg import Moment, iso, parse_moment
+from healthmon.cli.timearg import Moment, parse_moment
 from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.render import iso
 from healthmon.store import HealthStore
 
 __all__ = ["RESULT_FIELDS", "TRANSITION_FIELDS", "register"]

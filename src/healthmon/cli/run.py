@@ -12,10 +12,9 @@ import structlog
 from healthmon.cli.database import add_database_argument, default_database
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.config import Config, load_config
-from healthmon.errors import ConfigError
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
-from healthmon.store.engine import database_url, display_url
+from healthmon.store.engine import display_url
 
 __all__ = ["register"]
 
@@ -45,10 +44,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
-    try:
-        database_url(database)
-    except ValueError as exc:
-        raise ConfigError(f"--database: {exc}") from None
     setup_logging(args, config.log_level, config.log_format)
     return asyncio.run(monitor_until_signalled(config, database))
 
@@ -66,7 +61,7 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        async with HealthStore(database) as store:
+        async with HealthStore(database, **config.store) as store:
             monitor = HealthMonitor(store=store, **config.monitor)
             for service in config.services:
                 monitor.add_service(service)

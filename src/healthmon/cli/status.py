@@ -15,9 +15,9 @@ from typing import Any
 
 from healthmon.cli.database import add_database_argument, open_for_reading, shown
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
-from healthmon.cli.timearg import duration, iso, parse_duration
+from healthmon.cli.timearg import parse_duration
 from healthmon.model import HealthCheckResult, HealthStatus, worst_status
-from healthmon.render import render_table
+from healthmon.render import duration, iso, render_table
 from healthmon.store import HealthStore
 
 __all__ = ["EXIT_CODES", "EXIT_STALE", "StatusReport", "read_status", "register"]

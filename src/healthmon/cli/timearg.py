@@ -1,14 +1,12 @@
-"""Times on the command line: `--since 24h`, `--until 2026-11-29T18:00`, and how times
-are shown (UTC, ISO 8601)."""
+"""Times on the command line: `--since 24h`, `--until 2026-11-29T18:00`, `30s`."""
 
 from __future__ import annotations
 
 import argparse
 import re
-import time
 from datetime import UTC, datetime
 
-__all__ = ["Moment", "ago", "duration", "iso", "parse_duration", "parse_moment"]
+__all__ = ["Moment", "parse_duration", "parse_moment"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -66,32 +64,3 @@ class Moment:
 def parse_moment(text: str) -> Moment:
     """argparse type for `--since`/`--until`."""
     return Moment(text)
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with millisecond precision, e.g. 2026-11-29T18:00:00.125Z."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def duration(seconds: float) -> str:
-    """A short human duration: 0.3 s, 42 s, 5m12s, 3h04m, 2d03h."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
-
-
-def ago(ts: float, now: float | None = None) -> str:
-    """`duration(now - ts) + " ago"`."""
-    now = time.time() if now is None else now
-    return f"{duration(max(0.0, now - ts))} ago"

@@ -1,6 +1,8 @@
-"""End to end in a few seconds: three local targets monitored at 10 Hz into SQLite.
+"""The library API in a script: three local targets monitored at 10 Hz into SQLite.
 
-    ./scripts/example            (or: python examples/quickstart.py [DATABASE])
+    .venv/bin/python examples/quickstart.py [DATABASE]
+
+(`./scripts/demo` shows more, through the `healthmon` command.)
 
 One target is healthy, one fails, one flips between healthy and failing every
 second. The monitor checks them for four seconds, a subscriber prints each status

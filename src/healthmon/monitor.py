@@ -48,6 +48,10 @@ log = structlog.get_logger("healthmon")
 Subscriber = Callable[[HealthCheckResult], Awaitable[None]]
 """An async callable told of each status change, with the result that caused it."""
 
+_GOLDEN = (5**0.5 - 1) / 2
+"""Multiples of it, modulo 1, spread evenly over [0, 1) for any count: the phases of
+the services' schedules, so that a hundred services at 20 Hz do not fire as one burst."""
+
 
 class HealthMonitor:
     """Checks services on fixed-rate schedules and keeps their latest status.
@@ -100,6 +104,7 @@ class HealthMonitor:
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
+        self._schedules_started = 0
         self._writer: ResultWriter | None = None
         self._notifier: Notifier | None = None
         self._running = False
@@ -367,9 +372,15 @@ class HealthMonitor:
         )
 
     async def _check_loop(self, service: ServiceDefinition, url: str) -> None:
-        """Check one service on its own fixed-rate schedule, one check at a time."""
+        """Check one service on its own fixed-rate schedule, one check at a time.
+
+        Its first slot comes within one interval, at a phase of its own.
+        """
         name = service.name
-        schedule = FixedRateSchedule(service.interval or self.check_interval)
+        interval = service.interval or self.check_interval
+        phase = (self._schedules_started * _GOLDEN) % 1.0 * interval
+        self._schedules_started += 1
+        schedule = FixedRateSchedule(interval, start=asyncio.get_running_loop().time() + phase)
         self._schedules[name] = schedule
         if self._user_client is None:
             self._clients[name] = new_http_client(self.policy_for(name), url)

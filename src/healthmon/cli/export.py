@@ -81,7 +81,7 @@ def command(args: argparse.Namespace) -> int:
 async def _export(args: argparse.Namespace, out: TextIO) -> tuple[int, int]:
     now = time.time()
     since = _at(args.since, now)
-    until = _at(args.until, now)
+    until = now if args.until is None else args.until.at(now)  # not what arrives meanwhile
     async with open_for_reading(args.database) as store:
         rows = _rows(store, args.service, since, until, transitions=args.transitions)
         fields = TRANSITION_FIELDS if args.transitions else RESULT_FIELDS
@@ -109,12 +109,15 @@ async def _rows(
     *,
     transitions: bool,
 ) -> AsyncGenerator[dict[str, Any]]:
+    # Each stream closed as soon as this one is (a reader that goes away early).
     if transitions:
-        async for transition in store.stream_transitions(service, since, until):
-            yield _transition_row(transition)
+        async with contextlib.aclosing(store.stream_transitions(service, since, until)) as found:
+            async for transition in found:
+                yield _transition_row(transition)
     else:
-        async for result in store.stream_results(service, since, until):
-            yield _result_row(result)
+        async with contextlib.aclosing(store.stream_results(service, since, until)) as results:
+            async for result in results:
+                yield _result_row(result)
 
 
 def _result_row(result: HealthCheckResult) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVarTuple
@@ -233,7 +233,7 @@ class HealthStore:
         until: float | None = None,
         *,
         batch_size: int = 1000,
-    ) -> AsyncIterator[HealthCheckResult]:
+    ) -> AsyncGenerator[HealthCheckResult]:
         """Results with since <= timestamp < until, of one service or all, read through a
         cursor `batch_size` rows at a time: memory stays flat however many there are
         (for exports). One service's come oldest first, all services' in the order they
@@ -256,12 +256,11 @@ class HealthStore:
             query = query.where(check_results.c.ts >= since)
         if until is not None:
             query = query.where(check_results.c.ts < until)
-        async for name, code, response_time_ms, ts, details, error in self._stream(
-            query, batch_size
-        ):
-            yield HealthCheckResult(
-                name, STATUS_BY_CODE[code], response_time_ms, ts, details, error
-            )
+        async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
+            async for name, code, response_time_ms, ts, details, error in rows:
+                yield HealthCheckResult(
+                    name, STATUS_BY_CODE[code], response_time_ms, ts, details, error
+                )
 
     async def stream_transitions(
         self,
@@ -270,7 +269,7 @@ class HealthStore:
         until: float | None = None,
         *,
         batch_size: int = 1000,
-    ) -> AsyncIterator[StatusTransition]:
+    ) -> AsyncGenerator[StatusTransition]:
         """`transitions()` read through a cursor, like `stream_results()`; oldest first."""
         query = (
             select(
@@ -289,13 +288,14 @@ class HealthStore:
             query = query.where(status_transitions.c.ts >= since)
         if until is not None:
             query = query.where(status_transitions.c.ts < until)
-        async for name, from_code, to_code, ts, cause in self._stream(query, batch_size):
-            before = None if from_code is None else STATUS_BY_CODE[from_code]
-            yield StatusTransition(name, before, STATUS_BY_CODE[to_code], ts, cause)
+        async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
+            async for name, from_code, to_code, ts, cause in rows:
+                before = None if from_code is None else STATUS_BY_CODE[from_code]
+                yield StatusTransition(name, before, STATUS_BY_CODE[to_code], ts, cause)
 
     async def _stream(
         self, query: Select[*_Columns], batch_size: int
-    ) -> AsyncIterator[Row[*_Columns]]:
+    ) -> AsyncGenerator[Row[*_Columns]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         async with self._reading() as conn:

@@ -41,16 +41,27 @@ def _url(port: int) -> str:
 
 
 async def run_open_loop(
-    ports: list[int], services: int, hz: float, warmup: float, duration: float
+    ports: list[int],
+    services: int,
+    hz: float,
+    warmup: float,
+    duration: float,
+    *,
+    stagger: bool = False,
 ) -> dict[str, Any]:
-    """aiohttp, one shared session, each service on its own fixed-rate schedule."""
+    """aiohttp, one shared session, each service on its own fixed-rate schedule.
+
+    Without `stagger` every schedule starts at once, as the monitor's do, so all
+    services' slots fall on the same instants and each slot is a burst of `services`
+    requests; with it, service i's slots are offset by i/services of the interval.
+    """
     loop = asyncio.get_running_loop()
     interval = 1.0 / hz
     lateness = LatenessLog(interval)
     done = [0, 0]  # requests, answered 200
 
     async def service(session: aiohttp.ClientSession, key: int, url: str) -> None:
-        start, index = loop.time(), 0
+        start, index = loop.time() + (key / services * interval if stagger else 0.0), 0
         while True:
             now = loop.time()
             behind = now - (start + index * interval)
@@ -93,6 +104,7 @@ async def run_open_loop(
     return {
         "services": services,
         "hz": hz,
+        "stagger": stagger,
         "window_s": t1 - t0,
         "cpu_s": cpu1 - cpu0,
         "requests": requests,
@@ -127,9 +139,11 @@ async def _httpx_shared(
 
 
 @contextlib.asynccontextmanager
-async def _httpx_per_service(urls: list[str]) -> AsyncIterator[Get]:
+async def _httpx_per_service(
+    urls: list[str], factory: Callable[[], httpx.AsyncClient]
+) -> AsyncIterator[Get]:
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(new_http_client()) for _ in urls]
+        clients = [await stack.enter_async_context(factory()) for _ in urls]
 
         async def get(worker: int) -> int:
             response = await clients[worker].get(urls[worker], timeout=_TIMEOUT_S)
@@ -183,6 +197,11 @@ async def _raw_streams(urls: list[str]) -> AsyncIterator[Get]:
             writer.close()
 
 
+def _plain() -> httpx.AsyncClient:
+    """httpx as it comes (default pool limits: 100 connections, 20 kept alive)."""
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
 def _unlimited_pool() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     return httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits)
@@ -194,14 +213,20 @@ def _aiohttp_transport() -> httpx.AsyncClient:
 
 STACKS: dict[str, Stack] = {
     "httpx-shared": Stack(
-        "httpx AsyncClient, one shared (healthmon's default client)",
-        lambda urls: _httpx_shared(urls, new_http_client),
+        "httpx AsyncClient, one shared, default pool limits",
+        lambda urls: _httpx_shared(urls, _plain),
     ),
     "httpx-shared-unlimited": Stack(
         "httpx AsyncClient, one shared, no pool limits",
         lambda urls: _httpx_shared(urls, _unlimited_pool),
     ),
-    "httpx-per-service": Stack("httpx AsyncClient, one per service", _httpx_per_service),
+    "httpx-per-service": Stack(
+        "httpx AsyncClient, one per service", lambda urls: _httpx_per_service(urls, _plain)
+    ),
+    "healthmon-per-service": Stack(
+        "healthmon.probe.new_http_client(), one per service (what the monitor uses)",
+        lambda urls: _httpx_per_service(urls, new_http_client),
+    ),
     "httpx-aiohttp": Stack(
         "httpx AsyncClient over httpx-aiohttp's AiohttpTransport, one shared",
         lambda urls: _httpx_shared(urls, _aiohttp_transport),
@@ -224,7 +249,10 @@ async def run_closed_loop(
         async def worker(index: int) -> None:
             while True:
                 try:
-                    done[1] += await get(index) == 200
+                    # Not `done[1] += await ...`: that reads done[1] before awaiting and
+                    # writes back a stale sum when other workers counted meanwhile.
+                    ok = await get(index) == 200
+                    done[1] += ok
                 except (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError):
                     await asyncio.sleep(0.01)  # do not spin on a broken connection
                 done[0] += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import statistics
 import tempfile
@@ -160,6 +161,28 @@ def _rss_summary(samples: Sequence[tuple[float, int]], warmup: float) -> dict[st
 
 
 @dataclass
+class _GcPauses:
+    """Garbage-collector pauses (they stop the event loop, so they delay checks)."""
+
+    recording: bool = False
+    pauses: list[tuple[int, float]] = field(default_factory=list)  # (generation, seconds)
+    _started: float = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.recording:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        return {
+            "gc_collections": [sum(1 for g, _ in self.pauses if g == gen) for gen in range(3)],
+            "gc_max_pause_ms": max((pause for _, pause in self.pauses), default=0.0) * 1000,
+            "gc_ms_per_s": sum(pause for _, pause in self.pauses) * 1000 / seconds,
+        }
+
+
+@dataclass
 class _Instruments:
     """Everything a run records, filled in by the hooks and the sampler."""
 
@@ -169,6 +192,7 @@ class _Instruments:
     writers: list[ResultWriter] = field(default_factory=list)
     rss: list[tuple[float, int]] = field(default_factory=list)
     backlog: list[int] = field(default_factory=list)
+    gc: _GcPauses = field(default_factory=_GcPauses)
 
     def committed(self) -> int:
         return self.writers[0].stats.committed_results if self.writers else 0
@@ -208,6 +232,7 @@ async def _measure(
     loop = asyncio.get_running_loop()
     counts, latency = instruments.counts, instruments.latency
     sampler = asyncio.create_task(instruments.sample(params.sample_every))
+    gc.callbacks.append(instruments.gc)
     await monitor.start_monitoring()
     if latency is not None and instruments.writers:
         latency.hook(instruments.writers[0])
@@ -215,6 +240,7 @@ async def _measure(
         await asyncio.sleep(params.warmup)
         if latency is not None:
             latency.recording = True
+        instruments.gc.recording = True
         window = _Window(
             loop.time(), time.process_time(), counts.checks, counts.healthy, instruments.committed()
         )
@@ -224,10 +250,12 @@ async def _measure(
         window.committed1 = instruments.committed()
         if latency is not None:
             latency.recording = False
+        instruments.gc.recording = False
         window.missed_slots = sum(monitor.missed_checks.values())
         await asyncio.sleep(0.3)  # let checks due just before t1 start and be logged
     finally:
         sampler.cancel()
+        gc.callbacks.remove(instruments.gc)
         await monitor.stop_monitoring()
     return window
 
@@ -248,7 +276,7 @@ def _figures(params: MonitorParams, instruments: _Instruments, window: _Window) 
         "cpu_per_check_us": cpu / checks * 1e6 if checks else None,
         "total_checks": instruments.counts.checks,
         "missed_slots": window.missed_slots,
-    }
+    } | instruments.gc.summary(seconds)
     if instruments.writers:
         stats = instruments.writers[0].stats
         persisted = window.committed1 - window.committed0

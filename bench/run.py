@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ __all__ = ["BENCHMARKS", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CAPACITY_SERVICES = [25, 50, 100, 150, 200]
+CAPACITY_SERVICES = [10, 25, 50, 100, 150, 200]
+CAPACITY_TARGET = 100
 ON_TIME_TARGET = 0.99
 LOAD_SERVICES = 50  # the fixed load of the CPU and latency figures: 50 services at 20 Hz
 MEMORY_SERVICES = 100  # 2,000 checks/s
@@ -44,6 +45,8 @@ class Settings:
     warmup: float = 3.0
     duration: float = 10.0
     capacity_services: list[int] = field(default_factory=lambda: list(CAPACITY_SERVICES))
+    capacity_all: bool = False
+    capacity_duration: float = 8.0
     stack_seconds: float = 3.0
     memory_warmup: float = 20.0
     memory_duration: float = 40.0
@@ -99,17 +102,21 @@ class Suite:
     def verdict(self, what: str, measured: str, target: str, met: bool | None) -> None:
         self.verdicts.append((what, measured, target, met))
 
-    def open_loop(self, services: int) -> dict[str, Any]:
+    def open_loop(
+        self, services: int, *, stagger: bool = False, duration: float | None = None
+    ) -> dict[str, Any]:
         """The bare aiohttp baseline on the monitor's schedule (see bench/clients.py)."""
         settings = self.settings
+        seconds = settings.duration if duration is None else duration
         params = {
             "ports": self.targets.ports,
             "services": services,
             "hz": HZ,
             "warmup": settings.warmup,
-            "duration": settings.duration,
+            "duration": seconds,
+            "stagger": stagger,
         }
-        return self.run("open-loop", params, limit=settings.warmup + settings.duration + 30)
+        return self.run("open-loop", params, limit=settings.warmup + seconds + 30)
 
     def monitor(self, limit_extra: float = 30.0, **params: Any) -> dict[str, Any]:
         params.setdefault("warmup", self.settings.warmup)
@@ -130,7 +137,8 @@ _NO_EXTRA = "(skipped: the bare baselines need the bench extra: pip install -e '
 # -- printing ----------------------------------------------------------------------------
 
 
-def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+def table(title: str, header: list[str], rows: list[list[str]], text_last: bool = False) -> None:
+    """Print a table: the first column (and the last, if `text_last`) left-aligned."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     print(f"\n## {title}\n")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
@@ -139,6 +147,8 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
         # The first column names the row (left), the others are figures (right).
         cells = [str(row[0]).ljust(widths[0])]
         cells += [str(c).rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        if text_last:
+            cells[-1] = str(row[-1]).ljust(widths[-1])
         print("  ".join(cells).rstrip())
     sys.stdout.flush()
 
@@ -199,6 +209,7 @@ def bench_stacks(suite: Suite) -> None:
         f"{suite.settings.stack_seconds:g} s each",
         ["stack", "req/s", "CPU µs/req", "client CPU", "200 OK", "server CPU", "what"],
         rows,
+        text_last=True,
     )
 
 
@@ -211,6 +222,7 @@ def _capacity_row(label: str, figures: dict[str, Any]) -> list[str]:
         pct(late["on_time_fraction"], 2),
         fmt(late["lateness_p50_ms"], 1),
         fmt(late["lateness_p99_ms"], 1),
+        fmt(figures["gc_max_pause_ms"], 1) if "gc_max_pause_ms" in figures else "-",
         str(late["scheduled"] - late["started"]),
         pct(figures.get("healthy_fraction", figures.get("ok_fraction")), 2),
         {True: "yes", False: "NO", None: "-"}[figures.get("all_committed")],
@@ -221,26 +233,47 @@ def _capacity_row(label: str, figures: dict[str, Any]) -> list[str]:
 
 
 def bench_capacity(suite: Suite) -> None:
-    """Largest service count at 20 Hz with >= 99 % on time and every result committed."""
+    """Largest service count at 20 Hz with >= 99 % on time and every result committed.
+
+    The counts are tried in ascending order, stopping at the first that fails (more
+    services only add load) except that the target, 100, is always measured; an
+    explicit `--services` list is measured whole.
+    """
     rows = []
     best = 0
     runs = {}
+    failed = False
     for services in suite.settings.capacity_services:
-        figures = suite.monitor(services=services, hz=HZ, store=True, lateness=True)
+        if failed and not suite.settings.capacity_all and services != CAPACITY_TARGET:
+            continue
+        figures = suite.monitor(
+            services=services,
+            hz=HZ,
+            store=True,
+            lateness=True,
+            duration=suite.settings.capacity_duration,
+        )
         runs[services] = figures
         on_time = figures["lateness"]["on_time_fraction"] or 0.0
         passed = on_time >= ON_TIME_TARGET and bool(figures["all_committed"])
-        if passed:
-            best = max(best, services)
+        if passed and not failed:
+            best = services
+        failed = failed or not passed
         rows.append(_capacity_row(f"monitor {services}", figures))
-    top = max(suite.settings.capacity_services)
-    bare = suite.open_loop(top) if have_bench_extra() else None
-    if bare is not None:
-        bare["scheduled_per_s"] = top * HZ
-        rows.append(_capacity_row(f"bare aiohttp {top}", bare))
+    top = max(runs)
+    bare: dict[str, Any] = {}
+    if have_bench_extra():
+        for stagger in (False, True):
+            figures = suite.open_loop(
+                top, stagger=stagger, duration=suite.settings.capacity_duration
+            )
+            figures["scheduled_per_s"] = top * HZ
+            bare["staggered" if stagger else "aligned"] = figures
+            label = f"bare aiohttp {top}" + (", staggered" if stagger else "")
+            rows.append(_capacity_row(label, figures))
     suite.figures["capacity"] = {"runs": runs, "bare": bare, "capacity": best}
     table(
-        f"Capacity at {HZ:g} Hz with a store ({suite.settings.duration:g} s after "
+        f"Capacity at {HZ:g} Hz with a store ({suite.settings.capacity_duration:g} s after "
         f"{suite.settings.warmup:g} s warm-up)",
         [
             "run",
@@ -249,6 +282,7 @@ def bench_capacity(suite: Suite) -> None:
             "on time",
             "late p50 ms",
             "late p99 ms",
+            "GC max ms",
             "missed",
             "healthy",
             "all committed",
@@ -414,6 +448,7 @@ def bench_cluster(suite: Suite) -> None:
         "Cluster queries (timeit, best of 5, in one process)",
         ["query", "entries", "µs/call", "note"],
         rows,
+        text_last=True,
     )
     status_us = figures["status_us"]
     suite.verdict(
@@ -490,6 +525,9 @@ def bench_memory(suite: Suite) -> None:
     )
 
 
+_PROFILE_RATE = 250  # samples per second
+
+
 def bench_profile(suite: Suite) -> None:
     """py-spy on a worker at 50 services x 20 Hz with a store: where the CPU goes."""
     settings = suite.settings
@@ -537,10 +575,14 @@ def bench_profile(suite: Suite) -> None:
                     "--duration",
                     str(int(settings.profile_seconds)),
                     "--rate",
-                    "250",
+                    str(_PROFILE_RATE),
                     "--format",
                     "raw",
                     "--threads",
+                    # Only samples of the thread holding the GIL: the monitor's CPU
+                    # ceiling is one GIL, and idle threads (aiosqlite's waiting on its
+                    # queue) would otherwise be counted as busy.
+                    "--gil",
                     "--output",
                     str(raw),
                 ],
@@ -557,9 +599,16 @@ def bench_profile(suite: Suite) -> None:
     summary = summarize_profile(raw)
     suite.figures["profile"] = summary
     total = summary["samples"]
+    held = total / (_PROFILE_RATE * int(settings.profile_seconds))
+    figures = json.loads(out.read_text()) if out.exists() else {}
+    print(
+        f"\nprofiled run: {fmt(figures.get('checks_per_s'), 0)} checks/s, "
+        f"{fmt(figures.get('cpu_per_persisted_us'), 0)} µs CPU per persisted check; "
+        f"the GIL was held {held:.0%} of the time; threads: {summary['threads']}"
+    )
     table(
-        f"Profile: py-spy, {LOAD_SERVICES} services x {HZ:g} Hz with a store, "
-        f"{settings.profile_seconds:g} s at 250 Hz ({total:,} samples on CPU); raw: {raw}",
+        f"Profile: py-spy --gil, {LOAD_SERVICES} services x {HZ:g} Hz with a store, "
+        f"{settings.profile_seconds:g} s at {_PROFILE_RATE} Hz ({total:,} samples); raw: {raw}",
         ["part (inclusive: any frame in it)", "share of CPU samples"],
         [[name, pct(count / total)] for name, count in summary["areas"]],
     )
@@ -575,79 +624,83 @@ def bench_profile(suite: Suite) -> None:
     )
 
 
-# Where a frame's file lives says which part of the stack it belongs to.
-_AREAS = [
-    ("healthmon (all of it)", "/healthmon/"),
-    ("healthmon.probe", "/healthmon/probe.py"),
-    ("healthmon.monitor", "/healthmon/monitor.py"),
-    ("healthmon.schedule", "/healthmon/schedule.py"),
-    ("healthmon.store (writer)", "/healthmon/store/"),
-    ("httpx", "/httpx/"),
-    ("httpcore", "/httpcore/"),
-    ("h11", "/h11/"),
-    ("anyio", "/anyio/"),
-    ("sqlalchemy", "/sqlalchemy/"),
-    ("aiosqlite", "/aiosqlite/"),
-    ("sqlite3", "/sqlite3/"),
-    ("structlog", "/structlog/"),
-    ("logging", "/logging/"),
-    ("json", "/json/"),
-    ("asyncio", "/asyncio/"),
+# Where a frame's file lives says which part of the stack it belongs to (py-spy
+# prints paths relative to their sys.path entry: "httpx/_client.py").
+_AREAS: list[tuple[str, str | tuple[str, ...]]] = [
+    ("healthmon (all of it)", "healthmon/"),
+    ("healthmon.probe + transport", ("healthmon/probe.py", "healthmon/transport.py")),
+    ("healthmon.monitor", "healthmon/monitor.py"),
+    ("healthmon.schedule", "healthmon/schedule.py"),
+    ("healthmon.store (writer)", "healthmon/store/"),
+    ("healthmon.notify", "healthmon/notify.py"),
+    ("httpx", "httpx/"),
+    ("httpcore", "httpcore/"),
+    ("h11", "h11/"),
+    ("anyio", "anyio/"),
+    ("importlib (failed imports)", "<frozen importlib"),
+    ("sqlalchemy", "sqlalchemy/"),
+    ("aiosqlite", "aiosqlite/"),
+    ("sqlite3", "sqlite3/"),
+    ("structlog", "structlog/"),
+    ("logging", "logging/"),
+    ("json", "json/"),
+    ("asyncio", "asyncio/"),
     ("selectors (epoll)", "selectors.py"),
-    ("ssl", "/ssl.py"),
+    ("gc", "<gc>"),
 ]
 
 
-def _frames(stack: str) -> Iterator[str]:
-    # py-spy raw lines: "thread;frame;frame;... count", root first, a frame being
-    # "function (path:line)".
-    yield from stack.split(";")[1:]
+def _frame_path(frame: str) -> str:
+    """The file of a py-spy frame 'function (path:line)', relative to its sys.path entry."""
+    path = frame.rpartition(" (")[2].rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/src/", "/lib/python3."):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/lib/python3.":  # "11/asyncio/x.py" -> "asyncio/x.py"
+                path = path.split("/", 1)[1] if "/" in path else path
+            break
+    return path
 
 
 def summarize_profile(raw: Path) -> dict[str, Any]:
-    """Shares of CPU samples per library (inclusive) and per function (self, inclusive)."""
+    """Shares of samples per library (inclusive) and per function (self, inclusive)."""
     self_counts: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     threads: defaultdict[str, int] = defaultdict(int)
     total = 0
     for line in raw.read_text().splitlines():
+        # py-spy raw lines: "thread;frame;frame;... count", root first.
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
-        threads[stack.split(";", 1)[0]] += count
-        frames = list(_frames(stack))
+        thread, *frames = stack.split(";")
+        threads[thread] += count
         if not frames:
             continue
-        self_counts[_short(frames[-1])] += count
-        for name in {_short(frame) for frame in frames}:
+        names = [_short(frame) for frame in frames]
+        self_counts[names[-1]] += count
+        for name in set(names):
             inclusive[name] += count
-        for area, marker in _AREAS:
-            if any(marker in frame for frame in frames):
+        paths = [_frame_path(frame) for frame in frames]
+        for area, prefixes in _AREAS:
+            if any(path.startswith(prefixes) for path in paths):
                 areas[area] += count
     return {
         "samples": total,
         "threads": dict(threads),
         "areas": sorted(areas.items(), key=lambda item: -item[1]),
         "self": self_counts.most_common(40),
-        "inclusive": inclusive.most_common(60),
+        "inclusive": inclusive.most_common(80),
     }
 
 
 def _short(frame: str) -> str:
-    """'get (httpx/_client.py:1000)' from 'get (/long/path/site-packages/httpx/_client.py:1000)'."""
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")")
-    for marker in ("site-packages/", "/src/", "/lib/python3."):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                path = path.split("/", 1)[1] if "/" in path else path
-            break
-    path = path.rsplit(":", 1)[0]  # the line varies within a function: group by function
-    return f"{name} ({path})"
+    """'get (httpx/_client.py)': the function and its file, without the line (a
+    function's samples are spread over its lines)."""
+    return f"{frame.partition(' (')[0]} ({_frame_path(frame)})"
 
 
 BENCHMARKS: dict[str, Callable[[Suite], None]] = {
@@ -660,6 +713,15 @@ BENCHMARKS: dict[str, Callable[[Suite], None]] = {
     "profile": bench_profile,
 }
 DEFAULT = ["stacks", "capacity", "cpu", "latency", "cluster", "memory"]
+
+
+def _load() -> str:
+    """The machine's load averages: other work on the two cores skews every figure."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average n/a"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -698,6 +760,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             warmup=0.5,
             duration=1.5,
             capacity_services=[5],
+            capacity_duration=1.5,
             stack_seconds=1.0,
             memory_warmup=1.0,
             memory_duration=3.0,
@@ -709,9 +772,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.warmup is not None:
         settings.warmup = args.warmup
     if args.duration is not None:
-        settings.duration = args.duration
+        settings.duration = settings.capacity_duration = args.duration
     if args.services:
         settings.capacity_services = [int(n) for n in args.services.split(",")]
+        settings.capacity_all = True
     if args.memory_seconds is not None:
         settings.memory_duration = args.memory_seconds
     settings.profile_dir = args.profile_dir
@@ -732,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(
         f"healthmon benchmarks: {', '.join(names)}; {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+        f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {_load()}"
     )
     with tempfile.TemporaryDirectory(prefix="healthmon-bench-") as tmp:
         folder = Path(tmp)
@@ -751,5 +815,5 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 if args.json is not None:
                     args.json.write_text(json.dumps(suite.figures, indent=2))
-    print(f"\ndone in {time.monotonic() - started:.0f} s")
+    print(f"\ndone in {time.monotonic() - started:.0f} s; {_load()}")
     return 0

@@ -176,12 +176,15 @@ class TargetProcess:
             return
         if process.stdin is not None:
             process.stdin.close()  # the server's cue to exit on its own
-        process.terminate()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+            process.terminate()
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -198,7 +201,7 @@ class TargetProcess:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(description="The benchmark's target server.")
     parser.add_argument("--ports", type=int, default=1, help="how many ports to listen on")
     parser.add_argument(
         "--lifetime", type=float, default=900.0, help="exit after this many seconds at most"

@@ -44,14 +44,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Upgrade the database to REVISION (default: head) in one transaction, "
         "creating the file if needed.",
     )
-    upgrade.add_argument("revision", nargs="?", default="head", metavar="REVISION")
+    upgrade.add_argument(
+        "revision", nargs="?", default="head", metavar="REVISION", help="default: head"
+    )
     downgrade = actions.add_parser(
         "downgrade",
         help="downgrade to REVISION: a revision id, -1 for one step, or base (drops every table)",
         description="Downgrade the database to REVISION in one transaction: a revision id, "
         "-1 for one step back, or base (drops every healthmon table and its data).",
     )
-    downgrade.add_argument("revision", metavar="REVISION")
+    downgrade.add_argument("revision", metavar="REVISION", help="a revision id, -1, or base")
     current = actions.add_parser(
         "current",
         help="print the revision the database is at",
@@ -76,7 +78,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _command(action: Action) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        setup_logging(args, default_level="warning")
+        setup_logging(args)
         print(asyncio.run(action(args)))
         return 0
 

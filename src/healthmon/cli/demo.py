@@ -57,7 +57,7 @@ def _seconds(text: str) -> float:
 
 
 def command(args: argparse.Namespace) -> int:
-    setup_logging(args, default_level="warning")
+    setup_logging(args)
     run = asyncio.run(run_demo(args.seconds, args.database, sys.stdout))
     print(asyncio.run(_report(run)))
     return 0

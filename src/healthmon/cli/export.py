@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def command(args: argparse.Namespace) -> int:
-    setup_logging(args, default_level="warning")
+    setup_logging(args)
     count, services = asyncio.run(_export(args, sys.stdout))
     what = "transitions" if args.transitions else "results"
     scope = (

@@ -83,7 +83,7 @@ class History:
 
 
 def command(args: argparse.Namespace) -> int:
-    setup_logging(args, default_level="warning")
+    setup_logging(args)
     now = time.time()
     since = args.since.at(now)
     until = now if args.until is None else args.until.at(now)

@@ -10,18 +10,23 @@ from healthmon.log import LogFormat, configure_logging
 __all__ = ["add_logging_arguments", "setup_logging"]
 
 
-def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+def add_logging_arguments(
+    parser: argparse.ArgumentParser, *, default_level: str = "warning", config: bool = False
+) -> None:
+    """`--log-level` and `--log-format`; `config`: the command reads them from a config
+    file too (the command line wins)."""
+    fallback = "the config's {}, else " if config else ""
     group = parser.add_argument_group("logging (to stderr)")
     group.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
-        help="the least severe events to log (default: the config's log_level, else info)",
+        help=f"the least severe events to log (default: {fallback.format('level')}{default_level})",
     )
     group.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        help="console (readable) or json (one object a line); default: the config's "
-        "log_format, else console on a terminal and json otherwise",
+        help="console (readable) or json (one object a line); default: "
+        f"{fallback.format('format')}console on a terminal, json otherwise",
     )
 
 
@@ -30,7 +35,7 @@ def setup_logging(
     level: str | None = None,
     fmt: LogFormat | None = None,
     *,
-    default_level: str = "info",
+    default_level: str = "warning",
 ) -> None:
     """Configure structlog: the command line wins over the config file's values."""
     configure_logging(args.log_level or level or default_level, args.log_format or fmt)

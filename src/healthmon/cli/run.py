@@ -37,14 +37,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="TOML config file (see examples/services.toml)",
     )
     add_database_argument(parser, default=False)
-    add_logging_arguments(parser)
+    add_logging_arguments(parser, default_level="info", config=True)
     parser.set_defaults(handler=command)
 
 
 def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
-    setup_logging(args, config.log_level, config.log_format)
+    setup_logging(args, config.log_level, config.log_format, default_level="info")
     return asyncio.run(monitor_until_signalled(config, database))
 
 

@@ -99,7 +99,7 @@ class StatusReport:
 
 
 def command(args: argparse.Namespace) -> int:
-    setup_logging(args, default_level="warning")
+    setup_logging(args)
     report = asyncio.run(_read(args.database, args.stale_after))
     print(_json(report) if args.json else _text(report))
     return report.exit_code

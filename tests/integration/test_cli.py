@@ -141,6 +141,12 @@ def test_run_stops_on_sigterm_with_every_result_flushed(
         # Until a few results of each answering service and one timeout are stored.
         wait_until(lambda: db.exists() and targets.hits("/healthy") >= 30)
         wait_until(lambda: targets.hits("/hang") >= 2 and rows_per_service(db).get("stuck"))
+        # Read while the monitor writes (WAL): the timeout makes the cluster unhealthy.
+        live = healthmon("status", "--database", db, "--json")
+        assert live.returncode == 5, live.stderr
+        assert {s["name"]: s["status"] for s in json.loads(live.stdout)["services"]}["stuck"] == (
+            "unhealthy"
+        )
         process.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         _, stderr = process.communicate(timeout=10)

@@ -59,7 +59,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--bucket",
         type=parse_duration,
         metavar="DURATION",
-        help="the chart's bucket (e.g. 1m, 1h); default: a round size giving at most 60",
+        help="the chart's bucket (e.g. 1m, 1h); default: the round size that gives about 60 "
+        "(buckets start at whole multiples of their size)",
     )
     parser.add_argument(
         "--exact",

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.measure import LatenessLog, percentile, rss_bytes, storage_stats
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
 from healthmon.model import ServiceDefinition
@@ -54,6 +56,25 @@ class MonitorParams:
     """How many of the services flip between 200 and 503 (the others always answer 200)."""
     sample_every: float = 1.0
     """Seconds between RSS and writer-backlog samples."""
+    what_if: list[str] = field(default_factory=list)
+    """Experiments, never on by default: changes the library does not (yet) make,
+    applied from here to measure what they would gain (see WHAT_IFS)."""
+
+
+WHAT_IFS = {
+    "stagger": "schedule i of n starts i/n of an interval later (slots spread, not aligned)",
+    "gc-freeze": "gc.freeze() after warm-up: collections skip the long-lived objects",
+    "aiohttp-transport": "the monitor given one httpx.AsyncClient over httpx-aiohttp's transport",
+}
+
+
+def _aiohttp_transport_client() -> httpx.AsyncClient:
+    """What-if: httpx's client over aiohttp's connection pool (the `bench` extra)."""
+    # The bench extra, needed only here; the ignore is explained in clients.py.
+    from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    transport: httpx.AsyncBaseTransport = AiohttpTransport()
+    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
 
 @dataclass
@@ -94,6 +115,26 @@ class _CommitLatency:
             self.commit_to_callback.append(asyncio.get_running_loop().time() - entry[1])
 
 
+def _stagger_schedules(services: int) -> Callable[[], None]:
+    """What-if: spread the schedules' phases over the interval; returns the undo."""
+    original = FixedRateSchedule.__init__
+    made = [0]
+
+    def init(schedule: FixedRateSchedule, interval: float, start: float | None = None) -> None:
+        if start is None:
+            offset = (made[0] % services) / services * interval
+            start = asyncio.get_running_loop().time() + offset
+        made[0] += 1
+        original(schedule, interval, start)
+
+    FixedRateSchedule.__init__ = init  # type: ignore[method-assign,assignment]  # a what-if
+
+    def undo() -> None:
+        FixedRateSchedule.__init__ = original  # type: ignore[method-assign]  # undo it
+
+    return undo
+
+
 def _hook_schedules(log: LatenessLog) -> Callable[[], None]:
     """Wrap FixedRateSchedule.wait (in this process only); returns the undo."""
     original = FixedRateSchedule.wait
@@ -123,13 +164,44 @@ def _count_checks(monitor: HealthMonitor, counts: _Counts) -> None:
     monitor._check_http_health = check  # type: ignore[method-assign]  # bench-side hook
 
 
-def _capture_writer(store: HealthStore, captured: list[ResultWriter]) -> None:
-    """Keep the writer the monitor gets, to read its counters even after stop."""
+@dataclass
+class _Flushes:
+    """How long each of the writer's flushes takes, BEGIN to COMMIT (loop clock)."""
+
+    recording: bool = False
+    seconds: list[float] = field(default_factory=list)
+    results: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "flush_n": len(self.seconds),
+            "flush_p50_ms": _ms(percentile(self.seconds, 50)),
+            "flush_p99_ms": _ms(percentile(self.seconds, 99)),
+            "flush_max_ms": _ms(max(self.seconds, default=None)),
+            "results_per_flush": sum(self.results) / len(self.results) if self.results else None,
+        }
+
+
+def _capture_writer(store: HealthStore, captured: list[ResultWriter], flushes: _Flushes) -> None:
+    """Keep the writer the monitor gets (to read its counters even after stop), and
+    time its flushes."""
     original = store.writer
 
     def writer(**kwargs: Any) -> ResultWriter:
         made = original(**kwargs)
         captured.append(made)
+        flush = made._flush
+
+        async def timed_flush() -> bool:
+            loop = asyncio.get_running_loop()
+            started, before = loop.time(), made.stats.committed_results
+            done = await flush()
+            if flushes.recording:
+                flushes.seconds.append(loop.time() - started)
+                flushes.results.append(made.stats.committed_results - before)
+            return done
+
+        made._flush = timed_flush  # type: ignore[method-assign]  # bench-side hook
         return made
 
     store.writer = writer  # type: ignore[method-assign]  # bench-side hook
@@ -193,6 +265,7 @@ class _Instruments:
     rss: list[tuple[float, int]] = field(default_factory=list)
     backlog: list[int] = field(default_factory=list)
     gc: _GcPauses = field(default_factory=_GcPauses)
+    flushes: _Flushes = field(default_factory=_Flushes)
 
     def committed(self) -> int:
         return self.writers[0].stats.committed_results if self.writers else 0
@@ -238,9 +311,12 @@ async def _measure(
         latency.hook(instruments.writers[0])
     try:
         await asyncio.sleep(params.warmup)
+        if "gc-freeze" in params.what_if:  # everything alive after warm-up is long-lived
+            gc.collect()
+            gc.freeze()
         if latency is not None:
             latency.recording = True
-        instruments.gc.recording = True
+        instruments.gc.recording = instruments.flushes.recording = True
         window = _Window(
             loop.time(), time.process_time(), counts.checks, counts.healthy, instruments.committed()
         )
@@ -250,7 +326,7 @@ async def _measure(
         window.committed1 = instruments.committed()
         if latency is not None:
             latency.recording = False
-        instruments.gc.recording = False
+        instruments.gc.recording = instruments.flushes.recording = False
         window.missed_slots = sum(monitor.missed_checks.values())
         await asyncio.sleep(0.3)  # let checks due just before t1 start and be logged
     finally:
@@ -287,7 +363,7 @@ def _figures(params: MonitorParams, instruments: _Instruments, window: _Window) 
             "dropped_results": stats.dropped_results,
             "flushes": stats.flushes,
             "backlog_max": max(instruments.backlog, default=0),
-        }
+        } | instruments.flushes.summary()
     if instruments.lateness is not None:
         out["lateness"] = instruments.lateness.summary(window.t0, window.t1)
     latency = instruments.latency
@@ -314,14 +390,23 @@ async def run_monitor(params: MonitorParams) -> dict[str, Any]:
         lateness=LatenessLog(interval) if params.lateness else None,
         latency=_CommitLatency() if params.latency else None,
     )
-    undo = _hook_schedules(instruments.lateness) if instruments.lateness is not None else None
+    unknown = set(params.what_if) - WHAT_IFS.keys()
+    if unknown:
+        raise ValueError(f"unknown what-if {sorted(unknown)}; known: {sorted(WHAT_IFS)}")
+    undos = [] if instruments.lateness is None else [_hook_schedules(instruments.lateness)]
+    if "stagger" in params.what_if:
+        undos.append(_stagger_schedules(params.services))
     try:
         async with contextlib.AsyncExitStack() as stack:
             store = None
             if params.store:
                 store = await stack.enter_async_context(HealthStore(database))
-                _capture_writer(store, instruments.writers)
-            monitor = HealthMonitor(interval, store=store)
+                _capture_writer(store, instruments.writers, instruments.flushes)
+            client = None
+            if "aiohttp-transport" in params.what_if:
+                client = _aiohttp_transport_client()
+                stack.push_async_callback(client.aclose)
+            monitor = HealthMonitor(interval, store=store, http_client=client)
             _count_checks(monitor, instruments.counts)
             for index, port in enumerate(params.ports[: params.services]):
                 monitor.add_service(_service(index, port, flip=index < params.flip))
@@ -336,7 +421,7 @@ async def run_monitor(params: MonitorParams) -> dict[str, Any]:
             )
         return out
     finally:
-        if undo is not None:
+        for undo in undos:
             undo()
         shutil.rmtree(folder, ignore_errors=True)
 

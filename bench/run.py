@@ -53,6 +53,7 @@ class Settings:
     profile_seconds: float = 15.0
     profile_dir: Path | None = None
     cluster_health_sizes: list[int] = field(default_factory=lambda: list(CLUSTER_HEALTH_SIZES))
+    what_if: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Suite:
     def monitor(self, limit_extra: float = 30.0, **params: Any) -> dict[str, Any]:
         params.setdefault("warmup", self.settings.warmup)
         params.setdefault("duration", self.settings.duration)
+        params.setdefault("what_if", self.settings.what_if)
         params["ports"] = self.targets.ports
         limit = params["warmup"] + params["duration"] + limit_extra
         return self.run("monitor", params, limit)
@@ -227,6 +229,7 @@ def _capacity_row(label: str, figures: dict[str, Any]) -> list[str]:
         pct(figures.get("healthy_fraction", figures.get("ok_fraction")), 2),
         {True: "yes", False: "NO", None: "-"}[figures.get("all_committed")],
         fmt(figures.get("backlog_max"), 0) if "backlog_max" in figures else "-",
+        fmt(figures.get("flush_p99_ms"), 1) if "flush_p99_ms" in figures else "-",
         pct(figures["cpu_s"] / figures["window_s"], 0),
         pct(figures.get("server_cpu_share"), 0),
     ]
@@ -287,6 +290,7 @@ def bench_capacity(suite: Suite) -> None:
             "healthy",
             "all committed",
             "max backlog",
+            "flush p99 ms",
             "client CPU",
             "server CPU",
         ],
@@ -383,6 +387,13 @@ def bench_latency(suite: Suite) -> None:
                 fmt(to_commit, 1),
                 str(figures["result_to_commit_n"]),
                 "< 150 ms",
+            ],
+            [
+                "one flush, BEGIN .. COMMIT",
+                fmt(figures["flush_p50_ms"], 1),
+                fmt(figures["flush_p99_ms"], 1),
+                f"{figures['flush_n']} ({fmt(figures['results_per_flush'], 0)} results each)",
+                "",
             ],
             [
                 "committed -> subscriber called",
@@ -744,6 +755,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-seconds", type=float, help="memory: measured seconds")
     parser.add_argument("--profile-dir", type=Path, help="profile: keep py-spy's output here")
+    parser.add_argument(
+        "--what-if",
+        default="",
+        help="experiments applied to every monitor run (off by default; see bench/README.md): "
+        "stagger, gc-freeze",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument(
         "--smoke",
@@ -779,6 +796,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.memory_seconds is not None:
         settings.memory_duration = args.memory_seconds
     settings.profile_dir = args.profile_dir
+    settings.what_if = [name.strip() for name in args.what_if.split(",") if name.strip()]
     return settings
 
 
@@ -801,6 +819,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="healthmon-bench-") as tmp:
         folder = Path(tmp)
         with TargetProcess(ports, lifetime) as targets:
+            if settings.what_if:
+                print(f"WHAT-IF experiments on every monitor run: {', '.join(settings.what_if)}")
             print(f"target server: pid {targets.pid}, {len(targets.ports)} ports on 127.0.0.1")
             suite = Suite(settings, targets, folder)
             try:

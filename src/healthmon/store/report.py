@@ -19,7 +19,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.model import HealthStatus
-from healthmon.store.plan import RAW, Coverage, Piece, Plan, load_coverage, plan
+from healthmon.store.plan import RAW, Piece, Plan, load_coverage, plan
 from healthmon.store.schema import (
     AGGREGATE_TABLES,
     STATUS_BY_CODE,
@@ -73,7 +73,10 @@ async def reports(
     coverage = await load_coverage(conn)
     window = plan(since, until, coverage.raw_only() if exact else coverage)
     since, until = window.since, window.until
-    transitions = await _transitions(conn, list(ids.values()), since, until)
+    # An empty window (all of it before what retention kept) has no incidents or gaps.
+    transitions = (
+        await _transitions(conn, list(ids.values()), since, until) if since < until else {}
+    )
     incidents = {
         service_id: _incidents(transitions.get(service_id, ()), since, until)
         for service_id in ids.values()
@@ -83,7 +86,7 @@ async def reports(
     for service_id, spans in incidents.items():
         windows.extend((service_id, plan(span.start, span.stop, coverage)) for span in spans)
     sums = await _collect(conn, windows)
-    gaps = await _gaps(conn, list(ids.values()), (since, until), gap_after, coverage)
+    gaps = await _gaps(conn, list(ids.values()), (since, until), gap_after) if since < until else {}
     result = {}
     for name, service_id in ids.items():
         main, *span_sums = sums[service_id]
@@ -371,7 +374,6 @@ async def _gaps(
     ids: list[int],
     window: tuple[float, float],
     gap_after: float,
-    coverage: Coverage,
 ) -> dict[int, list[tuple[float, float | None]]]:
     """(start, end or None) per service, clipped to the window."""
     since, until = window
@@ -387,9 +389,8 @@ async def _gaps(
         found[service_id].append((max(start, since), None if end >= until else end))
         if end >= until:
             open_ended[service_id] = start
-    # A gap that has not ended yet has no row: the last result is too old.
-    if coverage.raw > until - gap_after:  # that last result may have been pruned
-        return found
+    # A gap that has not ended yet has no row: the last result is too old. (Pruning
+    # keeps each service's newest result, so this finds it however old it is.)
     r = check_results.c
     last = (
         select(func.max(r.ts))

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Table, and_, delete, select, tuple_, update
+from sqlalchemy import Column, ColumnElement, Table, and_, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.store.schema import (
@@ -81,7 +81,9 @@ async def prune_step(
             .values(complete_since=cutoff)
         )
     counts = [
-        await _delete(conn, check_results, check_results.c.ts, raw_cutoff, batch_size),
+        await _delete(
+            conn, check_results, check_results.c.ts, raw_cutoff, batch_size, before=_newest()
+        ),
         await _delete(conn, result_minutes, result_minutes.c.start, minute_cutoff, batch_size),
         await _delete(conn, result_hours, result_hours.c.start, hour_cutoff, batch_size),
         await _delete(conn, result_gaps, result_gaps.c.end_ts, hour_cutoff, batch_size),
@@ -91,7 +93,13 @@ async def prune_step(
 
 
 async def _delete(
-    conn: AsyncConnection, table: Table, when: Column[Any], cutoff: float, limit: int
+    conn: AsyncConnection,
+    table: Table,
+    when: Column[Any],
+    cutoff: float,
+    limit: int,
+    *,
+    before: ColumnElement[Any] | None = None,
 ) -> int:
     # Services first, then each one's rows through its (service_id, time) index: an
     # index range per service instead of a scan of the whole table.
@@ -103,7 +111,7 @@ async def _delete(
         select(*key)
         .select_from(services)
         .join(table, table.c.service_id == services.c.id)
-        .where(when < cutoff)
+        .where(when < cutoff, *([] if before is None else [when < before]))
         .limit(limit)
     )
     where = key[0].in_(expired) if len(key) == 1 else tuple_(*key).in_(expired)
@@ -111,23 +119,37 @@ async def _delete(
     return result.rowcount
 
 
+def _newest() -> ColumnElement[Any]:
+    """Each service's newest result time: that result is kept, so that `latest()` and a
+    gap still open at the end of a report know when the service was last seen."""
+    inner = check_results.alias("newest").c
+    return (
+        select(func.max(inner.ts))
+        .where(inner.service_id == services.c.id)
+        .correlate(services)
+        .scalar_subquery()
+    )
+
+
 async def _delete_transitions(conn: AsyncConnection, cutoff: float, limit: int) -> int:
-    """Expired transitions, except each service's newest: it holds the current status."""
-    newest = (
-        select(status_transitions.c.id)
-        .where(status_transitions.c.service_id == services.c.id)
-        .order_by(status_transitions.c.ts.desc(), status_transitions.c.id.desc())
+    """Expired transitions, except each service's newest before the cut-off: it gives
+    the status at the cut-off (and the current status of a quiet service)."""
+    t = status_transitions.c
+    inner = status_transitions.alias("newest").c
+    kept = (
+        select(inner.id)
+        .where(inner.service_id == services.c.id, inner.ts < cutoff)
+        .order_by(inner.ts.desc(), inner.id.desc())
         .limit(1)
         .correlate(services)
         .scalar_subquery()
     )
     expired = (
-        select(status_transitions.c.id)
-        .join(services, services.c.id == status_transitions.c.service_id)
-        .where(and_(status_transitions.c.ts < cutoff, status_transitions.c.id != newest))
+        select(t.id)
+        .select_from(services)
+        .join(status_transitions, t.service_id == services.c.id)
+        .where(and_(t.ts < cutoff, t.id != kept))
         .limit(limit)
     )
-    result = await conn.execute(
-        delete(status_transitions).where(status_transitions.c.id.in_(expired))
-    )
+    result = await conn.execute(delete(status_transitions).where(t.id.in_(expired)))
     return result.rowcount

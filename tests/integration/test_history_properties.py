@@ -1,0 +1,405 @@
+"""Every statistic of the history API against a brute-force computation over the raw
+stream: random result streams written through the real writer (so the aggregates come
+from the code path the monitor uses) into real SQLite files, random windows, windows
+across minute and hour boundaries and across retention cut-offs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from healthmon import (
+    HealthCheckResult,
+    HealthStatus,
+    HealthStore,
+    Retention,
+    ServiceReport,
+    StatusTransition,
+)
+from healthmon.store import plan as planning
+from healthmon.store.retention import prune_step
+from healthmon.store.rollup import DEFAULT_GAP_AFTER, is_answered
+from healthmon.store.sketch import RELATIVE_ERROR
+
+T0 = 1_800_000_000.0  # a whole hour, in 2027
+STATUSES = list(HealthStatus)
+SERVICES = ("api", "db")
+EXAMPLES = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,  # no example database left in the checkout
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated empty database, copied for each example (migrating takes longer)."""
+    path = tmp_path_factory.mktemp("history") / "template.db"
+
+    async def create() -> None:
+        async with HealthStore(path):
+            pass
+
+    asyncio.run(create())
+    return path
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory: pytest.TempPathFactory, template: Path) -> Iterator[Path]:
+    """Fresh copies of the template, one per example."""
+    folder = tmp_path_factory.mktemp("examples")
+
+    def fresh() -> Iterator[Path]:
+        for index in range(10**9):
+            path = folder / f"{index}.db"
+            shutil.copyfile(template, path)
+            yield path
+
+    return fresh()
+
+
+# -- streams -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stream:
+    results: list[HealthCheckResult]
+    transitions: list[StatusTransition]
+    flush_after: frozenset[int]
+
+    def of(self, name: str) -> list[HealthCheckResult]:
+        return [r for r in self.results if r.service_name == name]
+
+    @property
+    def end(self) -> float:
+        return max(r.timestamp for r in self.results)
+
+
+latencies = st.one_of(
+    st.just(0.0), st.floats(min_value=0.001, max_value=1e5, allow_nan=False, allow_infinity=False)
+)
+# Mostly a few checks a second; sometimes minutes or hours without any (gaps, and
+# streams that reach across hour boundaries with few results).
+steps = st.one_of(
+    st.floats(min_value=0.05, max_value=3.0),
+    st.floats(min_value=3.0, max_value=200.0),
+    st.floats(min_value=200.0, max_value=5000.0),
+)
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> Stream:
+    start = T0 + draw(st.floats(min_value=0, max_value=7200))
+    count = draw(st.integers(min_value=1, max_value=120))
+    clock = dict.fromkeys(SERVICES, start)
+    status: dict[str, HealthStatus] = {}
+    results, transitions = [], []
+    for _ in range(count):
+        name = draw(st.sampled_from(SERVICES))
+        clock[name] += draw(steps)
+        new = draw(st.sampled_from(STATUSES))
+        error = None
+        if new is HealthStatus.UNHEALTHY:
+            error = draw(
+                st.sampled_from(["HTTP 503", "timeout after 500 ms", "connection refused"])
+            )
+        result = HealthCheckResult(name, new, draw(latencies), clock[name], error=error)
+        results.append(result)
+        if status.get(name) != new:
+            transitions.append(StatusTransition(name, status.get(name), new, clock[name], error))
+            status[name] = new
+    results.sort(key=lambda r: r.timestamp)  # the monitor submits in completion order
+    flush_after = frozenset(draw(st.sets(st.integers(0, len(results) - 1), max_size=8)))
+    return Stream(results, transitions, flush_after)
+
+
+async def write(store: HealthStore, stream: Stream) -> None:
+    """Through the real writer, in several group commits."""
+    writer = store.writer(max_pending=10**6)
+    caused = {(t.service_name, t.timestamp): t for t in stream.transitions}
+    for index, result in enumerate(stream.results):
+        writer.submit(result, caused.get((result.service_name, result.timestamp)))
+        if index in stream.flush_after:
+            assert await writer.flush()
+    assert await writer.flush()
+    await writer.stop()
+
+
+def window(
+    draw: Callable[[st.SearchStrategy[float]], float], stream: Stream
+) -> tuple[float, float]:
+    """A random window, often snapped to whole minutes or hours."""
+    low, high = stream.results[0].timestamp - 120, stream.end + 120
+
+    def point() -> float:
+        t = draw(st.floats(min_value=low, max_value=high))
+        snap = draw(st.sampled_from([None, 60, 3600]))
+        return t if snap is None else round(t / snap) * snap
+
+    a, b = point(), point()
+    return min(a, b), max(a, b)
+
+
+# -- brute force -------------------------------------------------------------------------
+
+
+def nearest_rank(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(p * len(ordered) / 100) - 1]
+
+
+def check_window(results: list[HealthCheckResult], since: float, until: float, got: object) -> None:
+    """Counts and latency of `got` (a report or a bucket) against the raw results."""
+    inside = [r for r in results if since <= r.timestamp < until]
+    counts = getattr(got, "counts")  # noqa: B009 - reports and buckets alike
+    latency = getattr(got, "latency")  # noqa: B009
+    for status in HealthStatus:
+        assert getattr(counts, status.name.lower()) == sum(r.status is status for r in inside)
+    known = [r for r in inside if r.status is not HealthStatus.UNKNOWN]
+    up = [r for r in known if r.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)]
+    healthy = [r for r in known if r.status is HealthStatus.HEALTHY]
+    assert counts.uptime == (len(up) / len(known) if known else None)
+    assert counts.healthy_share == (len(healthy) / len(known) if known else None)
+    times = [r.response_time_ms for r in inside if is_answered(r)]
+    assert latency.count == len(times)
+    if not times:
+        assert latency.min is latency.p50 is latency.p99 is None
+        return
+    assert latency.min == min(times)
+    assert latency.max == max(times)
+    assert latency.mean == pytest.approx(math.fsum(times) / len(times), rel=1e-9)
+    for p in (50, 90, 95, 99):
+        expected, estimate = nearest_rank(times, p), getattr(latency, f"p{p}")
+        if latency.exact:
+            assert estimate == expected
+        else:
+            assert abs(estimate - expected) <= (RELATIVE_ERROR + 1e-9) * expected
+
+
+@dataclass
+class Span:
+    start: float
+    end: float | None
+    statuses: list[tuple[float, HealthStatus]]
+
+
+def all_incidents(transitions: list[StatusTransition], name: str) -> list[Span]:
+    spans: list[Span] = []
+    current: Span | None = None
+    for t in (t for t in transitions if t.service_name == name):
+        if t.to_status is HealthStatus.HEALTHY:
+            if current is not None:
+                current.end = t.timestamp
+                current = None
+        elif current is None:
+            current = Span(t.timestamp, None, [(t.timestamp, t.to_status)])
+            spans.append(current)
+        else:
+            current.statuses.append((t.timestamp, t.to_status))
+    return spans
+
+
+def check_report(
+    stream: Stream,
+    name: str,
+    report: ServiceReport,
+    coverage: planning.Coverage | None = None,
+) -> None:
+    """All of `report` against the stream; with `coverage`, after pruning."""
+    coverage = coverage or planning.Coverage()
+    since, until = report.since, report.until
+    results = stream.of(name)
+    check_window(results, since, until, report)
+
+    expected = []
+    for span in all_incidents(stream.transitions, name):
+        if span.start >= until or (span.end is not None and span.end <= since):
+            continue
+        start = max(span.start, since)
+        end = span.end if span.end is not None and span.end < until else None
+        stop = until if end is None else end
+        if stop <= start:
+            continue
+        in_effect = [s for ts, s in span.statuses if ts <= start]
+        statuses = in_effect[-1:] + [s for ts, s in span.statuses if start < ts < stop]
+        # Exact while raw results are kept; else over what the tiers left can answer.
+        counted = planning.plan(start, stop, coverage)
+        checks = sum(counted.since <= r.timestamp < counted.until for r in results)
+        worst = max(statuses, key=lambda s: s.severity)
+        expected.append((start, end, worst, stop - start, checks, span.start < since))
+    got = [
+        (i.start, i.end, i.worst_status, i.duration, i.checks, i.began_before)
+        for i in report.incidents
+    ]
+    assert got == expected
+
+    stamps = [r.timestamp for r in results]
+    gaps = []
+    for before, after in itertools.pairwise(stamps):
+        if after - before > DEFAULT_GAP_AFTER and before < until and after > since:
+            gaps.append((max(before, since), after if after < until else None))
+    earlier = [t for t in stamps if t < until]
+    later = [t for t in stamps if t >= until]
+    if earlier and not later and until - earlier[-1] > DEFAULT_GAP_AFTER:
+        gaps.append((max(earlier[-1], since), None))
+    if since == until:  # an empty window has none
+        gaps = []
+    assert [(g.start, g.end) for g in report.gaps] == gaps
+    for gap in report.gaps:
+        assert gap.duration == (until if gap.end is None else gap.end) - gap.start
+
+    complete = [i for i in report.incidents if i.end is not None and not i.began_before]
+    mttr = sum(i.duration for i in complete) / len(complete) if complete else None
+    assert report.mttr == (None if mttr is None else pytest.approx(mttr))
+    failures = sum(not i.began_before for i in report.incidents)
+    if not failures:
+        assert report.mtbf is None
+    else:
+        # Down or unwatched: sample the window finely enough for these streams' spans.
+        spans = [(i.start, i.duration) for i in report.incidents]
+        spans += [(g.start, g.duration) for g in report.gaps]
+        covered = _union_length([(s, s + d) for s, d in spans])
+        assert report.mtbf == pytest.approx((until - since - covered) / failures)
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    points = sorted({p for span in spans for p in span})
+    return sum(
+        b - a for a, b in itertools.pairwise(points) if any(s <= a and b <= e for s, e in spans)
+    )
+
+
+# -- the properties ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)  # hypothesis shrinks a failure for minutes; passing takes ~10 s
+@EXAMPLES
+@given(data=st.data(), stream=streams())
+def test_reports_and_series_match_brute_force(
+    databases: Iterator[Path], data: st.DataObject, stream: Stream
+) -> None:
+    path = next(databases)
+
+    async def run() -> None:
+        async with HealthStore(path) as store:
+            await write(store, stream)
+            for _ in range(3):
+                since, until = window(data.draw, stream)
+                for name in SERVICES:
+                    if not stream.of(name):
+                        continue
+                    report = await store.report(name, since, until)
+                    assert (report.since, report.until) == (since, until)  # all kept
+                    check_report(stream, name, report)
+                    exact = await store.report(name, since, until, exact=True)
+                    assert exact.latency.exact
+                    check_report(stream, name, exact)
+                fleet = await store.reports(since, until)
+                assert set(fleet) == {name for name in SERVICES if stream.of(name)}
+                for name, report in fleet.items():
+                    check_report(stream, name, report)
+                bucket = data.draw(st.sampled_from([60.0, 300.0, 3600.0, 97.5]))
+                if (until - since) / bucket <= 500:
+                    buckets = await store.series(None, since, until, bucket=bucket)
+                    assert len(buckets) == math.ceil((until - since) / bucket)
+                    for got in buckets:
+                        assert got.since == since + round((got.since - since) / bucket) * bucket
+                        assert got.until == min(got.since + bucket, until)
+                        check_window(stream.results, got.since, got.until, got)
+
+    asyncio.run(run())
+
+
+@pytest.mark.timeout(300)  # hypothesis shrinks a failure for minutes; passing takes ~10 s
+@EXAMPLES
+@given(data=st.data(), stream=streams())
+def test_reports_stay_exact_across_retention_cutoffs(
+    databases: Iterator[Path], data: st.DataObject, stream: Stream
+) -> None:
+    path = next(databases)
+    span = stream.end - stream.results[0].timestamp
+    now = stream.end + data.draw(st.floats(min_value=0, max_value=3600))
+    raw = data.draw(st.floats(min_value=1, max_value=span + 3600))
+    minute = raw + data.draw(st.floats(min_value=0, max_value=span + 3600))
+    retention = Retention(raw, minute, minute + data.draw(st.floats(0, span + 7200)))
+
+    async def run() -> None:
+        async with HealthStore(path) as store:
+            await write(store, stream)
+            while True:  # small batches, as the writer prunes between flushes
+                async with store.engine.begin() as conn:
+                    if not await prune_step(conn, retention, batch_size=5, now=now):
+                        break
+            async with store.engine.connect() as conn:
+                coverage = await planning.load_coverage(conn)
+            assert coverage.raw == now - raw
+            for name in SERVICES:  # raw results before the cut-off are gone but the newest
+                kept = await store.results(name, until=coverage.raw)
+                assert kept == [r for r in stream.of(name)[-1:] if r.timestamp < coverage.raw]
+            for _ in range(3):
+                since, until = window(data.draw, stream)
+                for name in SERVICES:
+                    if not stream.of(name):
+                        continue
+                    report = await store.report(name, since, until)
+                    assert since <= report.since <= report.until <= until
+                    if since >= coverage.raw:
+                        assert (report.since, report.until) == (since, until)
+                    elif since >= coverage.minute:  # at most to the next whole minute
+                        assert report.since - since < 60
+                    check_report(stream, name, report, coverage)
+
+    asyncio.run(run())
+
+
+@settings(
+    max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(stream=streams())
+def test_views_read_like_the_api(databases: Iterator[Path], stream: Stream) -> None:
+    path = next(databases)
+
+    async def run() -> None:
+        async with HealthStore(path) as store:
+            await write(store, stream)
+
+    asyncio.run(run())
+    with sqlite3.connect(path) as conn:
+        for name in SERVICES:
+            incidents = conn.execute(
+                "SELECT start_ts, end_ts, worst_status FROM incidents_view "
+                "WHERE service = ? ORDER BY start_ts",
+                (name,),
+            ).fetchall()
+            expected = [
+                (s.start, s.end, max((x for _, x in s.statuses), key=lambda x: x.severity).value)
+                for s in all_incidents(stream.transitions, name)
+            ]
+            assert incidents == expected
+            checks = conn.execute(
+                "SELECT coalesce(sum(checks), 0) FROM minutes_view WHERE service = ?", (name,)
+            ).fetchone()[0]
+            assert checks == len(stream.of(name))
+            first = conn.execute(
+                "SELECT at, status FROM results_view WHERE service = ? ORDER BY ts LIMIT 1",
+                (name,),
+            ).fetchone()
+            if stream.of(name):
+                result = stream.of(name)[0]
+                iso = datetime.fromtimestamp(result.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+                assert first[0].startswith(iso)
+                assert first[0].endswith("Z")
+                assert first[1] == result.status.value
+    conn.close()

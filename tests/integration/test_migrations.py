@@ -15,6 +15,15 @@ from healthmon.store.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 APP_TABLES = {"services", "statuses", "check_results", "status_transitions"}
+HISTORY_TABLES = {"result_minutes", "result_hours", "result_gaps", "history_coverage"}
+VIEWS = {
+    "results_view",
+    "transitions_view",
+    "gaps_view",
+    "incidents_view",
+    "minutes_view",
+    "hours_view",
+}
 
 
 def alembic(db_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -37,6 +46,13 @@ def tables(db_path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
+def views(db_path: Path) -> set[str]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'").fetchall()
+    conn.close()
+    return {name for (name,) in rows}
+
+
 def revision(db_path: Path) -> str | None:
     with sqlite3.connect(db_path) as conn:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -46,8 +62,13 @@ def revision(db_path: Path) -> str | None:
 
 def test_upgrade_downgrade_upgrade_and_check(db_path: Path) -> None:
     alembic(db_path, "upgrade", "head")
-    assert tables(db_path) >= APP_TABLES
+    assert tables(db_path) >= APP_TABLES | HISTORY_TABLES
+    assert views(db_path) == VIEWS
     assert revision(db_path) == head_revision()
+
+    alembic(db_path, "downgrade", "0001")  # the history's own step back
+    assert tables(db_path) == APP_TABLES | {"alembic_version"}
+    assert views(db_path) == set()
 
     alembic(db_path, "downgrade", "base")
     assert tables(db_path) == {"alembic_version"}

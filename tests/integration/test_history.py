@@ -1,0 +1,196 @@
+"""History on real SQLite files: the monitor end to end, bad input, pruning by the
+running writer, and upgrading a database that already holds results."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from healthmon import (
+    CheckPolicy,
+    HealthCheckResult,
+    HealthMonitor,
+    HealthStatus,
+    HealthStore,
+    Retention,
+    StatusTransition,
+)
+from healthmon.targets import TargetServer
+from tests.conftest import http_service, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.asyncio
+async def test_a_monitored_service_reports_what_was_stored(
+    targets: TargetServer, db_path: Path
+) -> None:
+    started = time.time()
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=0.5))
+        monitor.add_service(http_service("flappy", targets.url("/flip?period=0.2")))
+        async with monitor:
+            await wait_for(lambda: targets.hits("/flip") >= 16)
+        until = time.time() + 1
+        results = await store.results("flappy")
+        transitions = await store.transitions("flappy")
+        report = await store.report("flappy", started, until)
+        fleet = await store.reports(started, until)
+
+    assert report.counts.total == len(results)
+    assert report.counts.healthy == sum(r.status is HealthStatus.HEALTHY for r in results)
+    assert report.latency.count == len(results)  # 503s are answers: they have a latency
+    assert report.latency.min == min(r.response_time_ms for r in results)
+    recoveries = [t.timestamp for t in transitions if t.to_status is HealthStatus.HEALTHY]
+    assert [i.end for i in report.incidents if i.end is not None] == [
+        ts for ts in recoveries if ts > report.incidents[0].start
+    ]
+    assert report.incidents  # the flipping target went down a few times
+    for incident in report.incidents:
+        stop = until if incident.end is None else incident.end
+        assert incident.checks == sum(incident.start <= r.timestamp < stop for r in results)
+    assert report.gaps == ()
+    assert fleet == {"flappy": report}
+
+
+@pytest.mark.asyncio
+async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, 1000.0))
+        assert await writer.flush()
+        await writer.stop()
+        with pytest.raises(ValueError, match=r"since \(2000.0\) is after until \(1000.0\)"):
+            await store.report("api", 2000.0, 1000.0)
+        with pytest.raises(ValueError, match="unknown service 'nope'"):
+            await store.report("nope", 0, 2000)
+        with pytest.raises(ValueError, match="unknown service 'nope'"):
+            await store.series("nope", 0, 2000, bucket=60)
+        with pytest.raises(ValueError, match="bucket must be a positive number"):
+            await store.series("api", 0, 2000, bucket=0)
+        with pytest.raises(ValueError, match="at most 100000"):
+            await store.series(None, 0, 2_000_000, bucket=1)
+        with pytest.raises(ValueError, match="since must be a finite"):
+            await store.reports(float("nan"), 2000)
+        with pytest.raises(TypeError, match="until must be epoch seconds"):
+            await store.reports(0, "tomorrow")  # type: ignore[arg-type]  # the misuse tested
+        empty = await store.report("api", 1000.0, 1000.0)
+        assert empty.counts.total == 0
+        assert empty.latency.count == 0
+        assert empty.latency.p99 is None
+
+
+@pytest.mark.asyncio
+async def test_the_running_writer_prunes_in_small_batches_between_flushes(
+    db_path: Path,
+) -> None:
+    now = time.time()
+    retention = Retention(raw=60, minute=3600, hour=7200)
+    written = [now - 1200 + i * 0.5 for i in range(2400)]  # 20 minutes at 2 Hz
+    async with HealthStore(db_path, retention=retention, prune_batch=50) as store:
+        writer = store.writer(flush_interval=0.01)
+        await writer.start()
+        for ts in written:
+            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, ts))
+
+        def raw_rows_before_cutoff() -> int:
+            with sqlite3.connect(db_path) as conn:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM check_results WHERE ts < ?", (time.time() - 60,)
+                ).fetchone()
+            conn.close()
+            return int(count)
+
+        def keep_writing() -> bool:  # pruning runs after flushes: keep them coming
+            written.append(time.time())
+            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, written[-1]))
+            return raw_rows_before_cutoff() == 0
+
+        await wait_for(keep_writing, timeout=30)
+        await writer.stop()
+        until = time.time() + 1
+        report = await store.report("api", now - 1200, until)
+    # Where raw results are gone, whole minutes still count every result exactly.
+    assert report.since == now - 1200 or report.since % 60 == 0
+    assert report.since - (now - 1200) < 60
+    assert report.counts.total == sum(report.since <= ts < until for ts in written)
+
+
+def alembic(db_path: Path, *args: str) -> None:
+    env = {**os.environ, "HEALTHMON_DATABASE_URL": f"sqlite+aiosqlite:///{db_path}"}
+    subprocess.run(
+        [sys.executable, "-m", "alembic", *args], cwd=REPO, env=env, check=True, timeout=60,
+        capture_output=True,
+    )  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_upgrading_a_database_with_results_keeps_reports_exact(db_path: Path) -> None:
+    alembic(db_path, "upgrade", "0001")
+    base = 1_800_000_000.0
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO services (id, name, kind, url, created_at) "
+            "VALUES (1, 'api', 'http', NULL, 0)"
+        )
+        rows: list[tuple[int, float, int, float, str | None]]
+        rows = [(1, base + i, 0, 2.0, None) for i in range(100)]
+        rows += [(1, base + 130 + i, 3, 500.0, "timeout after 500 ms") for i in range(10)]
+        conn.executemany(
+            "INSERT INTO check_results (service_id, ts, status, response_time_ms, error) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+    conn.close()
+    async with HealthStore(db_path) as store:
+        report = await store.report("api", base - 3600, base + 7200)
+        writer = store.writer()
+        writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 3.0, base + 3700.5))
+        writer.submit(
+            HealthCheckResult("api", HealthStatus.HEALTHY, 3.0, base + 3701.5),
+            StatusTransition("api", HealthStatus.UNHEALTHY, HealthStatus.HEALTHY, base + 3701.5),
+        )
+        assert await writer.flush()
+        await writer.stop()
+        after = await store.report("api", base - 3600, base + 7200)
+    assert report.counts.healthy == 100
+    assert report.counts.unhealthy == 10
+    assert report.latency.count == 100  # the timeouts were marked unanswered
+    assert report.latency.exact  # nothing from aggregates yet: all raw
+    assert [(g.start, g.end) for g in report.gaps] == [(base + 99, base + 130), (base + 139, None)]
+    assert after.counts.total == 112
+    assert after.latency.max == 3.0
+    with sqlite3.connect(db_path) as conn:
+        marks = dict(conn.execute("SELECT tier, complete_since FROM history_coverage"))
+        hours = conn.execute("SELECT start, healthy FROM hours_view").fetchall()
+    conn.close()
+    # Aggregates are complete from the hour after the newest result at upgrade time.
+    assert marks == {"raw": 0, "events": 0, "minute": base + 3600, "hour": base + 3600}
+    assert hours == [(int(base + 3600), 2)]
+
+
+def test_history_views_read_in_the_sqlite3_shell(db_path: Path) -> None:
+    async def fill() -> None:
+        async with HealthStore(db_path) as store:
+            writer = store.writer()
+            writer.submit(
+                HealthCheckResult("api", HealthStatus.UNHEALTHY, 5.0, 1_800_000_000.25, None, "x"),
+                StatusTransition("api", None, HealthStatus.UNHEALTHY, 1_800_000_000.25, "x"),
+            )
+            assert await writer.flush()
+            await writer.stop()
+
+    asyncio.run(fill())
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute("SELECT service, at, status FROM results_view").fetchone()
+        incident = conn.execute("SELECT service, since, until, worst_status FROM incidents_view")
+        assert row == ("api", "2027-01-15T08:00:00.250Z", "unhealthy")
+        assert incident.fetchall() == [("api", "2027-01-15T08:00:00.250Z", None, "unhealthy")]
+    conn.close()

@@ -90,8 +90,9 @@ class Suite:
             )
         if completed.returncode != 0 or not out.exists():
             tail = log.read_text().splitlines()[-20:]
+            shown = {key: value for key, value in params.items() if key != "ports"}
             raise RuntimeError(
-                f"worker {scenario} {params} failed (exit {completed.returncode}):\n"
+                f"worker {scenario} {shown} failed (exit {completed.returncode}):\n"
                 + "\n".join(tail)
             )
         figures: dict[str, Any] = json.loads(out.read_text())
@@ -577,7 +578,7 @@ def bench_profile(suite: Suite) -> None:
         )
         try:
             time.sleep(warmup + 1.0)  # imports, migrations, warm-up
-            subprocess.run(  # noqa: S603 - py-spy from the bench extra
+            spy = subprocess.run(  # noqa: S603 - py-spy from the bench extra
                 [
                     py_spy,
                     "record",
@@ -600,8 +601,15 @@ def bench_profile(suite: Suite) -> None:
                 stdout=log,
                 stderr=log,
                 timeout=settings.profile_seconds + 30,
-                check=True,
+                check=False,
             )
+            if spy.returncode != 0 or worker.poll() not in (None, 0):
+                tail = (suite.folder / "worker.log").read_text().splitlines()[-15:]
+                raise RuntimeError(
+                    f"profile failed: py-spy exit {spy.returncode}, worker exit "
+                    f"{worker.poll()} (py-spy needs ptrace rights: root or "
+                    "CAP_SYS_PTRACE):\n" + "\n".join(tail)
+                )
             worker.wait(timeout=limit)
         finally:
             if worker.poll() is None:

@@ -37,10 +37,12 @@ class Coverage:
     minute: float = -math.inf
     hour: float = -math.inf
     events: float = -math.inf
+    minute_until: float = math.inf  # where the writer's open (unwritten) minutes begin
+    hour_until: float = math.inf
 
     def raw_only(self) -> Coverage:
         """The same coverage without aggregates: for exact percentiles."""
-        return Coverage(self.raw, math.inf, math.inf, self.events)
+        return Coverage(self.raw, math.inf, math.inf, self.events, -math.inf, -math.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,15 @@ class Plan:
 
 
 async def load_coverage(conn: AsyncConnection) -> Coverage:
-    rows = await conn.execute(select(history_coverage.c.tier, history_coverage.c.complete_since))
-    return Coverage(**{tier: since for tier, since in rows})
+    c = history_coverage.c
+    marks = {}
+    for tier, since, until in await conn.execute(
+        select(c.tier, c.complete_since, c.complete_until)
+    ):
+        marks[tier] = since
+        if tier in ("minute", "hour") and until is not None:
+            marks[f"{tier}_until"] = until
+    return Coverage(**marks)
 
 
 def plan(since: float, until: float, coverage: Coverage) -> Plan:
@@ -67,11 +76,11 @@ def plan(since: float, until: float, coverage: Coverage) -> Plan:
     start = t = min(_first_answerable(since, coverage), until)
     pieces: list[Piece] = []
     while t < until:
-        if t % 3600 == 0 and t >= coverage.hour and t + 3600 <= until:
-            end = t + (until - t) // 3600 * 3600
+        if t % 3600 == 0 and t >= coverage.hour and t + 3600 <= min(until, coverage.hour_until):
+            end = t + (min(until, coverage.hour_until) - t) // 3600 * 3600
             tier = 3600
-        elif t % 60 == 0 and t >= coverage.minute and t + 60 <= until:
-            end = min(until // 60 * 60, _next(t, 3600))
+        elif t % 60 == 0 and t >= coverage.minute and t + 60 <= min(until, coverage.minute_until):
+            end = min(min(until, coverage.minute_until) // 60 * 60, _next(t, 3600))
             tier = 60
         elif t >= coverage.raw:
             end = _next(t, 60)

@@ -1,11 +1,19 @@
 """The writer's side of the history: aggregates, gaps and pruning.
 
 `Rollup.write` runs inside the writer's flush transaction, right after the batch's
-rows are inserted: it sums the batch per (service, minute) and per (service, hour) in
-Python and adds the sums to `result_minutes`/`result_hours` with one executemany
-upsert per table (histograms are added by the SQL function `hm_merge_histograms`,
-see store/engine.py). Aggregates commit or roll back with the rows they describe, so
-they cannot drift from them.
+rows are inserted. It sums the results per (service, minute) in memory (a few tenths
+of a microsecond per result) and writes a minute's row once the minute is over (a
+result 2 s past its end has come), and an hour's row, summed from its minutes, once
+the hour is over; `history_coverage.complete_until` of the minute and hour tiers
+moves with them, in the same transaction. So everything before those marks is in the
+aggregates and nothing after them: reports read raw results past the marks, and the
+aggregates cannot drift from the results. A result older than the minute mark (late:
+e.g. retried after a database outage) is added to its rows at once, by an upsert
+that merges histograms with the SQL function `hm_merge_histograms` (store/engine.py).
+
+The sums in memory are rebuilt from the database when a writer starts or a write was
+rolled back: from the results after the minute mark, and from the minute rows after
+the hour mark.
 
 It also records gaps: a span longer than `gap_after` between two consecutive results
 of a service (compared in time order with the service's previous committed result).
@@ -16,11 +24,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,9 +40,11 @@ from healthmon.store import sketch
 from healthmon.store.retention import Retention, prune_step
 from healthmon.store.schema import (
     check_results,
+    history_coverage,
     result_gaps,
     result_hours,
     result_minutes,
+    services,
 )
 
 __all__ = ["DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
@@ -48,6 +60,14 @@ Row = Mapping[str, Any]
 """A check_results row as the writer inserts it."""
 
 _SUMMED = ("healthy", "unknown", "degraded", "unhealthy", "answered", "latency_sum")
+
+CLOSE_AFTER = 2.0
+"""A minute's aggregate is written once a result 2 s past its end has come: results
+arrive about in time order, within the writer's flush interval (a later one is still
+added to its bucket, with an upsert in its own flush)."""
+
+Key = tuple[int, int]
+"""(service id, bucket start)"""
 
 # The per-bucket sums, as a list for speed on the hot path:
 # [healthy, unknown, degraded, unhealthy, answered, latency sum, min, max, {bin: count}]
@@ -86,56 +106,49 @@ class Rollup:
         self.retention = Retention() if retention is None else retention
         self.prune_batch = prune_batch
         self.prune_interval = prune_interval
+        self._state: _Open | None = None  # None until loaded from the database
+        self._uncommitted = False  # a write whose transaction has not committed (yet)
         self._last_ts: dict[int, float] = {}  # each service's newest committed result
         self._pending_last_ts: dict[int, float] = {}
         self._next_prune = 0.0
 
     def reset(self) -> None:
         """Forget what was learnt of the database (it was recreated: new service ids)."""
+        self._state = None
         self._last_ts = {}
         self._pending_last_ts = {}
 
     async def write(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        """Add a batch of just-inserted check_results rows to the aggregates and gaps."""
+        """Account for a batch of check_results rows just inserted in this transaction."""
         self._pending_last_ts = {}
         if not rows:
             return
-        minutes: dict[tuple[int, int], _Sums] = {}
-        times: dict[int, list[float]] = {}
-        log_growth, floor_ms, zero_bin = sketch.INV_LOG_GROWTH, sketch.FLOOR_MS, sketch.ZERO_BIN
-        log, ceil = math.log, math.ceil
-        for row in rows:
-            service_id, ts = row["service_id"], row["ts"]
-            key = (service_id, int(ts // 60) * 60)
-            sums = minutes.get(key)
-            if sums is None:
-                sums = minutes[key] = [0, 0, 0, 0, 0, 0.0, math.inf, -math.inf, {}]
-                times.setdefault(service_id, [])
-            times[service_id].append(ts)
-            sums[row["status"]] += 1
-            if row["answered"]:
-                latency = row["response_time_ms"]
-                sums[4] += 1
-                sums[5] += latency
-                sums[6] = min(sums[6], latency)
-                sums[7] = max(sums[7], latency)
-                index = ceil(log(latency) * log_growth) if latency >= floor_ms else zero_bin
-                bins = sums[8]
-                bins[index] = bins.get(index, 0) + 1
-        hours: dict[tuple[int, int], _Sums] = {}
-        for (service_id, start), sums in minutes.items():
-            key = (service_id, start - start % 3600)
-            total = hours.get(key)
-            if total is None:
-                hours[key] = [*sums[:8], dict(sums[8])]
-            else:
-                _add(total, sums)
-        await _upsert(conn, result_minutes, minutes)
-        await _upsert(conn, result_hours, hours)
-        await self._record_gaps(conn, times)
+        if self._uncommitted:  # the last write rolled back: its sums are in the state
+            self._state = None
+        self._uncommitted = True
+        state, fresh = self._state, False
+        if state is None:  # the open buckets as committed, this batch included
+            state = self._state = await _load(conn)
+            fresh = True
+        mark = state.minute_mark
+        late = [row for row in rows if row["ts"] < mark]
+        if not fresh:
+            _add_rows(state.minutes, (row for row in rows if row["ts"] >= mark))
+        if late:  # results of buckets already written: added to their rows directly
+            late_minutes: dict[Key, _Sums] = {}
+            _add_rows(late_minutes, late)
+            await _upsert(conn, result_minutes, late_minutes)
+            late_hours = _by_hour(late_minutes)
+            written = {k: v for k, v in late_hours.items() if k[1] < state.hour_mark}
+            await _upsert(conn, result_hours, written)  # the others' hours are still open
+            _merge_into(state.hours, {k: v for k, v in late_hours.items() if k not in written})
+        newest = max(row["ts"] for row in rows)
+        await self._close(conn, state, (newest - CLOSE_AFTER) // 60 * 60)
+        await self._record_gaps(conn, rows)
 
     def committed(self) -> None:
         """The transaction of the last `write` committed: remember what it ended with."""
+        self._uncommitted = False
         self._last_ts.update(self._pending_last_ts)
         self._pending_last_ts = {}
 
@@ -153,7 +166,33 @@ class Rollup:
             more = False
         self._next_prune = now if more else now + self.prune_interval
 
-    async def _record_gaps(self, conn: AsyncConnection, times: dict[int, list[float]]) -> None:
+    async def _close(self, conn: AsyncConnection, state: _Open, minute_mark: float) -> None:
+        """Write the buckets that end before the new marks, and move the marks."""
+        if minute_mark <= state.minute_mark:
+            return
+        closed = {k: v for k, v in state.minutes.items() if k[1] < minute_mark}
+        for key in closed:
+            del state.minutes[key]
+        await _upsert(conn, result_minutes, closed)
+        _merge_into(state.hours, _by_hour(closed))
+        hour_mark = minute_mark // 3600 * 3600
+        if hour_mark > state.hour_mark:
+            hours = {k: v for k, v in state.hours.items() if k[1] < hour_mark}
+            for key in hours:
+                del state.hours[key]
+            await _upsert(conn, result_hours, hours)
+        state.minute_mark, state.hour_mark = minute_mark, max(hour_mark, state.hour_mark)
+        for tier, mark in (("minute", state.minute_mark), ("hour", state.hour_mark)):
+            await conn.execute(
+                update(history_coverage)
+                .where(history_coverage.c.tier == tier)
+                .values(complete_until=mark)
+            )
+
+    async def _record_gaps(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
+        times: dict[int, list[float]] = defaultdict(list)
+        for row in rows:
+            times[row["service_id"]].append(row["ts"])
         unknown = [service_id for service_id in times if service_id not in self._last_ts]
         previous = dict(self._last_ts)
         for service_id in unknown:  # once per service and writer: its newest older result
@@ -181,6 +220,98 @@ class Rollup:
             await conn.execute(insert(result_gaps), gaps)
 
 
+@dataclass(slots=True)
+class _Open:
+    """The buckets not written yet: minutes from `minute_mark` on (summed from results)
+    and hours from `hour_mark` on (summed from the minutes written since)."""
+
+    minute_mark: float
+    hour_mark: float
+    minutes: dict[Key, _Sums]
+    hours: dict[Key, _Sums]
+
+
+async def _load(conn: AsyncConnection) -> _Open:
+    """The open buckets from what is committed: results from the minute mark on, and
+    the minute rows from the hour mark on."""
+    c = history_coverage.c
+    found = await conn.execute(
+        select(c.tier, c.complete_until).where(c.tier.in_(["minute", "hour"]))
+    )
+    marks = {tier: until for tier, until in found}
+    minute_mark, hour_mark = marks.get("minute") or 0.0, marks.get("hour") or 0.0
+    r = check_results.c
+    rows = await conn.execute(
+        select(r.service_id, r.ts, r.status, r.answered, r.response_time_ms)
+        .select_from(services)
+        .join(check_results, r.service_id == services.c.id)
+        .where(r.ts >= minute_mark)
+    )
+    minutes: dict[Key, _Sums] = {}
+    _add_rows(minutes, (row._asdict() for row in rows))
+    m = result_minutes.c
+    hours: dict[Key, _Sums] = {}
+    for row in await conn.execute(
+        select(
+            m.service_id,
+            m.start,
+            *[m[name] for name in _SUMMED],
+            m.latency_min,
+            m.latency_max,
+            m.histogram,
+        ).where(m.start >= hour_mark, m.start < minute_mark)
+    ):
+        service_id, start, *sums, low, high, blob = row
+        low_bin, counts = sketch.decode(blob)
+        bins = {low_bin + i: n for i, n in enumerate(counts) if n}
+        minute = [
+            *sums,
+            math.inf if low is None else low,
+            -math.inf if high is None else high,
+            bins,
+        ]
+        _merge_into(hours, {(service_id, start - start % 3600): minute})
+    return _Open(minute_mark, hour_mark, minutes, hours)
+
+
+def _add_rows(buckets: dict[Key, _Sums], rows: Iterable[Row]) -> None:
+    """Sum results into per-(service, minute) buckets: the hot path, kept tight."""
+    log_growth, floor_ms, zero_bin = sketch.INV_LOG_GROWTH, sketch.FLOOR_MS, sketch.ZERO_BIN
+    log, ceil, inf = math.log, math.ceil, math.inf
+    for row in rows:
+        ts = row["ts"]
+        key = (row["service_id"], int(ts // 60) * 60)
+        sums = buckets.get(key)
+        if sums is None:
+            sums = buckets[key] = [0, 0, 0, 0, 0, 0.0, inf, -inf, {}]
+        sums[row["status"]] += 1
+        if row["answered"]:
+            latency = row["response_time_ms"]
+            sums[4] += 1
+            sums[5] += latency
+            sums[6] = min(sums[6], latency)
+            sums[7] = max(sums[7], latency)
+            index = ceil(log(latency) * log_growth) if latency >= floor_ms else zero_bin
+            bins = sums[8]
+            bins[index] = bins.get(index, 0) + 1
+
+
+def _by_hour(minutes: dict[Key, _Sums]) -> dict[Key, _Sums]:
+    hours: dict[Key, _Sums] = {}
+    for (service_id, start), sums in minutes.items():
+        _merge_into(hours, {(service_id, start - start % 3600): sums})
+    return hours
+
+
+def _merge_into(total: dict[Key, _Sums], more: dict[Key, _Sums]) -> None:
+    for key, sums in more.items():
+        found = total.get(key)
+        if found is None:
+            total[key] = [*sums[:8], dict(sums[8])]
+        else:
+            _add(found, sums)
+
+
 def _add(total: _Sums, sums: _Sums) -> None:
     for i in range(6):
         total[i] += sums[i]
@@ -191,9 +322,10 @@ def _add(total: _Sums, sums: _Sums) -> None:
         bins[index] = bins.get(index, 0) + count
 
 
-async def _upsert(
-    conn: AsyncConnection, table: Table, buckets: dict[tuple[int, int], _Sums]
-) -> None:
+async def _upsert(conn: AsyncConnection, table: Table, buckets: dict[Key, _Sums]) -> None:
+    """Add the sums to the table's rows (new rows, or merged with rows there)."""
+    if not buckets:
+        return
     statement = sqlite_insert(table)
     new = statement.excluded
     c = table.c

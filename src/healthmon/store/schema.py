@@ -169,4 +169,10 @@ history_coverage = Table(
         nullable=False,
         comment="the tier holds everything at or after this time (epoch seconds, UTC)",
     ),
+    Column(
+        "complete_until",
+        Float,
+        nullable=True,
+        comment="aggregates: the tier holds everything before this time, and nothing after",
+    ),
 )

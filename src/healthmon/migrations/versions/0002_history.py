@@ -5,7 +5,8 @@ Revises: 0001
 Create Date: 2026-11-29
 
 Aggregates start empty: `history_coverage` says they are complete only from the hour
-after the newest existing result, so reports read the raw rows before it. Gaps of
+after the newest existing result (and up to it: the writer moves that end), so
+reports read the raw rows before it. Gaps of
 existing results are found here once, with the default threshold (10 s).
 """
 
@@ -152,6 +153,12 @@ def upgrade() -> None:
             nullable=False,
             comment="the tier holds everything at or after this time (epoch seconds, UTC)",
         ),
+        sa.Column(
+            "complete_until",
+            sa.Float(),
+            nullable=True,
+            comment="aggregates: the tier holds everything before this time, and nothing after",
+        ),
         sa.PrimaryKeyConstraint("tier", name=op.f("pk_history_coverage")),
     )
     op.execute(
@@ -165,10 +172,10 @@ def upgrade() -> None:
         "INSERT INTO history_coverage (tier, complete_since) VALUES ('raw', 0), ('events', 0)"
     )
     op.execute(
-        "INSERT INTO history_coverage (tier, complete_since) "
-        "SELECT tier, coalesce("
+        "INSERT INTO history_coverage (tier, complete_since, complete_until) "
+        "SELECT tier, mark, mark FROM (SELECT coalesce("
         "  (SELECT (CAST(max(ts) / 3600 AS INTEGER) + 1) * 3600 FROM check_results), 0"
-        ") FROM (SELECT 'minute' AS tier UNION ALL SELECT 'hour')"
+        ") AS mark), (SELECT 'minute' AS tier UNION ALL SELECT 'hour')"
     )
     for name, body in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {body}")

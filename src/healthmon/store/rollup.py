@@ -15,16 +15,15 @@ The sums in memory are rebuilt from the database when a writer starts or a write
 rolled back: from the results after the minute mark, and from the minute rows after
 the hour mark.
 
-It also records gaps: a span longer than `gap_after` between two consecutive results
-of a service (compared in time order with the service's previous committed result).
-A result older than its service's previous one does not split a recorded gap.
+It also records gaps: a span longer than `gap_after` between a result and the newest
+earlier one of its service. Results come in time order per service (one check in
+flight at a time); one older than its service's newest does not split a recorded gap.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -130,10 +129,12 @@ class Rollup:
         if state is None:  # the open buckets as committed, this batch included
             state = self._state = await _load(conn)
             fresh = True
-        mark = state.minute_mark
-        late = [row for row in rows if row["ts"] < mark]
+        previous = await self._previous(conn, rows)
+        late, newest, gaps = _scan(rows, state.minute_mark, previous, self.gap_after)
+        self._pending_last_ts = previous
         if not fresh:
-            _add_rows(state.minutes, (row for row in rows if row["ts"] >= mark))
+            mark = state.minute_mark
+            _add_rows(state.minutes, [r for r in rows if r["ts"] >= mark] if late else rows)
         if late:  # results of buckets already written: added to their rows directly
             late_minutes: dict[Key, _Sums] = {}
             _add_rows(late_minutes, late)
@@ -142,9 +143,9 @@ class Rollup:
             written = {k: v for k, v in late_hours.items() if k[1] < state.hour_mark}
             await _upsert(conn, result_hours, written)  # the others' hours are still open
             _merge_into(state.hours, {k: v for k, v in late_hours.items() if k not in written})
-        newest = max(row["ts"] for row in rows)
         await self._close(conn, state, (newest - CLOSE_AFTER) // 60 * 60)
-        await self._record_gaps(conn, rows)
+        if gaps:
+            await conn.execute(insert(result_gaps), gaps)
 
     def committed(self) -> None:
         """The transaction of the last `write` committed: remember what it ended with."""
@@ -189,35 +190,19 @@ class Rollup:
                 .values(complete_until=mark)
             )
 
-    async def _record_gaps(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        times: dict[int, list[float]] = defaultdict(list)
-        for row in rows:
-            times[row["service_id"]].append(row["ts"])
-        unknown = [service_id for service_id in times if service_id not in self._last_ts]
+    async def _previous(self, conn: AsyncConnection, rows: Sequence[Row]) -> dict[int, float]:
+        """The newest earlier result of each service (read once per service and writer)."""
         previous = dict(self._last_ts)
-        for service_id in unknown:  # once per service and writer: its newest older result
+        for service_id in {row["service_id"] for row in rows}.difference(previous):
+            first = min(row["ts"] for row in rows if row["service_id"] == service_id)
             found = await conn.scalar(
                 select(func.max(check_results.c.ts)).where(
-                    check_results.c.service_id == service_id,
-                    check_results.c.ts < min(times[service_id]),
+                    check_results.c.service_id == service_id, check_results.c.ts < first
                 )
             )
             if found is not None:
                 previous[service_id] = found
-        gap_after = self.gap_after
-        gaps = []
-        for service_id, stamps in times.items():
-            stamps.sort()
-            last = previous.get(service_id)
-            for ts in stamps:
-                if last is not None and ts - last > gap_after:
-                    gaps.append({"service_id": service_id, "start_ts": last, "end_ts": ts})
-                if last is None or ts > last:
-                    last = ts
-            if last is not None:
-                self._pending_last_ts[service_id] = last
-        if gaps:
-            await conn.execute(insert(result_gaps), gaps)
+        return previous
 
 
 @dataclass(slots=True)
@@ -274,6 +259,26 @@ async def _load(conn: AsyncConnection) -> _Open:
     return _Open(minute_mark, hour_mark, minutes, hours)
 
 
+def _scan(
+    rows: Sequence[Row], mark: float, last: dict[int, float], gap_after: float
+) -> tuple[list[Row], float, list[dict[str, Any]]]:
+    """One pass over a batch: the late rows (before `mark`), the newest time, and the
+    gaps before its results (`last`, each service's newest time, is brought up to date)."""
+    late, gaps, newest = [], [], -math.inf
+    for row in rows:
+        ts, service_id = row["ts"], row["service_id"]
+        if ts > newest:  # noqa: PLR1730 - a comparison costs less than a call here
+            newest = ts
+        if ts < mark:
+            late.append(row)
+        before = last.get(service_id)
+        if before is None or ts > before:
+            if before is not None and ts - before > gap_after:
+                gaps.append({"service_id": service_id, "start_ts": before, "end_ts": ts})
+            last[service_id] = ts
+    return late, newest, gaps
+
+
 def _add_rows(buckets: dict[Key, _Sums], rows: Iterable[Row]) -> None:
     """Sum results into per-(service, minute) buckets: the hot path, kept tight."""
     log_growth, floor_ms, zero_bin = sketch.INV_LOG_GROWTH, sketch.FLOOR_MS, sketch.ZERO_BIN
@@ -289,8 +294,10 @@ def _add_rows(buckets: dict[Key, _Sums], rows: Iterable[Row]) -> None:
             latency = row["response_time_ms"]
             sums[4] += 1
             sums[5] += latency
-            sums[6] = min(sums[6], latency)
-            sums[7] = max(sums[7], latency)
+            if latency < sums[6]:  # noqa: PLR1730 - a comparison costs less than a call here
+                sums[6] = latency
+            if latency > sums[7]:  # noqa: PLR1730
+                sums[7] = latency
             index = ceil(log(latency) * log_growth) if latency >= floor_ms else zero_bin
             bins = sums[8]
             bins[index] = bins.get(index, 0) + 1

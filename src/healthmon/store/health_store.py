@@ -62,7 +62,7 @@ class HealthStore:
         migrate: bool = True,
         retention: Retention | None = None,
         gap_after: float = DEFAULT_GAP_AFTER,
-        prune_batch: int = 2000,
+        prune_batch: int = 1000,
         prune_interval: float = 60.0,
     ) -> None:
         self.url = database_url(url)

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.model import HealthStatus
-from healthmon.store.plan import RAW, Piece, Plan, load_coverage, plan
+from healthmon.store.plan import RAW, Plan, load_coverage, plan
 from healthmon.store.schema import (
     AGGREGATE_TABLES,
     STATUS_BY_CODE,
@@ -223,14 +223,18 @@ async def _collect(
     conn: AsyncConnection, windows: Sequence[tuple[int, Plan]]
 ) -> dict[int, list[_Sums]]:
     """The sums of each (service id, plan), listed per service in the given order."""
-    ranges: dict[int, list[Piece]] = defaultdict(list)
-    for _, p in windows:
+    spans: dict[int, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for service_id, p in windows:
         for piece in p.pieces:
-            ranges[piece.tier].append(piece)
+            spans[piece.tier][service_id].append((piece.start, piece.end))
     rows: dict[int, dict[int, list[tuple[Any, ...]]]] = {}  # tier -> service -> rows
-    service_filter = sorted({service_id for service_id, _ in windows})
-    for tier, pieces in ranges.items():
-        rows[tier] = await _fetch(conn, tier, _merge(pieces), service_filter)
+    for tier, by_service in spans.items():
+        terms = [
+            (service_id, start, end)
+            for service_id in sorted(by_service)
+            for start, end in _merge(by_service[service_id])
+        ]
+        rows[tier] = await _fetch(conn, tier, terms)
     times = {
         tier: {service_id: [row[1] for row in found] for service_id, found in by_service.items()}
         for tier, by_service in rows.items()
@@ -252,21 +256,28 @@ async def _collect(
     return result
 
 
-def _merge(pieces: list[Piece]) -> list[tuple[float, float]]:
-    """The union of the pieces' spans as sorted, disjoint ranges."""
+def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of the spans as sorted, disjoint ranges."""
     merged: list[tuple[float, float]] = []
-    for piece in sorted(pieces, key=lambda p: p.start):
-        if merged and piece.start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], piece.end))
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
-            merged.append((piece.start, piece.end))
+            merged.append((start, end))
     return merged
 
 
+_TERMS_PER_QUERY = 100
+
+
 async def _fetch(
-    conn: AsyncConnection, tier: int, spans: list[tuple[float, float]], ids: list[int]
+    conn: AsyncConnection, tier: int, terms: list[tuple[int, float, float]]
 ) -> dict[int, list[tuple[Any, ...]]]:
-    """Rows of a tier in the spans, per service, in time order."""
+    """Rows of a tier in the (service id, start, end) ranges, per service, in time order.
+
+    Each range is an index range on (service_id, time); SQLite reads the ranges of one
+    query as a MULTI-INDEX OR, so a query costs what its rows cost.
+    """
     if tier == RAW:
         c = check_results.c
         columns: Select[Any] = select(c.service_id, c.ts, c.status, c.answered, c.response_time_ms)
@@ -279,12 +290,13 @@ async def _fetch(
         )  # fmt: skip
         when = c.start
     found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for start, end in spans:
-        # One index range per service and span, through (service_id, time).
-        query = columns.where(c.service_id.in_(ids), when >= start, when < end).order_by(
-            c.service_id, when
+    for first in range(0, len(terms), _TERMS_PER_QUERY):
+        chunk = terms[first : first + _TERMS_PER_QUERY]
+        where = or_(
+            *[and_(c.service_id == sid, when >= start, when < end) for sid, start, end in chunk]
         )
-        for row in await conn.execute(query):
+        # Chunks follow (service, time) order, so appending keeps each service's order.
+        for row in await conn.execute(columns.where(where).order_by(c.service_id, when)):
             found[row[0]].append(tuple(row))
     return found
 

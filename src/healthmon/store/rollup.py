@@ -92,7 +92,7 @@ class Rollup:
         *,
         gap_after: float = DEFAULT_GAP_AFTER,
         retention: Retention | None = None,
-        prune_batch: int = 2000,
+        prune_batch: int = 1000,
         prune_interval: float = 60.0,
     ) -> None:
         if not gap_after > 0:
@@ -129,9 +129,11 @@ class Rollup:
         if state is None:  # the open buckets as committed, this batch included
             state = self._state = await _load(conn)
             fresh = True
-        previous = await self._previous(conn, rows)
-        late, newest, gaps = _scan(rows, state.minute_mark, previous, self.gap_after)
-        self._pending_last_ts = previous
+        last = dict(self._last_ts)
+        late, newest, gaps, first_seen = _scan(rows, state.minute_mark, last, self.gap_after)
+        if first_seen:  # services new to this writer: their newest earlier result
+            gaps += await self._gaps_before(conn, first_seen)
+        self._pending_last_ts = last
         if not fresh:
             mark = state.minute_mark
             _add_rows(state.minutes, [r for r in rows if r["ts"] >= mark] if late else rows)
@@ -190,19 +192,20 @@ class Rollup:
                 .values(complete_until=mark)
             )
 
-    async def _previous(self, conn: AsyncConnection, rows: Sequence[Row]) -> dict[int, float]:
-        """The newest earlier result of each service (read once per service and writer)."""
-        previous = dict(self._last_ts)
-        for service_id in {row["service_id"] for row in rows}.difference(previous):
-            first = min(row["ts"] for row in rows if row["service_id"] == service_id)
+    async def _gaps_before(
+        self, conn: AsyncConnection, first_seen: dict[int, float]
+    ) -> list[dict[str, Any]]:
+        """Gaps before the first results of services new to this writer."""
+        gaps = []
+        for service_id, first in first_seen.items():
             found = await conn.scalar(
                 select(func.max(check_results.c.ts)).where(
                     check_results.c.service_id == service_id, check_results.c.ts < first
                 )
             )
-            if found is not None:
-                previous[service_id] = found
-        return previous
+            if found is not None and first - found > self.gap_after:
+                gaps.append({"service_id": service_id, "start_ts": found, "end_ts": first})
+        return gaps
 
 
 @dataclass(slots=True)
@@ -261,10 +264,12 @@ async def _load(conn: AsyncConnection) -> _Open:
 
 def _scan(
     rows: Sequence[Row], mark: float, last: dict[int, float], gap_after: float
-) -> tuple[list[Row], float, list[dict[str, Any]]]:
-    """One pass over a batch: the late rows (before `mark`), the newest time, and the
-    gaps before its results (`last`, each service's newest time, is brought up to date)."""
+) -> tuple[list[Row], float, list[dict[str, Any]], dict[int, float]]:
+    """One pass over a batch: the late rows (before `mark`), the newest time, the gaps
+    before its results, and the first time of services not in `last` (each service's
+    newest time, brought up to date)."""
     late, gaps, newest = [], [], -math.inf
+    first_seen: dict[int, float] = {}
     for row in rows:
         ts, service_id = row["ts"], row["service_id"]
         if ts > newest:  # noqa: PLR1730 - a comparison costs less than a call here
@@ -272,11 +277,13 @@ def _scan(
         if ts < mark:
             late.append(row)
         before = last.get(service_id)
-        if before is None or ts > before:
-            if before is not None and ts - before > gap_after:
+        if before is None:
+            first_seen[service_id] = last[service_id] = ts
+        elif ts > before:
+            if ts - before > gap_after:
                 gaps.append({"service_id": service_id, "start_ts": before, "end_ts": ts})
             last[service_id] = ts
-    return late, newest, gaps
+    return late, newest, gaps, first_seen
 
 
 def _add_rows(buckets: dict[Key, _Sums], rows: Iterable[Row]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import socket
 import ssl
 import time
@@ -18,7 +19,9 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from healthmon.formats import read_body
 from healthmon.model import HealthCheckResult, HealthStatus
@@ -45,7 +48,13 @@ def new_http_client(
     `verify_tls` is off, and never more than `max_body_bytes` of a body read.
     """
     proxy = proxy_for(url) if policy.trust_env and url is not None else None
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context(policy.verify_tls), proxy=proxy)
+    # httpx's client (the seed's contract patches its `get`) over aiohttp's connection
+    # pool: 1.7x less CPU per check than over httpcore (bench/README.md).
+    transport = AiohttpTransport(
+        verify=ssl_context(policy.verify_tls),
+        trust_env=False,
+        proxy=None if proxy is None else httpx.Proxy(proxy),
+    )
     return httpx.AsyncClient(
         transport=CappedTransport(transport, policy.max_body_bytes),
         follow_redirects=policy.follow_redirects,
@@ -74,17 +83,21 @@ async def probe_http(
     try:
         async with asyncio.timeout(policy.timeout):
             response = await client.get(
-                url,
+                _parsed(url),
                 headers=headers,
                 timeout=policy.timeout,
                 follow_redirects=policy.follow_redirects,
             )
-    except (TimeoutError, httpx.TimeoutException):
-        error = f"timeout after {policy.timeout * 1000:.0f} ms"
     except BodyTooLarge as exc:
         error = str(exc)
-    except httpx.HTTPError as exc:
-        error = describe_error(exc)
+    # httpx-aiohttp lets aiohttp errors it has no mapping for through unchanged.
+    except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
+        error = describe_error(exc, policy.timeout)
+    except Exception as exc:  # a check never raises: the error says what went wrong
+        # Something the HTTP stack was not expected to raise: still a result, whose
+        # error names it (credentials scrubbed below), rather than a traceback in the
+        # log that may quote the URL.
+        error = f"{type(exc).__name__}: {_first_line(exc)}"
     else:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if response.status_code not in policy.codes:
@@ -108,35 +121,48 @@ async def probe_http(
     )
 
 
-def describe_error(exc: BaseException) -> str:  # noqa: PLR0911 - a lookup table, in order
-    """A short, stable description of a transport error, for grouping and for people.
+def describe_error(exc: BaseException, timeout: float) -> str:
+    """A short, stable description of a failed request, for grouping and for people.
 
-    httpx wraps the OS and TLS errors; the cause chain holds the precise reason.
+    httpx (and aiohttp under it) wrap the OS and TLS errors; the cause chain holds
+    the precise reason. It is looked at before the exception's own type, because
+    httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout: a
+    refused connection must not read as a timeout.
     """
     for cause in _cause_chain(exc):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return "TLS: certificate verify failed"
-        if isinstance(cause, ssl.SSLError):
-            return f"TLS: {(cause.reason or 'handshake failed').lower().replace('_', ' ')}"
-        if isinstance(cause, socket.gaierror):
-            return "DNS: host name does not resolve"
-        if isinstance(cause, ConnectionRefusedError) or (
-            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(cause, ConnectionResetError):
-            return "connection reset"
+        if (described := _describe_cause(cause)) is not None:
+            return described
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"timeout after {timeout * 1000:.0f} ms"
     if isinstance(exc, httpx.TooManyRedirects):
         return "too many redirects"
     if isinstance(exc, httpx.RemoteProtocolError):
         return _protocol_error(exc)
-    if isinstance(exc, httpx.ConnectError):
-        return f"connect error: {_first_line(exc)}"
-    if isinstance(exc, httpx.ReadError):
-        return "connection reset" if "reset" in str(exc).lower() else "read error"
     if isinstance(exc, httpx.DecodingError):
         return "body could not be decoded"
     return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _describe_cause(cause: BaseException) -> str | None:  # noqa: PLR0911 - a lookup table
+    if isinstance(cause, ssl.SSLCertVerificationError | aiohttp.ClientConnectorCertificateError):
+        return "TLS: certificate verify failed"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS: {(cause.reason or 'handshake failed').lower().replace('_', ' ')}"
+    if isinstance(cause, socket.gaierror | aiohttp.ClientConnectorDNSError):
+        return "DNS: host name does not resolve"
+    if isinstance(cause, ConnectionRefusedError) or (
+        isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
+    ):
+        return "connection refused"
+    if isinstance(cause, ConnectionResetError):
+        return "connection reset"
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return "connection closed without a response"
+    if isinstance(cause, aiohttp.ClientPayloadError):
+        return "connection closed mid-body"
+    if isinstance(cause, aiohttp.ClientResponseError):
+        return "protocol error: invalid response"  # its message quotes the garbage
+    return None
 
 
 def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
@@ -147,6 +173,12 @@ def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     if "without sending a response" in text or "disconnected" in text.lower():
         return "connection closed without a response"
     return f"protocol error: {_first_line(exc)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(url: str) -> httpx.URL:
+    """Parsed once, not at every check (parsing is a few percent of a check's CPU)."""
+    return httpx.URL(url)
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:

@@ -40,6 +40,14 @@ class CappedTransport(httpx.AsyncBaseTransport):
         self.max_body_bytes = max_body_bytes
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        # Read the (empty) body of a check first: httpx-aiohttp sends a stream it finds
+        # unread, as a redirect's is, chunked, and the server then reads the chunked
+        # terminator as a request of its own.
+        await request.aread()
+        if request.url.userinfo:
+            # httpx has turned the URL's credentials into an Authorization header;
+            # aiohttp refuses a request that carries both.
+            request.url = request.url.copy_with(userinfo=b"")
         response = await self._inner.handle_async_request(request)
         limit = self.max_body_bytes
         declared = response.headers.get("content-length", "")

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import mul
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -71,6 +74,8 @@ Key = tuple[int, int]
 # The per-bucket sums, as a list for speed on the hot path:
 # [healthy, unknown, degraded, unhealthy, answered, latency sum, min, max, {bin: count}]
 _Sums = list[Any]
+# An open minute: [healthy, unknown, degraded, unhealthy, [answered latencies]]
+_Open_Minute = list[Any]
 
 
 def is_answered(result: HealthCheckResult) -> bool:
@@ -130,16 +135,17 @@ class Rollup:
             state = self._state = await _load(conn)
             fresh = True
         last = dict(self._last_ts)
-        late, newest, gaps, first_seen = _scan(rows, state.minute_mark, last, self.gap_after)
+        minutes = None if fresh else state.minutes  # (a fresh load counted this batch)
+        late, newest, gaps, first_seen = _scan(
+            rows, minutes, state.minute_mark, last, self.gap_after
+        )
         if first_seen:  # services new to this writer: their newest earlier result
             gaps += await self._gaps_before(conn, first_seen)
         self._pending_last_ts = last
-        if not fresh:
-            mark = state.minute_mark
-            _add_rows(state.minutes, [r for r in rows if r["ts"] >= mark] if late else rows)
         if late:  # results of buckets already written: added to their rows directly
-            late_minutes: dict[Key, _Sums] = {}
-            _add_rows(late_minutes, late)
+            collected: dict[Key, _Open_Minute] = {}
+            _add_rows(collected, late)
+            late_minutes = {key: _summed(minute) for key, minute in collected.items()}
             await _upsert(conn, result_minutes, late_minutes)
             late_hours = _by_hour(late_minutes)
             written = {k: v for k, v in late_hours.items() if k[1] < state.hour_mark}
@@ -173,7 +179,7 @@ class Rollup:
         """Write the buckets that end before the new marks, and move the marks."""
         if minute_mark <= state.minute_mark:
             return
-        closed = {k: v for k, v in state.minutes.items() if k[1] < minute_mark}
+        closed = {k: _summed(v) for k, v in state.minutes.items() if k[1] < minute_mark}
         for key in closed:
             del state.minutes[key]
         await _upsert(conn, result_minutes, closed)
@@ -195,16 +201,21 @@ class Rollup:
     async def _gaps_before(
         self, conn: AsyncConnection, first_seen: dict[int, float]
     ) -> list[dict[str, Any]]:
-        """Gaps before the first results of services new to this writer."""
-        gaps = []
-        for service_id, first in first_seen.items():
-            found = await conn.scalar(
-                select(func.max(check_results.c.ts)).where(
-                    check_results.c.service_id == service_id, check_results.c.ts < first
-                )
+        """Gaps before the first results of services new to this writer: one query for
+        each 400 of them (SQLite allows 500 terms in a compound SELECT)."""
+        c = check_results.c
+        newest = [
+            select(literal(service_id), func.max(c.ts)).where(
+                c.service_id == service_id, c.ts < first
             )
-            if found is not None and first - found > self.gap_after:
-                gaps.append({"service_id": service_id, "start_ts": found, "end_ts": first})
+            for service_id, first in first_seen.items()
+        ]
+        gaps = []
+        for chunk in range(0, len(newest), 400):
+            for service_id, found in await conn.execute(union_all(*newest[chunk : chunk + 400])):
+                first = first_seen[service_id]
+                if found is not None and first - found > self.gap_after:
+                    gaps.append({"service_id": service_id, "start_ts": found, "end_ts": first})
         return gaps
 
 
@@ -215,7 +226,7 @@ class _Open:
 
     minute_mark: float
     hour_mark: float
-    minutes: dict[Key, _Sums]
+    minutes: dict[Key, _Open_Minute]
     hours: dict[Key, _Sums]
 
 
@@ -235,8 +246,8 @@ async def _load(conn: AsyncConnection) -> _Open:
         .join(check_results, r.service_id == services.c.id)
         .where(r.ts >= minute_mark)
     )
-    minutes: dict[Key, _Sums] = {}
-    _add_rows(minutes, (row._asdict() for row in rows))
+    minutes: dict[Key, _Open_Minute] = {}
+    _add_rows(minutes, [row._asdict() for row in rows])
     m = result_minutes.c
     hours: dict[Key, _Sums] = {}
     for row in await conn.execute(
@@ -263,19 +274,22 @@ async def _load(conn: AsyncConnection) -> _Open:
 
 
 def _scan(
-    rows: Sequence[Row], mark: float, last: dict[int, float], gap_after: float
+    rows: Sequence[Row],
+    minutes: dict[Key, _Open_Minute] | None,
+    mark: float,
+    last: dict[int, float],
+    gap_after: float,
 ) -> tuple[list[Row], float, list[dict[str, Any]], dict[int, float]]:
-    """One pass over a batch: the late rows (before `mark`), the newest time, the gaps
-    before its results, and the first time of services not in `last` (each service's
-    newest time, brought up to date)."""
+    """The hot path, one pass over a batch: count each result into its open minute
+    (as `_add_rows` does, inlined), and return the late rows (before `mark`), the
+    newest time, the gaps before the results, and the first time of services not in
+    `last` (each service's newest time, brought up to date)."""
     late, gaps, newest = [], [], -math.inf
     first_seen: dict[int, float] = {}
     for row in rows:
         ts, service_id = row["ts"], row["service_id"]
         if ts > newest:  # noqa: PLR1730 - a comparison costs less than a call here
             newest = ts
-        if ts < mark:
-            late.append(row)
         before = last.get(service_id)
         if before is None:
             first_seen[service_id] = last[service_id] = ts
@@ -283,31 +297,52 @@ def _scan(
             if ts - before > gap_after:
                 gaps.append({"service_id": service_id, "start_ts": before, "end_ts": ts})
             last[service_id] = ts
+        if ts < mark:
+            late.append(row)
+        elif minutes is not None:
+            key = (service_id, int(ts // 60) * 60)
+            minute = minutes.get(key)
+            if minute is None:
+                minute = minutes[key] = [0, 0, 0, 0, []]
+            minute[row["status"]] += 1
+            if row["answered"]:
+                minute[4].append(row["response_time_ms"])
     return late, newest, gaps, first_seen
 
 
-def _add_rows(buckets: dict[Key, _Sums], rows: Iterable[Row]) -> None:
-    """Sum results into per-(service, minute) buckets: the hot path, kept tight."""
-    log_growth, floor_ms, zero_bin = sketch.INV_LOG_GROWTH, sketch.FLOOR_MS, sketch.ZERO_BIN
-    log, ceil, inf = math.log, math.ceil, math.inf
+def _add_rows(buckets: dict[Key, _Open_Minute], rows: Iterable[Row]) -> None:
+    """Count results into per-(service, minute) buckets, keeping the answered ones'
+    latencies: the hot path, kept to a few operations per result (`_summed` does the
+    rest once per minute, in C loops)."""
     for row in rows:
         ts = row["ts"]
         key = (row["service_id"], int(ts // 60) * 60)
-        sums = buckets.get(key)
-        if sums is None:
-            sums = buckets[key] = [0, 0, 0, 0, 0, 0.0, inf, -inf, {}]
-        sums[row["status"]] += 1
+        minute = buckets.get(key)
+        if minute is None:
+            minute = buckets[key] = [0, 0, 0, 0, []]
+        minute[row["status"]] += 1
         if row["answered"]:
-            latency = row["response_time_ms"]
-            sums[4] += 1
-            sums[5] += latency
-            if latency < sums[6]:  # noqa: PLR1730 - a comparison costs less than a call here
-                sums[6] = latency
-            if latency > sums[7]:  # noqa: PLR1730
-                sums[7] = latency
-            index = ceil(log(latency) * log_growth) if latency >= floor_ms else zero_bin
-            bins = sums[8]
-            bins[index] = bins.get(index, 0) + 1
+            minute[4].append(row["response_time_ms"])
+
+
+def _summed(minute: _Open_Minute) -> _Sums:
+    """An open minute's counts and latencies as the sums its row holds."""
+    latencies: list[float] = minute[4]
+    if not latencies:
+        return [*minute[:4], 0, 0.0, math.inf, -math.inf, {}]
+    floor_ms, k = sketch.FLOOR_MS, sketch.INV_LOG_GROWTH
+    positive = [v for v in latencies if v >= floor_ms]
+    bins = Counter(map(math.ceil, map(mul, map(math.log, positive), repeat(k))))
+    if len(positive) < len(latencies):
+        bins[sketch.ZERO_BIN] += len(latencies) - len(positive)
+    return [
+        *minute[:4],
+        len(latencies),
+        math.fsum(latencies),
+        min(latencies),
+        max(latencies),
+        dict(bins),
+    ]
 
 
 def _by_hour(minutes: dict[Key, _Sums]) -> dict[Key, _Sums]:

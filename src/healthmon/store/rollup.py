@@ -75,7 +75,7 @@ Key = tuple[int, int]
 # [healthy, unknown, degraded, unhealthy, answered, latency sum, min, max, {bin: count}]
 _Sums = list[Any]
 # An open minute: [healthy, unknown, degraded, unhealthy, [answered latencies]]
-_Open_Minute = list[Any]
+_OpenMinute = list[Any]
 
 
 def is_answered(result: HealthCheckResult) -> bool:
@@ -143,7 +143,7 @@ class Rollup:
             gaps += await self._gaps_before(conn, first_seen)
         self._pending_last_ts = last
         if late:  # results of buckets already written: added to their rows directly
-            collected: dict[Key, _Open_Minute] = {}
+            collected: dict[Key, _OpenMinute] = {}
             _add_rows(collected, late)
             late_minutes = {key: _summed(minute) for key, minute in collected.items()}
             await _upsert(conn, result_minutes, late_minutes)
@@ -226,7 +226,7 @@ class _Open:
 
     minute_mark: float
     hour_mark: float
-    minutes: dict[Key, _Open_Minute]
+    minutes: dict[Key, _OpenMinute]
     hours: dict[Key, _Sums]
 
 
@@ -246,7 +246,7 @@ async def _load(conn: AsyncConnection) -> _Open:
         .join(check_results, r.service_id == services.c.id)
         .where(r.ts >= minute_mark)
     )
-    minutes: dict[Key, _Open_Minute] = {}
+    minutes: dict[Key, _OpenMinute] = {}
     _add_rows(minutes, [row._asdict() for row in rows])
     m = result_minutes.c
     hours: dict[Key, _Sums] = {}
@@ -275,7 +275,7 @@ async def _load(conn: AsyncConnection) -> _Open:
 
 def _scan(
     rows: Sequence[Row],
-    minutes: dict[Key, _Open_Minute] | None,
+    minutes: dict[Key, _OpenMinute] | None,
     mark: float,
     last: dict[int, float],
     gap_after: float,
@@ -310,7 +310,7 @@ def _scan(
     return late, newest, gaps, first_seen
 
 
-def _add_rows(buckets: dict[Key, _Open_Minute], rows: Iterable[Row]) -> None:
+def _add_rows(buckets: dict[Key, _OpenMinute], rows: Iterable[Row]) -> None:
     """Count results into per-(service, minute) buckets, keeping the answered ones'
     latencies: the hot path, kept to a few operations per result (`_summed` does the
     rest once per minute, in C loops)."""
@@ -325,7 +325,7 @@ def _add_rows(buckets: dict[Key, _Open_Minute], rows: Iterable[Row]) -> None:
             minute[4].append(row["response_time_ms"])
 
 
-def _summed(minute: _Open_Minute) -> _Sums:
+def _summed(minute: _OpenMinute) -> _Sums:
     """An open minute's counts and latencies as the sums its row holds."""
     latencies: list[float] = minute[4]
     if not latencies:

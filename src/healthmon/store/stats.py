@@ -83,7 +83,8 @@ class Incident:
 
     `end` is the time of the recovery, None if it had not recovered by `until`;
     `began_before` says the incident was already open at `since` (then `start` is
-    `since`). `duration` runs to `end` or `until`; `checks` counts the results in it.
+    `since`). `duration` runs to `end` or `until`; `checks` counts the results in it
+    (where raw results are pruned: those of the whole minutes in it).
     """
 
     service_name: str

@@ -160,3 +160,21 @@ class _Never:
 
 
 _never = _Never()
+
+
+@pytest.mark.asyncio
+async def test_a_writer_stopped_without_starting_writes_and_frees_the_store(
+    db_path: Path,
+) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(HealthCheckResult("a", HealthStatus.HEALTHY, 1.0, time.time()))
+        await writer.stop()
+        await writer.stop()  # twice is harmless
+        with pytest.raises(RuntimeError, match="stopped"):
+            await writer.start()
+        second = store.writer()  # the store's one writer slot is free again
+        await second.start()
+        await second.stop()
+        assert [r.service_name for r in await store.results("a")] == ["a"]
+        assert writer.stats.committed_results == 1

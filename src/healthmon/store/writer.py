@@ -112,6 +112,7 @@ class ResultWriter:
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._released = False  # stopped for good: the store may hand out a new writer
         self._stats = WriterStats()
 
     # -- the monitor's side: never waits -------------------------------------------------
@@ -161,6 +162,8 @@ class ResultWriter:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._released:
+            raise RuntimeError("this writer was stopped; ask the store for a new one")
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="healthmon-writer")
@@ -168,11 +171,13 @@ class ResultWriter:
     async def stop(self, timeout: float = 2.0) -> None:
         """Flush everything pending, retrying a failing database until `timeout`;
         whatever still cannot be written then is counted as dropped and logged."""
-        task, self._task = self._task, None
-        if task is None:
+        if self._released:
             return
+        self._released = True
         self._stopping.set()
         self._wakeup.set()
+        # A writer that never started may still hold submissions: its loop drains them.
+        task, self._task = self._task or asyncio.create_task(self._run()), None
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(task)

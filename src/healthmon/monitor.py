@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
@@ -100,7 +101,7 @@ class HealthMonitor:
         # no spurious transition.
         self._confirmations: dict[str, Confirmation] = {}
         self._known_status: dict[str, HealthStatus] = {}
-        self._reported_agents: dict[int, set[str]] = {}  # per adapter (by id)
+        self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
@@ -213,6 +214,16 @@ class HealthMonitor:
             try:
                 async with asyncio.timeout(self.callback_timeout):
                     await callback(result)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # we are being stopped
+                log.error(  # the callback's own cancellation: an error of the callback
+                    "health_callback_error",
+                    service=result.service_name,
+                    callback=_name_of(callback),
+                    error="CancelledError",
+                )
             except TimeoutError:
                 log.error(
                     "health_callback_timeout",
@@ -275,8 +286,9 @@ class HealthMonitor:
     async def check_agents_health(self, agents_adapter: AgentsAdapter) -> None:
         """Fold the agents' reported states into the cache as `agent:<name>`.
 
-        An agent this adapter reported before and no longer reports becomes UNKNOWN
-        at once, with a transition, rather than keeping its last status.
+        An agent reported before and no longer reported becomes UNKNOWN at once, with
+        a transition, rather than keeping its last status. (The monitor expects one
+        adapter: it is the agents' one source of truth.)
         """
         try:
             statuses = agents_adapter.get_agent_statuses()
@@ -289,8 +301,7 @@ class HealthMonitor:
         now = time.time()
         results = [_agent_result(name, report, now) for name, report in reports.items()]
         reported = {result.service_name for result in results}
-        vanished = self._reported_agents.get(id(agents_adapter), set()) - reported
-        self._reported_agents[id(agents_adapter)] = reported
+        vanished, self._reported_agents = self._reported_agents - reported, reported
         async with self._session():
             for result in results:
                 if self._writer is not None:
@@ -382,15 +393,17 @@ class HealthMonitor:
         self._schedules_started += 1
         schedule = FixedRateSchedule(interval, start=asyncio.get_running_loop().time() + phase)
         self._schedules[name] = schedule
+        client = None
         if self._user_client is None:
-            self._clients[name] = new_http_client(self.policy_for(name), url)
+            client = self._clients[name] = new_http_client(self.policy_for(name), url)
         try:
             while True:
                 await schedule.wait()
                 try:
                     result = await self._check_http_health(name, url)
                 except Exception as exc:  # an overridden check that raises must not end the loop
-                    log.exception("check_raised", service=name)
+                    # No traceback: exception texts of an HTTP stack may quote the URL.
+                    log.error("check_raised", service=name, error=type(exc).__name__)
                     result = HealthCheckResult(
                         service_name=name,
                         status=HealthStatus.UNHEALTHY,
@@ -400,8 +413,10 @@ class HealthMonitor:
                     )
                 self._record(result)
         finally:
-            client = self._clients.pop(name, None)
+            # Removed and re-added under the same name, the new loop's client is not ours.
             if client is not None:
+                if self._clients.get(name) is client:
+                    del self._clients[name]
                 await client.aclose()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -420,17 +435,22 @@ class HealthMonitor:
         """Cancel in-flight checks, flush every pending result and transition, deliver
         the committed changes, close the HTTP clients we made. Idempotent."""
         async with self._lifecycle:
+            # Not running from here on: a service added meanwhile does not start checks.
+            self._running = False
             checks = [*self._checks.values(), *self._retiring]
             self._checks.clear()
             self._schedules.clear()
             for task in checks:
                 task.cancel()
-            await asyncio.gather(*checks, return_exceptions=True)
-            self._running = False
-            await self._close_session()
-            if self._default_client is not None:
-                client, self._default_client = self._default_client, None
-                await client.aclose()
+            try:
+                await asyncio.gather(*checks, return_exceptions=True)
+            finally:
+                try:
+                    await self._close_session()
+                finally:
+                    if self._default_client is not None:
+                        client, self._default_client = self._default_client, None
+                        await client.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start_monitoring()
@@ -452,6 +472,9 @@ class HealthMonitor:
             yield
             return
         async with self._lifecycle:
+            if self._running:  # started while we waited for the lock
+                yield
+                return
             await self._open_session()
             try:
                 yield
@@ -459,10 +482,11 @@ class HealthMonitor:
                 await self._close_session()
 
     async def _open_session(self) -> None:
+        """Start the notifier and the writer; on failure, stop only what this started."""
         notifier = Notifier(self._deliver)
         await notifier.start()
-        self._notifier = notifier
         if self._store is None:
+            self._notifier = notifier
             return
         try:
             stored = await self._store.current_statuses()
@@ -472,8 +496,9 @@ class HealthMonitor:
                 max_pending=self._max_pending,
             )
         except BaseException:
-            await self._close_session()
+            await notifier.stop()
             raise
+        self._notifier = notifier
         for name, status in stored.items():
             if name not in self._confirmations:  # what this process saw itself wins
                 self._known_status.setdefault(name, status)
@@ -484,11 +509,13 @@ class HealthMonitor:
 
     async def _close_session(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is not None:
-            await writer.stop()  # the last commit hands its transitions to the notifier
-        notifier, self._notifier = self._notifier, None
-        if notifier is not None:
-            await notifier.stop()
+        try:
+            if writer is not None:
+                await writer.stop()  # the last commit hands its transitions to the notifier
+        finally:
+            notifier, self._notifier = self._notifier, None
+            if notifier is not None:
+                await notifier.stop()
 
     @staticmethod
     def _register_with_writer(writer: ResultWriter, service: ServiceDefinition) -> None:
@@ -505,13 +532,30 @@ def _agent_result(name: str, report: Any, now: float) -> HealthCheckResult:
             timestamp=now,
             error=f"agent report is not a mapping: {type(report).__name__}",
         )
+    try:
+        details = _json_safe(report)
+    except (TypeError, ValueError) as exc:  # e.g. keys that are not strings or numbers
+        return HealthCheckResult(
+            service_name=f"{AGENT_PREFIX}{name}",
+            status=HealthStatus.UNHEALTHY,
+            response_time_ms=0.0,
+            timestamp=now,
+            error=f"agent report cannot be stored: {exc}",
+        )
     return HealthCheckResult(
         service_name=f"{AGENT_PREFIX}{name}",
         status=agent_health_status(report),
         response_time_ms=0.0,
         timestamp=now,
-        details=dict(report),
+        details=details,
     )
+
+
+def _json_safe(report: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent's report as it can be stored: values JSON cannot hold become strings
+    (a datetime, say), so that one odd report never blocks the writer."""
+    safe: dict[str, Any] = json.loads(json.dumps(dict(report), default=str))
+    return safe
 
 
 def _is_async_callable(callback: object) -> bool:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import re
 import socket
 import ssl
 import time
 from collections.abc import Mapping
 from importlib.metadata import version
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import httpx
@@ -117,7 +117,7 @@ async def probe_http(
         response_time_ms=(time.perf_counter() - started) * 1000.0,
         timestamp=time.time(),
         details=details,
-        error=None if error is None else _without_credentials(error, url),
+        error=None if error is None else _without_credentials(error),
     )
 
 
@@ -175,6 +175,9 @@ def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     return f"protocol error: {_first_line(exc)}"
 
 
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+
+
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
     """Parsed once, not at every check (parsing is a few percent of a check's CPU)."""
@@ -195,10 +198,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else "no detail"
 
 
-def _without_credentials(error: str, url: str) -> str:
-    """Errors quote third-party messages; make sure none carries the URL's secret."""
-    parts = urlsplit(url)
-    for secret in (parts.password, parts.username):
-        if secret:
-            error = error.replace(secret, "***").replace(unquote(secret), "***")
-    return error
+def _without_credentials(error: str) -> str:
+    """Errors may quote a third-party message, which may quote a URL: hide the
+    userinfo of any URL in it. (Our own texts never contain one, so they keep their
+    exact form for grouping.)"""
+    return _URL_USERINFO.sub(r"\1***@", error)

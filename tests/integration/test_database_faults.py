@@ -200,3 +200,71 @@ async def test_beyond_the_buffer_bound_drops_are_counted_and_logged(
     # Nothing lost beyond what was counted as dropped.
     assert hits - dropped - await stored_count(db_path) in (0, 1)
     assert "results_dropped" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_replaced_database_file_is_not_written_into(
+    targets: TargetServer, db_path: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "restored.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE marker (x)")
+    conn.close()
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            # An operator restores a backup over it, as SQLite asks: the old database's
+            # -wal and -shm go (or the restored file would replay them on opening).
+            other.replace(db_path)
+            for suffix in ("-wal", "-shm"):
+                db_path.with_name(f"health.db{suffix}").unlink(missing_ok=True)
+            await wait_for(lambda: not stats_of(monitor).healthy)
+            assert "was replaced by another file" in (stats_of(monitor).last_error or "")
+            await assert_checking_goes_on(monitor, targets)
+    with sqlite3.connect(db_path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables == {"marker"}  # untouched: no schema, no rows written into it
+
+
+@pytest.mark.asyncio
+async def test_deleting_only_the_main_file_does_not_bring_back_old_rows(
+    targets: TargetServer, db_path: Path
+) -> None:
+    async with HealthStore(db_path) as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 5)
+            db_path.unlink()  # noqa: ASYNC240 - `rm health.db`; its -wal and -shm stay
+            deleted_at = time.time()
+            await wait_for(db_path.exists)
+            committed = stats_of(monitor).committed_results
+            await wait_for(lambda: stats_of(monitor).committed_results >= committed + 5)
+        async with HealthStore(db_path, migrate=False) as reader:
+            results = await reader.results("svc")
+    assert results
+    assert min(r.timestamp for r in results) >= deleted_at - 0.5
+
+
+@pytest.mark.asyncio
+async def test_a_relative_path_survives_a_change_of_directory(
+    targets: TargetServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    async with HealthStore("health.db") as store:
+        monitor = monitor_of(store, targets.url("/healthy"))
+        async with monitor:
+            await wait_for(lambda: stats_of(monitor).committed_results >= 3)
+            monkeypatch.chdir(tmp_path / "b")
+            committed = stats_of(monitor).committed_results
+            await wait_for(lambda: stats_of(monitor).committed_results >= committed + 5)
+    assert "database_file_lost" not in capsys.readouterr().out
+    assert not (tmp_path / "b" / "health.db").exists()
+    assert await stored_count(tmp_path / "a" / "health.db") >= committed + 5

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,7 @@ async def test_reader_in_a_transaction_does_not_block_the_writer(
 
 class _Never:
     committed_results = -1
+    healthy = False
 
 
 _never = _Never()
@@ -178,3 +181,54 @@ async def test_a_writer_stopped_without_starting_writes_and_frees_the_store(
         await second.stop()
         assert [r.service_name for r in await store.results("a")] == ["a"]
         assert writer.stats.committed_results == 1
+
+
+@pytest.mark.asyncio
+async def test_a_one_off_check_racing_start_leaves_the_monitor_whole(db_path: Path) -> None:
+    class Adapter:
+        def get_agent_statuses(self) -> dict[str, dict[str, str]]:
+            return {"w": {"status": "running", "health": "healthy"}}
+
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store)
+        await asyncio.gather(monitor.start_monitoring(), monitor.check_agents_health(Adapter()))
+        assert monitor.store_stats is not None  # the running monitor kept its writer
+        await monitor.check_agents_health(Adapter())
+        await monitor.stop_monitoring()
+        assert len(await store.results("agent:w")) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_report_json_cannot_hold_is_stored_as_text(db_path: Path) -> None:
+    class Adapter:
+        def get_agent_statuses(self) -> dict[str, dict[str, object]]:
+            return {"w": {"status": "running", "health": "healthy", "since": datetime.now(UTC)}}
+
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store)
+        async with monitor:
+            await monitor.check_agents_health(Adapter())
+            await wait_for(lambda: (monitor.store_stats or _never).committed_results >= 1)
+            assert (monitor.store_stats or _never).healthy
+        (stored,) = await store.results("agent:w")
+    assert stored.details is not None
+    assert isinstance(stored.details["since"], str)
+
+
+@pytest.mark.asyncio
+async def test_closing_the_store_under_a_running_monitor_counts_what_is_lost(
+    targets: TargetServer, db_path: Path
+) -> None:
+    store = HealthStore(db_path)
+    await store.open()
+    monitor = HealthMonitor(0.05, store=store)
+    monitor.add_service(http_service("ok", targets.url("/healthy")))
+    async with monitor:
+        await wait_for(lambda: targets.hits("/healthy") >= 3)
+        writer = store._writer
+        assert writer is not None
+        await store.close()  # the wrong order: the store before the monitor
+        before = targets.hits("/healthy")
+        await wait_for(lambda: targets.hits("/healthy") >= before + 3)
+        assert writer.stats.dropped_results >= 2
+        assert writer.stats.last_error is not None

@@ -59,3 +59,15 @@ async def test_timeout_bounds_the_whole_check(targets: TargetServer) -> None:
         await monitor.stop_monitoring()
     assert result.error == "timeout after 200 ms"
     assert 150 <= result.response_time_ms < 2000
+
+
+@pytest.mark.asyncio
+async def test_errors_keep_their_words_whatever_the_credentials(refused_url: str) -> None:
+    """A password that happens to be a letter of the error must not be starred out."""
+    monitor = HealthMonitor()
+    url = refused_url.replace("http://", "http://u:e@")
+    try:
+        result = await monitor._check_http_health("svc", url, timeout=2.0)
+    finally:
+        await monitor.stop_monitoring()
+    assert result.error == "connection refused"

@@ -271,3 +271,45 @@ async def test_a_failing_adapter_is_logged_and_changes_nothing(
     await monitor.check_agents_health(Adapter())
     assert monitor.get_cluster_health() == {}
     assert "agents_health_check_failed" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_a_service_added_while_stopping_does_not_outlive_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = HealthMonitor(0.05)
+    monitor.add_service(service("a"))
+    in_check = asyncio.Event()
+
+    async def slow_check(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        in_check.set()
+        try:
+            await asyncio.sleep(10)
+        finally:  # the orchestrator adds a service while the monitor is stopping
+            if "b" not in monitor.services:
+                monitor.add_service(service("b"))
+        return result(name, H)
+
+    monkeypatch.setattr(monitor, "_check_http_health", slow_check)
+    await monitor.start_monitoring()
+    await in_check.wait()
+    await monitor.stop_monitoring()  # cancelling a's check adds b meanwhile
+    assert "b" in monitor.services
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("healthmon")] == []
+
+
+@pytest.mark.asyncio
+async def test_a_callback_raising_cancelled_error_is_just_a_bad_callback() -> None:
+    monitor = HealthMonitor()
+    heard: list[str] = []
+
+    async def cancels(result: HealthCheckResult) -> None:
+        raise asyncio.CancelledError
+
+    async def listens(result: HealthCheckResult) -> None:
+        heard.append(result.service_name)
+
+    monitor.subscribe(cancels)
+    monitor.subscribe(listens)
+    await monitor._notify_subscribers(result("api", U), None)
+    assert heard == ["api"]

@@ -3,34 +3,54 @@
 SQLite keeps writing through its open file descriptors after the file is deleted
 (or replaced by another): every later commit would go into an unlinked inode and
 vanish at close, without an error. So the writer asks before each flush whether
-the file is still the one it opened, and the store recreates it if not.
+the file is still the one it opened.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-__all__ = ["DatabaseFile"]
+from healthmon.store.engine import database_path
+
+__all__ = ["DatabaseFile", "FileState"]
+
+
+class FileState(Enum):
+    SAME = "same"
+    DELETED = "deleted"
+    REPLACED = "replaced"
 
 
 class DatabaseFile:
-    """The identity (device, inode) of a database file; None-safe for in-memory URLs."""
+    """The identity (device, inode) of a store's database file."""
 
     def __init__(self, url: URL) -> None:
-        database = url.database or ""
-        in_memory = database in ("", ":memory:") or "mode=memory" in str(url.query)
-        self.path = None if in_memory or database.startswith("file:") else Path(database)
+        self.path = database_path(url)  # absolute: database_url() resolved it
         self._identity: tuple[int, int] | None = None
 
     def remember(self) -> None:
         """Take the file as it is now as the one to watch."""
         self._identity = self._stat()
 
-    def lost(self) -> bool:
-        """True if the watched file was deleted or replaced since `remember()`."""
-        return self._identity is not None and self._stat() != self._identity
+    def state(self) -> FileState:
+        """Whether the watched file is still there, gone, or another file now."""
+        if self._identity is None:  # in memory, or not opened yet
+            return FileState.SAME
+        now = self._stat()
+        if now is None:
+            return FileState.DELETED
+        return FileState.SAME if now == self._identity else FileState.REPLACED
+
+    def remove_leftovers(self) -> None:
+        """Remove the -wal and -shm files of a deleted database: a new database at
+        the same path would otherwise replay the old one's WAL into itself."""
+        if self.path is None or self.path.exists():
+            return
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def _stat(self) -> tuple[int, int] | None:
         if self.path is None:
@@ -38,5 +58,5 @@ class DatabaseFile:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            return (-1, -1)
+            return None
         return (stat.st_dev, stat.st_ino)

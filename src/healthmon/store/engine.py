@@ -13,7 +13,7 @@ from sqlalchemy.pool import StaticPool
 
 from healthmon.store.sketch import merge_blobs
 
-__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_url", "display_url"]
+__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_path", "database_url", "display_url"]
 
 BUSY_TIMEOUT_MS = 1000
 """How long a statement waits for another connection's lock before failing. Short:
@@ -25,10 +25,13 @@ def database_url(url_or_path: str | Path) -> URL:
     """A SQLAlchemy URL for aiosqlite from a URL or a plain file path.
 
     `health.db`, `sqlite:///health.db` and `sqlite+aiosqlite:///health.db` name the
-    same database. Other databases are refused: healthmon is built on SQLite.
+    same database. A file's path is made absolute (and `~` expanded) here, once, so
+    that a later change of the working directory changes nothing. Other databases
+    are refused: healthmon is built on SQLite.
     """
     if isinstance(url_or_path, Path) or "://" not in url_or_path:
-        return URL.create("sqlite+aiosqlite", database=str(url_or_path))
+        url = URL.create("sqlite+aiosqlite", database=str(url_or_path))
+        return _absolute(url)
     try:
         url = make_url(url_or_path)
     except ArgumentError as exc:
@@ -40,7 +43,22 @@ def database_url(url_or_path: str | Path) -> URL:
         )
     if url.get_driver_name() != "aiosqlite":
         url = url.set(drivername="sqlite+aiosqlite")
-    return url
+    return _absolute(url)
+
+
+def database_path(url: URL) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or a `file:` URI."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    if "mode=memory" in str(url.query):
+        return None
+    return Path(database)
+
+
+def _absolute(url: URL) -> URL:
+    path = database_path(url)
+    return url if path is None else url.set(database=str(path.expanduser().resolve()))
 
 
 def display_url(url: URL | str) -> str:
@@ -48,11 +66,6 @@ def display_url(url: URL | str) -> str:
     if isinstance(url, str):
         url = make_url(url)
     return url.render_as_string(hide_password=True)
-
-
-def _is_memory(url: URL) -> bool:
-    database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in str(url.query)
 
 
 def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
@@ -68,7 +81,7 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
       and only before DML; emitting BEGIN ourselves makes DDL transactional and
       transactions exactly what SQLAlchemy says they are (SQLAlchemy's documented recipe).
     """
-    if _is_memory(url):
+    if (url.database or "") in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
         kwargs.setdefault("poolclass", StaticPool)
     engine = create_async_engine(url, **kwargs)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import history, migrate, report
-from healthmon.store.dbfile import DatabaseFile
+from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
@@ -109,8 +109,16 @@ class HealthStore:
     async def _recreate_if_lost(self) -> bool:
         """If the database file was deleted or replaced under us, make a new one at the
         same path (through the migrations) and say so; the writer then starts afresh."""
-        if not self._file.lost():
+        state = self._file.state()
+        if state is FileState.SAME:
             return False
+        if state is FileState.REPLACED:
+            # Perhaps a restored backup: whatever it is, healthmon did not open it and
+            # does not write into it. Results wait (and beyond the bound are dropped).
+            raise StorageError(
+                f"the database file {self._file.path} was replaced by another file; "
+                "restart healthmon to use it"
+            )
         log.error(
             "database_file_lost",
             path=str(self._file.path),
@@ -118,6 +126,7 @@ class HealthStore:
             "a new database is created at the same path",
         )
         await self.engine.dispose()  # the pooled connections still point at the old inode
+        self._file.remove_leftovers()
         await migrate.upgrade(self.engine)
         self._file.remember()
         log.info("database_recreated", path=str(self._file.path))
@@ -371,9 +380,8 @@ class HealthStore:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc
 
     def _create_parent_folder(self) -> None:
-        database = self.url.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if self._file.path is not None:
+            self._file.path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _window(since: float, until: float | None) -> tuple[float, float]:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
@@ -39,6 +39,7 @@ log = structlog.get_logger("healthmon.store")
 Committed = tuple[HealthCheckResult, StatusTransition]
 """A committed transition and the result that caused it."""
 
+_STOPPED = "the writer was stopped (its store closed?): results are no longer stored"
 _RETRY_FIRST = 0.1
 _RETRY_MAX = 5.0
 
@@ -129,6 +130,13 @@ class ResultWriter:
 
     def submit(self, result: HealthCheckResult, transition: StatusTransition | None = None) -> None:
         """Queue a result (and the transition it caused) for the next group commit."""
+        if self._released:  # e.g. the store was closed under a running monitor
+            self._stats.dropped_results += 1
+            self._stats.dropped_transitions += transition is not None
+            if self._stats.last_error != _STOPPED:
+                self._stats.last_error = _STOPPED
+                log.error("results_dropped", count=1, reason=_STOPPED)
+            return
         buffer = self._buffer
         buffer.results.append(result)
         if transition is not None:
@@ -236,12 +244,12 @@ class ResultWriter:
                     self._forget_database()
                 async with self._engine.begin() as conn:
                     ids = await self._write(conn, batch)
-            except (SQLAlchemyError, OSError) as exc:
-                self._failed(batch, exc)
-                return False
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 raise
+            except Exception as exc:  # the database, or anything else: put back, retry
+                self._failed(batch, exc)
+                return False
             self._ids = ids
             if self._rollup is not None:
                 self._rollup.committed()
@@ -398,7 +406,12 @@ class ResultWriter:
 
 
 def _describe(exc: BaseException) -> str:
-    """The database's own words (e.g. 'database is locked'), without the SQL."""
+    """The database's own words (e.g. 'database is locked'), without the SQL; for
+    anything that is not the database's, the exception's type says what it is."""
     original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip().splitlines()
+    if original is not None:
+        exc = original
+    elif not isinstance(exc, OSError | StorageError):
+        return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -209,35 +209,43 @@ class HealthMonitor:
             await self._deliver(result)
 
     async def _deliver(self, result: HealthCheckResult) -> None:
+        """Call every subscriber in turn (the seed's inline path; the notifier gives
+        each subscriber a lane of its own instead)."""
         # A copy: a callback may unsubscribe itself or another while we iterate.
         for callback in list(self.subscribers):
-            try:
-                async with asyncio.timeout(self.callback_timeout):
-                    await callback(result)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # we are being stopped
-                log.error(  # the callback's own cancellation: an error of the callback
-                    "health_callback_error",
-                    service=result.service_name,
-                    callback=_name_of(callback),
-                    error="CancelledError",
-                )
-            except TimeoutError:
-                log.error(
-                    "health_callback_timeout",
-                    service=result.service_name,
-                    callback=_name_of(callback),
-                    timeout_s=self.callback_timeout,
-                )
-            except Exception as exc:
-                log.error(
-                    "health_callback_error",
-                    service=result.service_name,
-                    callback=_name_of(callback),
-                    error=repr(exc),
-                )
+            await self._call(callback, result)
+
+    async def _call(self, callback: Subscriber, result: HealthCheckResult) -> None:
+        """One call, isolated: under the time limit, its failure logged, never raised."""
+        if callback not in self.subscribers:
+            return  # unsubscribed since the change was queued
+        try:
+            async with asyncio.timeout(self.callback_timeout):
+                await callback(result)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being stopped
+            log.error(  # the callback's own cancellation: an error of the callback
+                "health_callback_error",
+                service=result.service_name,
+                callback=_name_of(callback),
+                error="CancelledError",
+            )
+        except TimeoutError:
+            log.error(
+                "health_callback_timeout",
+                service=result.service_name,
+                callback=_name_of(callback),
+                timeout_s=self.callback_timeout,
+            )
+        except Exception as exc:
+            log.error(
+                "health_callback_error",
+                service=result.service_name,
+                callback=_name_of(callback),
+                error=repr(exc),
+            )
 
     # -- checks -------------------------------------------------------------------------
 
@@ -483,8 +491,7 @@ class HealthMonitor:
 
     async def _open_session(self) -> None:
         """Start the notifier and the writer; on failure, stop only what this started."""
-        notifier = Notifier(self._deliver)
-        await notifier.start()
+        notifier = Notifier(lambda: list(self.subscribers), self._call)
         if self._store is None:
             self._notifier = notifier
             return

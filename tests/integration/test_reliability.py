@@ -117,7 +117,7 @@ async def test_misbehaving_subscribers_do_not_disturb_monitoring(
         heard.append((result.service_name, result.effective_status, result.timestamp))
 
     async with HealthStore(db_path) as store:
-        monitor = HealthMonitor(0.05, store=store, callback_timeout=0.05)
+        monitor = HealthMonitor(0.05, store=store, callback_timeout=0.5)
         monitor.add_service(
             ServiceDefinition("flappy", "http", "m", [], targets.url("/flip?period=0.3"))
         )
@@ -132,15 +132,12 @@ async def test_misbehaving_subscribers_do_not_disturb_monitoring(
     assert monitor.subscribers == [raises, hangs, records]
     # monitoring went on at its rate while callbacks raised and hung
     assert checks >= 0.8 * elapsed / 0.05
-    # the well-behaved subscriber heard every change in commit order, or a prefix
-    # of them if the monitor stopped before the hanging one let it hear the rest
-    stored = [(t.service_name, t.to_status, t.timestamp) for t in transitions]
-    assert heard == stored[: len(heard)]
+    # the well-behaved subscriber heard every change, in commit order: the hanging
+    # one holds up only its own lane
+    assert heard == [(t.service_name, t.to_status, t.timestamp) for t in transitions]
     logged = capsys.readouterr().out
     assert "health_callback_error" in logged
     assert "health_callback_timeout" in logged
-    if len(heard) < len(stored):
-        assert "notifications_dropped" in logged
 
 
 @pytest.mark.asyncio

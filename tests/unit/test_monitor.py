@@ -11,6 +11,7 @@ import pytest
 
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, ServiceDefinition
 from healthmon.agents import agent_health_status
+from tests.conftest import wait_for
 
 H, U, D, K = (
     HealthStatus.HEALTHY,
@@ -106,9 +107,9 @@ async def test_unsubscribing_during_a_notification() -> None:
 
     monitor.subscribe(first)
     monitor.subscribe(second)
-    await monitor._notify_subscribers(result("api", U), None)  # this round: both
+    await monitor._notify_subscribers(result("api", U), None)  # second: gone already
     await monitor._notify_subscribers(result("api", H), None)  # then: nobody
-    assert calls == ["first", "second"]
+    assert calls == ["first"]
 
 
 # -- registry ------------------------------------------------------------------------
@@ -313,3 +314,28 @@ async def test_a_callback_raising_cancelled_error_is_just_a_bad_callback() -> No
     monitor.subscribe(listens)
     await monitor._notify_subscribers(result("api", U), None)
     assert heard == ["api"]
+
+
+@pytest.mark.asyncio
+async def test_a_hanging_subscriber_holds_up_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor = HealthMonitor(0.05, callback_timeout=30.0)
+    monitor.add_service(service("api"))
+    flips = iter([H, U] * 100)
+    heard: list[HealthStatus] = []
+
+    async def flapping(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        return result(name, next(flips))
+
+    async def hangs(result: HealthCheckResult) -> None:
+        await asyncio.Event().wait()
+
+    async def listens(result: HealthCheckResult) -> None:
+        heard.append(result.status)
+
+    monkeypatch.setattr(monitor, "_check_http_health", flapping)
+    monitor.subscribe(hangs)
+    monitor.subscribe(listens)
+    async with monitor:
+        # Four changes heard long before the hanging call's 30 s limit: nobody waits on it.
+        await wait_for(lambda: len(heard) >= 4, timeout=10)
+    assert heard[:4] == [H, U, H, U]

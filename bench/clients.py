@@ -9,7 +9,7 @@
   the previous answer is read, through one of several HTTP stacks: the figures the
   choice of the monitor's HTTP client rests on.
 
-aiohttp and httpx-aiohttp come from the `bench` extra.
+aiohttp and httpx-aiohttp are healthmon's dependencies (and named in the `bench` extra).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-# The `bench` extra brings these; CI installs only `dev`, where mypy finds neither:
-# there it checks this module against Any (hence `unused-ignore` where they exist).
-import aiohttp  # type: ignore[import-not-found,unused-ignore]
+import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]
+from httpx_aiohttp import AiohttpTransport
 
 from bench.measure import LatenessLog
 from healthmon.probe import new_http_client

@@ -69,9 +69,8 @@ WHAT_IFS = {
 
 
 def _aiohttp_transport_client() -> httpx.AsyncClient:
-    """What-if: httpx's client over aiohttp's connection pool (the `bench` extra)."""
-    # The bench extra, needed only here; the ignore is explained in clients.py.
-    from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    """What-if: httpx's client over aiohttp's connection pool, without healthmon's cap."""
+    from httpx_aiohttp import AiohttpTransport  # noqa: PLC0415 - only this what-if needs it
 
     transport: httpx.AsyncBaseTransport = AiohttpTransport()
     return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)

@@ -23,8 +23,8 @@ __all__ = ["main", "run_scenario"]
 
 
 def run_scenario(scenario: str, params: dict[str, Any]) -> dict[str, Any]:
-    # Imports inside: the aiohttp-based baselines need the `bench` extra, the
-    # monitor's runs do not (the smoke test runs with the dev extra alone).
+    # Imports inside: a worker loads only its own scenario's modules (a monitor run
+    # never imports the bare clients, whose libraries it might otherwise warm up).
     if scenario == "monitor":
         from bench.monitor_run import MonitorParams, run_monitor  # noqa: PLC0415 - see above
 

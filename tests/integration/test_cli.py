@@ -482,9 +482,9 @@ def test_db_upgrade_from_an_installed_wheel(tmp_path: Path) -> None:
 
     up = installed("db", "upgrade", "--database", "fresh.db")
     assert up.returncode == 0, up.stderr
-    assert (
-        up.stdout.strip()
-        == f"fresh.db: upgraded from base (no healthmon schema) to {head_revision()}"
+    # the relative path is resolved once, against the working directory
+    assert up.stdout.strip() == (
+        f"{workdir / 'fresh.db'}: upgraded from base (no healthmon schema) to {head_revision()}"
     )
     where = subprocess.run(
         [venv / "bin" / "python", "-c", "import healthmon; print(healthmon.__file__)"],

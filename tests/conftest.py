@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,16 @@ from healthmon.targets import TargetServer
 @pytest.fixture
 def targets() -> Iterator[TargetServer]:
     with TargetServer() as server:
+        yield server
+
+
+@pytest.fixture
+def tls_targets() -> Iterator[TargetServer]:
+    """Targets over HTTPS with a self-signed certificate (tests/data)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    data = Path(__file__).resolve().parent / "data"
+    context.load_cert_chain(data / "selfsigned.crt", data / "selfsigned.key")
+    with TargetServer(tls=context) as server:
         yield server
 
 

@@ -4,8 +4,6 @@ TLS, proxies, headers, thresholds and start periods."""
 from __future__ import annotations
 
 import asyncio
-import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,14 +215,6 @@ async def test_credentials_never_reach_the_database_or_the_logs(
 
 
 # -- TLS and proxies ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls_targets() -> Iterator[TargetServer]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(DATA / "selfsigned.crt", DATA / "selfsigned.key")
-    with TargetServer(tls=context) as server:
-        yield server
 
 
 @pytest.mark.asyncio

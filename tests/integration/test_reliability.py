@@ -8,12 +8,10 @@ import itertools
 import os
 import signal
 import sqlite3
-import ssl
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,14 +42,6 @@ def healthmon_tasks() -> list[str]:
 
 def open_fds() -> int:
     return sum(1 for _ in Path("/proc/self/fd").iterdir())
-
-
-@pytest.fixture
-def tls_targets() -> Iterator[TargetServer]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(DATA / "selfsigned.crt", DATA / "selfsigned.key")
-    with TargetServer(tls=context) as server:
-        yield server
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Self, TypeVarTuple
 
 import structlog
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,6 @@ from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
-from healthmon.store.schema import STATUS_BY_CODE, check_results, services, status_transitions
 from healthmon.store.stats import ServiceReport, WindowStats
 from healthmon.store.writer import Committed, ResultWriter
 
@@ -247,29 +246,10 @@ class HealthStore:
         cursor `batch_size` rows at a time: memory stays flat however many there are
         (for exports). One service's come oldest first, all services' in the order they
         were written. Close the iterator (`contextlib.aclosing`) when stopping early."""
-        query = select(
-            services.c.name,
-            check_results.c.status,
-            check_results.c.response_time_ms,
-            check_results.c.ts,
-            check_results.c.details,
-            check_results.c.error,
-        ).join(services, services.c.id == check_results.c.service_id)
-        if service_name is None:
-            query = query.order_by(check_results.c.id)  # the rowid: no sort of every row
-        else:  # the (service_id, ts) index gives this order without a sort
-            query = query.where(services.c.name == service_name).order_by(
-                check_results.c.ts, check_results.c.id
-            )
-        if since is not None:
-            query = query.where(check_results.c.ts >= since)
-        if until is not None:
-            query = query.where(check_results.c.ts < until)
+        query = history.results_query(service_name, since, until)
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
-            async for name, code, response_time_ms, ts, details, error in rows:
-                yield HealthCheckResult(
-                    name, STATUS_BY_CODE[code], response_time_ms, ts, details, error
-                )
+            async for row in rows:
+                yield history.result_from_row(row)
 
     async def stream_transitions(
         self,
@@ -280,27 +260,10 @@ class HealthStore:
         batch_size: int = 1000,
     ) -> AsyncGenerator[StatusTransition]:
         """`transitions()` read through a cursor, like `stream_results()`; oldest first."""
-        query = (
-            select(
-                services.c.name,
-                status_transitions.c.from_status,
-                status_transitions.c.to_status,
-                status_transitions.c.ts,
-                status_transitions.c.cause,
-            )
-            .join(services, services.c.id == status_transitions.c.service_id)
-            .order_by(status_transitions.c.ts, status_transitions.c.id)
-        )
-        if service_name is not None:
-            query = query.where(services.c.name == service_name)
-        if since is not None:
-            query = query.where(status_transitions.c.ts >= since)
-        if until is not None:
-            query = query.where(status_transitions.c.ts < until)
+        query = history.transitions_query(service_name, since, until)
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
-            async for name, from_code, to_code, ts, cause in rows:
-                before = None if from_code is None else STATUS_BY_CODE[from_code]
-                yield StatusTransition(name, before, STATUS_BY_CODE[to_code], ts, cause)
+            async for row in rows:
+                yield history.transition_from_row(row)
 
     async def _stream(
         self, query: Select[*_Columns], batch_size: int

@@ -9,7 +9,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store.schema import STATUS_BY_CODE, check_results, services, status_transitions
 
-__all__ = ["current_statuses", "latest_results", "results", "transitions"]
+__all__ = [
+    "current_statuses",
+    "latest_results",
+    "result_from_row",
+    "results",
+    "results_query",
+    "transition_from_row",
+    "transitions",
+    "transitions_query",
+]
+
+ResultRow = tuple[str, int, float, float, dict[str, object] | None, str | None]
+TransitionRow = tuple[str, int | None, int, float, str | None]
 
 
 async def results(
@@ -20,19 +32,10 @@ async def results(
     limit: int | None = None,
 ) -> list[HealthCheckResult]:
     """One service's results in [since, until), oldest first; the first `limit` of them."""
-    query = (
-        _results_query()
-        .where(services.c.name == service_name)
-        .order_by(check_results.c.ts, check_results.c.id)
-    )
-    if since is not None:
-        query = query.where(check_results.c.ts >= since)
-    if until is not None:
-        query = query.where(check_results.c.ts < until)
+    query = results_query(service_name, since, until)
     if limit is not None:
         query = query.limit(limit)
-    rows = await conn.execute(query)
-    return [_result(row) for row in rows]
+    return [result_from_row(row) for row in await conn.execute(query)]
 
 
 async def transitions(
@@ -42,6 +45,33 @@ async def transitions(
     until: float | None = None,
 ) -> list[StatusTransition]:
     """Status transitions in [since, until), of one service or all, oldest first."""
+    query = transitions_query(service_name, since, until)
+    return [transition_from_row(row) for row in await conn.execute(query)]
+
+
+def results_query(
+    service_name: str | None, since: float | None, until: float | None
+) -> Select[str, int, float, float, dict[str, object] | None, str | None]:
+    """Results in [since, until): one service's oldest first (the (service_id, ts) index
+    gives that order without a sort), or all services' in the order they were written."""
+    query = _results_query()
+    if service_name is None:
+        query = query.order_by(check_results.c.id)  # the rowid: no sort of every row
+    else:
+        query = query.where(services.c.name == service_name).order_by(
+            check_results.c.ts, check_results.c.id
+        )
+    if since is not None:
+        query = query.where(check_results.c.ts >= since)
+    if until is not None:
+        query = query.where(check_results.c.ts < until)
+    return query
+
+
+def transitions_query(
+    service_name: str | None, since: float | None, until: float | None
+) -> Select[str, int | None, int, float, str | None]:
+    """Transitions in [since, until), of one service or all, oldest first."""
     query = (
         select(
             services.c.name,
@@ -59,17 +89,18 @@ async def transitions(
         query = query.where(status_transitions.c.ts >= since)
     if until is not None:
         query = query.where(status_transitions.c.ts < until)
-    rows = await conn.execute(query)
-    return [
-        StatusTransition(
-            service_name=name,
-            from_status=None if from_code is None else STATUS_BY_CODE[from_code],
-            to_status=STATUS_BY_CODE[to_code],
-            timestamp=ts,
-            cause=cause,
-        )
-        for name, from_code, to_code, ts, cause in rows
-    ]
+    return query
+
+
+def transition_from_row(row: TransitionRow) -> StatusTransition:
+    name, from_code, to_code, ts, cause = row
+    return StatusTransition(
+        service_name=name,
+        from_status=None if from_code is None else STATUS_BY_CODE[from_code],
+        to_status=STATUS_BY_CODE[to_code],
+        timestamp=ts,
+        cause=cause,
+    )
 
 
 async def latest_results(conn: AsyncConnection) -> dict[str, HealthCheckResult]:
@@ -85,7 +116,7 @@ async def latest_results(conn: AsyncConnection) -> dict[str, HealthCheckResult]:
         .scalar_subquery()
     )
     rows = await conn.execute(_results_query().where(check_results.c.id == newest))
-    found = (_result(row) for row in rows)
+    found = (result_from_row(row) for row in rows)
     return {result.service_name: result for result in found}
 
 
@@ -119,9 +150,7 @@ def _results_query() -> Select[str, int, float, float, dict[str, object] | None,
     ).join(services, services.c.id == check_results.c.service_id)
 
 
-def _result(
-    row: tuple[str, int, float, float, dict[str, object] | None, str | None],
-) -> HealthCheckResult:
+def result_from_row(row: ResultRow) -> HealthCheckResult:
     name, code, response_time_ms, ts, details, error = row
     return HealthCheckResult(
         service_name=name,

@@ -103,6 +103,7 @@ class HealthMonitor:
         self._known_status: dict[str, HealthStatus] = {}
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: dict[str, asyncio.Lock] = {}  # one check per service at a time
         self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
         self._schedules_started = 0
@@ -180,6 +181,7 @@ class HealthMonitor:
         self._policies.pop(service_name, None)
         self._cache.pop(service_name, None)
         self._schedules.pop(service_name, None)
+        self._in_flight.pop(service_name, None)
         confirmation = self._confirmations.pop(service_name, None)
         if confirmation is not None and confirmation.confirmed is not None:
             self._known_status[service_name] = confirmation.confirmed
@@ -264,11 +266,16 @@ class HealthMonitor:
                 timestamp=time.time(),
                 error="Service not registered or no health_check_url",
             )
-        result = await self._check_http_health(service_name, service.health_check_url)
-        if self.services.get(service_name) is not service:  # removed while we checked
-            return result
-        async with self._session():
-            return self._record(result)
+        # One check per service in flight: a scheduled one running is waited for.
+        async with self._one_at_a_time(service_name):
+            result = await self._check_http_health(service_name, service.health_check_url)
+            if self.services.get(service_name) is not service:  # removed while we checked
+                return result
+            async with self._session():
+                return self._record(result)
+
+    def _one_at_a_time(self, service_name: str) -> asyncio.Lock:
+        return self._in_flight.setdefault(service_name, asyncio.Lock())
 
     async def _check_http_health(
         self, service_name: str, url: str, timeout: float | None = None
@@ -407,25 +414,28 @@ class HealthMonitor:
         try:
             while True:
                 await schedule.wait()
-                try:
-                    result = await self._check_http_health(name, url)
-                except Exception as exc:  # an overridden check that raises must not end the loop
-                    # No traceback: exception texts of an HTTP stack may quote the URL.
-                    log.error("check_raised", service=name, error=type(exc).__name__)
-                    result = HealthCheckResult(
-                        service_name=name,
-                        status=HealthStatus.UNHEALTHY,
-                        response_time_ms=0.0,
-                        timestamp=time.time(),
-                        error=f"check raised {type(exc).__name__}",
-                    )
-                self._record(result)
+                async with self._one_at_a_time(name):
+                    self._record(await self._scheduled_check(name, url))
         finally:
             # Removed and re-added under the same name, the new loop's client is not ours.
             if client is not None:
                 if self._clients.get(name) is client:
                     del self._clients[name]
                 await client.aclose()
+
+    async def _scheduled_check(self, name: str, url: str) -> HealthCheckResult:
+        try:
+            return await self._check_http_health(name, url)
+        except Exception as exc:  # an overridden check that raises must not end the loop
+            # No traceback: exception texts of an HTTP stack may quote the URL.
+            log.error("check_raised", service=name, error=type(exc).__name__)
+            return HealthCheckResult(
+                service_name=name,
+                status=HealthStatus.UNHEALTHY,
+                response_time_ms=0.0,
+                timestamp=time.time(),
+                error=f"check raised {type(exc).__name__}",
+            )
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -339,3 +339,27 @@ async def test_a_hanging_subscriber_holds_up_only_itself(monkeypatch: pytest.Mon
         # Four changes heard long before the hanging call's 30 s limit: nobody waits on it.
         await wait_for(lambda: len(heard) >= 4, timeout=10)
     assert heard[:4] == [H, U, H, U]
+
+
+@pytest.mark.asyncio
+async def test_manual_checks_never_overlap_the_scheduled_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monitor = HealthMonitor(0.05)
+    monitor.add_service(service("api"))
+    in_flight = most = calls = 0
+
+    async def slow(name: str, url: str, timeout: float | None = None) -> HealthCheckResult:
+        nonlocal in_flight, most, calls
+        in_flight += 1
+        calls += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return result(name, H)
+
+    monkeypatch.setattr(monitor, "_check_http_health", slow)
+    async with monitor:
+        await asyncio.gather(*(monitor.check_health("api") for _ in range(3)))
+        await wait_for(lambda: calls >= 6)
+    assert most == 1  # at most one check of a service in flight, scheduled or not

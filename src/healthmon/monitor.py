@@ -96,11 +96,10 @@ class HealthMonitor:
         self._default_client: httpx.AsyncClient | None = None  # for checks of no service
         self._clients: dict[str, httpx.AsyncClient] = {}  # one per checked service
         self._policies: dict[str, CheckPolicy] = {}
-        # Each service's confirmed status. Loaded from the store at start (into
-        # _known_status until the service's first result), so that a restart records
-        # no spurious transition.
+        # Each service's confirmed status, seeded from the store at start so that a
+        # restart records no spurious transition. Kept when a service is removed: a
+        # service added again under its name carries on from its last status.
         self._confirmations: dict[str, Confirmation] = {}
-        self._known_status: dict[str, HealthStatus] = {}
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Lock] = {}  # one check per service at a time
@@ -182,9 +181,6 @@ class HealthMonitor:
         self._cache.pop(service_name, None)
         self._schedules.pop(service_name, None)
         self._in_flight.pop(service_name, None)
-        confirmation = self._confirmations.pop(service_name, None)
-        if confirmation is not None and confirmation.confirmed is not None:
-            self._known_status[service_name] = confirmation.confirmed
         task = self._checks.pop(service_name, None)
         if task is not None:
             task.cancel()  # the task closes its client as it ends; stop waits for it
@@ -370,14 +366,17 @@ class HealthMonitor:
         return result
 
     def _confirmation_for(self, name: str) -> Confirmation:
+        """A new confirmation for `name` under its policy (a new start period), carrying
+        over the confirmed status of the one it replaces."""
         policy = self.policy_for(name)
         starts = None
         if policy.start_period > 0:
             starts = time.monotonic() + policy.start_period
+        earlier = self._confirmations.get(name)
         confirmation = Confirmation(
             policy.failure_threshold,
             policy.success_threshold,
-            confirmed=self._known_status.pop(name, None),
+            confirmed=None if earlier is None else earlier.confirmed,
             start_period_ends=starts,
         )
         self._confirmations[name] = confirmation
@@ -388,9 +387,6 @@ class HealthMonitor:
             return
         # The start period runs from here, when its checks start (not when it was
         # added); a confirmed status from an earlier run carries over.
-        earlier = self._confirmations.pop(service.name, None)
-        if earlier is not None and earlier.confirmed is not None:
-            self._known_status[service.name] = earlier.confirmed
         self._confirmation_for(service.name)
         self._checks[service.name] = asyncio.create_task(
             self._check_loop(service, service.health_check_url),
@@ -518,7 +514,7 @@ class HealthMonitor:
         self._notifier = notifier
         for name, status in stored.items():
             if name not in self._confirmations:  # what this process saw itself wins
-                self._known_status.setdefault(name, status)
+                self._confirmation_for(name).confirmed = status
         for service in self.services.values():
             self._register_with_writer(writer, service)
         await writer.start()
@@ -541,30 +537,25 @@ class HealthMonitor:
 
 
 def _agent_result(name: str, report: Any, now: float) -> HealthCheckResult:
+    """An agent's report as a result; a report that cannot be read or stored is
+    UNHEALTHY, with the reason as its error."""
+    status, details, error = HealthStatus.UNHEALTHY, None, None
     if not isinstance(report, Mapping):
-        return HealthCheckResult(
-            service_name=f"{AGENT_PREFIX}{name}",
-            status=HealthStatus.UNHEALTHY,
-            response_time_ms=0.0,
-            timestamp=now,
-            error=f"agent report is not a mapping: {type(report).__name__}",
-        )
-    try:
-        details = _json_safe(report)
-    except (TypeError, ValueError) as exc:  # e.g. keys that are not strings or numbers
-        return HealthCheckResult(
-            service_name=f"{AGENT_PREFIX}{name}",
-            status=HealthStatus.UNHEALTHY,
-            response_time_ms=0.0,
-            timestamp=now,
-            error=f"agent report cannot be stored: {exc}",
-        )
+        error = f"agent report is not a mapping: {type(report).__name__}"
+    else:
+        try:
+            details = _json_safe(report)
+        except (TypeError, ValueError) as exc:  # e.g. keys that are not strings or numbers
+            error = f"agent report cannot be stored: {exc}"
+        else:
+            status = agent_health_status(report)
     return HealthCheckResult(
         service_name=f"{AGENT_PREFIX}{name}",
-        status=agent_health_status(report),
+        status=status,
         response_time_ms=0.0,
         timestamp=now,
         details=details,
+        error=error,
     )
 
 

@@ -17,7 +17,9 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping
+from http.cookiejar import CookieJar
 from importlib.metadata import version
+from typing import Any
 
 import aiohttp
 import httpx
@@ -27,6 +29,9 @@ from healthmon.formats import read_body
 from healthmon.model import HealthCheckResult, HealthStatus
 from healthmon.policy import CheckPolicy
 from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
+
+# httpx's accepted cookie forms (its `CookieTypes` is private).
+CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
 
 __all__ = ["describe_error", "new_http_client", "probe_http"]
 
@@ -55,13 +60,41 @@ def new_http_client(
         trust_env=False,
         proxy=None if proxy is None else httpx.Proxy(proxy),
     )
-    return httpx.AsyncClient(
+    return _CheckClient(
         transport=CappedTransport(transport, policy.max_body_bytes),
         follow_redirects=policy.follow_redirects,
         trust_env=False,  # the proxy, if any, is chosen above, under the cap
         headers=_HEADERS,
         timeout=policy.timeout,
     )
+
+
+class _UnkeptCookies(httpx.Cookies):
+    """Cookies set on the client are sent; cookies a target sets are not kept.
+
+    A check must see the service as the first check did: a kept session cookie would
+    pin every check to one backend behind a sticky load balancer. (Keeping them is
+    also a tenth of a check's CPU: httpx builds a urllib request per response.)
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _CheckClient(httpx.AsyncClient):
+    """httpx's client, whose cookie jar never takes a target's cookies."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = kwargs.get("cookies")
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._unkept_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: CookieTypes | None) -> None:
+        self._unkept_cookies = _UnkeptCookies(cookies)
 
 
 async def probe_http(

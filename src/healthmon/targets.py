@@ -78,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/auth": "_auth",
         "/reset": "_reset",
         "/scripted": "_scripted",
+        "/cookie": "_cookie",
     }
     accepted_credentials: ClassVar[set[str]] = {"Bearer letmein", "Basic dXNlcjpodW50ZXIy"}
 
@@ -207,6 +208,19 @@ class _Handler(BaseHTTPRequestHandler):
         # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
+
+    def _cookie(self, _query: dict[str, str]) -> None:
+        # Sets a session cookie, and fails a request that brings one back.
+        if self.headers.get("Cookie"):
+            self._send_json(409, {"status": "cookie came back", "cookie": self.headers["Cookie"]})
+            return
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Set-Cookie", "session=pinned; Path=/")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _scripted(self, _query: dict[str, str]) -> None:
         self._send_json(self.server.next_scripted(), {"status": "scripted"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from healthmon import HealthMonitor, HealthStatus
+from healthmon.probe import new_http_client
 from healthmon.targets import TargetServer
 
 
@@ -71,3 +72,24 @@ async def test_errors_keep_their_words_whatever_the_credentials(refused_url: str
     finally:
         await monitor.stop_monitoring()
     assert result.error == "connection refused"
+
+
+@pytest.mark.asyncio
+async def test_cookies_a_target_sets_are_not_kept(targets: TargetServer) -> None:
+    """Every check sees the service as the first did: a session cookie set by the
+    target would otherwise pin the following checks (`/cookie` fails them)."""
+    monitor = HealthMonitor()
+    url = targets.url("/cookie")
+    try:
+        results = [await monitor._check_http_health("svc", url, timeout=2.0) for _ in range(3)]
+    finally:
+        await monitor.stop_monitoring()
+    assert [(r.status, r.error) for r in results] == [(HealthStatus.HEALTHY, None)] * 3
+
+
+@pytest.mark.asyncio
+async def test_cookies_set_on_the_client_are_sent(targets: TargetServer) -> None:
+    async with new_http_client() as client:
+        client.cookies = {"session": "given"}
+        response = await client.get(targets.url("/cookie"))
+    assert (response.status_code, response.json()["cookie"]) == (409, "session=given")

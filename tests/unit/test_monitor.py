@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, ServiceDefinition
+from healthmon import monitor as monitor_module
 from healthmon.agents import agent_health_status
 from tests.conftest import wait_for
 
@@ -363,3 +365,24 @@ async def test_manual_checks_never_overlap_the_scheduled_one(
         await asyncio.gather(*(monitor.check_health("api") for _ in range(3)))
         await wait_for(lambda: calls >= 6)
     assert most == 1  # at most one check of a service in flight, scheduled or not
+
+
+# -- the garbage collector -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_first_start_freezes_the_objects_alive_then_once() -> None:
+    monitor_module._freeze_long_lived_objects.cache_clear()
+    gc.unfreeze()
+    try:
+        async with HealthMonitor(freeze_gc=False):
+            assert gc.get_freeze_count() == 0
+        async with HealthMonitor():
+            frozen = gc.get_freeze_count()
+            assert frozen > 0
+        tracked_since: list[list[int]] = [[] for _ in range(100)]  # lists are tracked by the collector
+        async with HealthMonitor():  # not a second time in this process
+            assert gc.get_freeze_count() <= frozen  # (frozen objects can still be freed)
+        assert tracked_since
+    finally:
+        gc.unfreeze()  # the next tests' objects are collected as usual

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import signal
 import time
 
@@ -67,11 +66,6 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
             for service in config.services:
                 monitor.add_service(service)
             async with monitor:
-                # Everything alive now (imports, SQLAlchemy, the clients) lives as long as
-                # the process: out of the collector's sight, full collections stop
-                # walking it, and their pauses stop delaying checks (bench/README.md).
-                gc.collect()
-                gc.freeze()
                 log.info(
                     "monitor_started",
                     config=str(config.path),

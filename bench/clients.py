@@ -8,6 +8,8 @@
 - `run_closed_loop`: `concurrency` workers, each sending its next request as soon as
   the previous answer is read, through one of several HTTP stacks: the figures the
   choice of the monitor's HTTP client rests on.
+- `run_client_cost`: CPU per `AsyncClient.get()` over a transport that answers from
+  memory: what httpx's client costs by itself, whatever the network stack under it.
 
 aiohttp and httpx-aiohttp are healthmon's dependencies (and named in the `bench` extra).
 """
@@ -27,9 +29,9 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from bench.measure import LatenessLog
-from healthmon.probe import new_http_client
+from healthmon.probe import CheckClient, new_http_client
 
-__all__ = ["STACKS", "run_closed_loop", "run_open_loop"]
+__all__ = ["STACKS", "run_client_cost", "run_closed_loop", "run_open_loop"]
 
 _TIMEOUT_S = 5.0  # as the monitor's default check_timeout
 
@@ -279,3 +281,33 @@ async def run_closed_loop(
         "cpu_per_request_us": (cpu1 - cpu0) / requests * 1e6 if requests else None,
         "cpu_share": (cpu1 - cpu0) / (t1 - t0),
     }
+
+
+class _InMemory(httpx.AsyncBaseTransport):
+    """Answers every request as the targets do, without I/O."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers=[(b"content-type", b"application/json"), (b"content-length", b"16")],
+            content=b'{"status":"ok"}\n',
+        )
+
+
+async def run_client_cost(gets: int) -> dict[str, Any]:
+    """CPU µs per `get()` (and reading its body) of httpx's client as it comes and of
+    the monitor's (which keeps no cookies), both over `_InMemory`."""
+    clients = {
+        "httpx.AsyncClient": httpx.AsyncClient(transport=_InMemory(), trust_env=False),
+        "healthmon CheckClient": CheckClient(transport=_InMemory(), trust_env=False),
+    }
+    figures: dict[str, Any] = {}
+    for name, client in clients.items():
+        async with client:
+            for _ in range(gets // 10):  # warm-up
+                await client.get(_url(0), timeout=_TIMEOUT_S)
+            cpu0 = time.process_time()
+            for _ in range(gets):
+                await client.get(_url(0), timeout=_TIMEOUT_S)
+            figures[name] = (time.process_time() - cpu0) / gets * 1e6
+    return {"cpu_per_get_us": figures}

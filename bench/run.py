@@ -36,6 +36,7 @@ LOAD_SERVICES = 50  # the fixed load of the CPU and latency figures: 50 services
 MEMORY_SERVICES = 100  # 2,000 checks/s
 HZ = 20.0
 STACK_CONCURRENCY = 50
+CLIENT_COST_GETS = 20_000
 CLUSTER_SERVICES = 1_000
 CLUSTER_HEALTH_SIZES = [100, 1_000, 10_000]
 
@@ -213,6 +214,13 @@ def bench_stacks(suite: Suite) -> None:
         ["stack", "req/s", "CPU µs/req", "client CPU", "200 OK", "server CPU", "what"],
         rows,
         text_last=True,
+    )
+    cost = suite.run("client-cost", {"gets": CLIENT_COST_GETS}, limit=60)
+    suite.figures["client_cost"] = cost
+    table(
+        "httpx's client by itself: CPU per get() over a transport answering from memory",
+        ["client", "CPU µs/get"],
+        [[name, fmt(us, 1)] for name, us in cost["cpu_per_get_us"].items()],
     )
 
 

@@ -37,6 +37,10 @@ def run_scenario(scenario: str, params: dict[str, Any]) -> dict[str, Any]:
         from bench.clients import run_closed_loop  # noqa: PLC0415 - see above
 
         return asyncio.run(run_closed_loop(**params))
+    if scenario == "client-cost":
+        from bench.clients import run_client_cost  # noqa: PLC0415 - see above
+
+        return asyncio.run(run_client_cost(**params))
     if scenario == "cluster":
         from bench.cluster import run_cluster  # noqa: PLC0415 - see above
 

@@ -33,7 +33,7 @@ from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_co
 # httpx's accepted cookie forms (its `CookieTypes` is private).
 CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
 
-__all__ = ["describe_error", "new_http_client", "probe_http"]
+__all__ = ["CheckClient", "describe_error", "new_http_client", "probe_http"]
 
 DEFAULT_POLICY = CheckPolicy()
 _HEADERS = {
@@ -60,7 +60,7 @@ def new_http_client(
         trust_env=False,
         proxy=None if proxy is None else httpx.Proxy(proxy),
     )
-    return _CheckClient(
+    return CheckClient(
         transport=CappedTransport(transport, policy.max_body_bytes),
         follow_redirects=policy.follow_redirects,
         trust_env=False,  # the proxy, if any, is chosen above, under the cap
@@ -81,7 +81,7 @@ class _UnkeptCookies(httpx.Cookies):
         return None
 
 
-class _CheckClient(httpx.AsyncClient):
+class CheckClient(httpx.AsyncClient):
     """httpx's client, whose cookie jar never takes a target's cookies."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -380,7 +380,8 @@ async def test_the_first_start_freezes_the_objects_alive_then_once() -> None:
         async with HealthMonitor():
             frozen = gc.get_freeze_count()
             assert frozen > 0
-        tracked_since: list[list[int]] = [[] for _ in range(100)]  # lists are tracked by the collector
+        # Lists are tracked by the collector: these would be frozen by a second freeze.
+        tracked_since: list[list[int]] = [[] for _ in range(100)]
         async with HealthMonitor():  # not a second time in this process
             assert gc.get_freeze_count() <= frozen  # (frozen objects can still be freed)
         assert tracked_since

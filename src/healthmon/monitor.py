@@ -542,7 +542,9 @@ class HealthMonitor:
         finally:
             notifier, self._notifier = self._notifier, None
             if notifier is not None:
-                await notifier.stop()
+                # A call in progress may take its full time limit; what is still
+                # queued after that is counted as dropped.
+                await notifier.stop(timeout=self.callback_timeout)
 
     @staticmethod
     def _register_with_writer(writer: ResultWriter, service: ServiceDefinition) -> None:

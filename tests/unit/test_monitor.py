@@ -387,3 +387,21 @@ async def test_the_first_start_freezes_the_objects_alive_then_once() -> None:
         assert tracked_since
     finally:
         gc.unfreeze()  # the next tests' objects are collected as usual
+
+
+@pytest.mark.asyncio
+async def test_stop_lets_a_slow_subscriber_finish_within_its_time_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monitor = HealthMonitor(callback_timeout=3.0)
+    heard: list[str] = []
+
+    async def slow(result: HealthCheckResult) -> None:
+        await asyncio.sleep(1.5)  # longer than stop's old fixed 1 s, within the limit
+        heard.append(result.service_name)
+
+    monitor.subscribe(slow)
+    async with monitor:
+        monitor._record(result("api", U), force=True)
+    assert heard == ["api"]
+    assert "notifications_dropped" not in capsys.readouterr().out

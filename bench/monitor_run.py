@@ -228,6 +228,8 @@ def _rss_summary(samples: Sequence[tuple[float, int]], warmup: float) -> dict[st
         "rss_max_mb": max(rss for _, rss in after) / 2**20,
         "rss_growth_mb": (end - start) / 2**20,
         "rss_slope_mb_per_min": slope * 60 / 2**20,
+        # Every tenth sample (one per 10 s), from the start: the curve's shape, in the JSON.
+        "rss_series_mb": [(round(t, 1), round(rss / 2**20, 2)) for t, rss in samples[::10]],
     }
 
 

@@ -24,6 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,9 @@ class _Flushes:
     """How long each of the writer's flushes takes, BEGIN to COMMIT (loop clock)."""
 
     recording: bool = False
-    seconds: list[float] = field(default_factory=list)
-    results: list[int] = field(default_factory=list)
+    # Arrays, not lists of objects: 8 bytes a flush in the memory run's figures.
+    seconds: array[float] = field(default_factory=lambda: array("d"))
+    results: array[int] = field(default_factory=lambda: array("q"))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -235,23 +237,31 @@ def _rss_summary(samples: Sequence[tuple[float, int]], warmup: float) -> dict[st
 
 @dataclass
 class _GcPauses:
-    """Garbage-collector pauses (they stop the event loop, so they delay checks)."""
+    """Garbage-collector pauses (they stop the event loop, so they delay checks).
+
+    Kept as running totals, not a list: young collections come ~60 times a second,
+    and a list of them would grow the very memory the memory run measures."""
 
     recording: bool = False
-    pauses: list[tuple[int, float]] = field(default_factory=list)  # (generation, seconds)
+    collections: list[int] = field(default_factory=lambda: [0, 0, 0])  # per generation
+    longest: float = 0.0
+    total: float = 0.0
     _started: float = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         elif self.recording:
-            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+            pause = time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+            self.longest = max(self.longest, pause)
+            self.total += pause
 
     def summary(self, seconds: float) -> dict[str, Any]:
         return {
-            "gc_collections": [sum(1 for g, _ in self.pauses if g == gen) for gen in range(3)],
-            "gc_max_pause_ms": max((pause for _, pause in self.pauses), default=0.0) * 1000,
-            "gc_ms_per_s": sum(pause for _, pause in self.pauses) * 1000 / seconds,
+            "gc_collections": list(self.collections),
+            "gc_max_pause_ms": self.longest * 1000,
+            "gc_ms_per_s": self.total * 1000 / seconds,
         }
 
 

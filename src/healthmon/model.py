@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from healthmon.micros import ms_on_grid, seconds_on_grid
 from healthmon.policy import CheckPolicy, validate_interval
 
 __all__ = [
@@ -61,7 +62,9 @@ class HealthCheckResult:
     default thresholds (1/1) the two are equal.
 
     `timestamp` is wall-clock UTC epoch seconds taken when the check completed;
-    `response_time_ms` is measured on the monotonic clock.
+    `response_time_ms` is measured on the monotonic clock. Both are kept to the
+    microsecond, the resolution of the database (micros.py), so a result read back
+    from the store equals the one made.
     """
 
     service_name: str
@@ -71,6 +74,10 @@ class HealthCheckResult:
     details: dict[str, Any] | None = None
     error: str | None = None
     confirmed_status: HealthStatus | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))
+        object.__setattr__(self, "response_time_ms", ms_on_grid(self.response_time_ms))
 
     @property
     def effective_status(self) -> HealthStatus:
@@ -84,6 +91,7 @@ class StatusTransition:
 
     `cause` is the error of the result that caused the change (None when it
     recovered), so that "why did it go down" is answered by the transition alone.
+    `timestamp` is kept to the microsecond, as the result's is.
     """
 
     service_name: str
@@ -91,6 +99,9 @@ class StatusTransition:
     to_status: HealthStatus
     timestamp: float
     cause: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))
 
 
 @dataclass(slots=True)

@@ -93,24 +93,31 @@ async def test_the_running_writer_prunes_in_small_batches_between_flushes(
 ) -> None:
     now = time.time()
     retention = Retention(raw=60, minute=3600, hour=7200)
-    written = [now - 1200 + i * 0.5 for i in range(2400)]  # 20 minutes at 2 Hz
+    written: list[float] = []  # the results' times, as stored (to the microsecond)
+
+    def submit(ts: float) -> None:
+        result = HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, ts)
+        written.append(result.timestamp)
+        writer.submit(result)
+
     async with HealthStore(db_path, retention=retention, prune_batch=50) as store:
         writer = store.writer(flush_interval=0.01)
         await writer.start()
-        for ts in written:
-            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, ts))
+        for i in range(2400):  # 20 minutes at 2 Hz
+            submit(now - 1200 + i * 0.5)
+        await wait_for(lambda: writer.stats.committed_results >= 2400)  # then pruned
 
         def raw_rows_before_cutoff() -> int:
             with sqlite3.connect(db_path) as conn:
                 (count,) = conn.execute(
-                    "SELECT count(*) FROM check_results WHERE ts < ?", (time.time() - 60,)
+                    "SELECT count(*) FROM check_results WHERE ts_us < ?",
+                    (round((time.time() - 60) * 1e6),),
                 ).fetchone()
             conn.close()
             return int(count)
 
         def keep_writing() -> bool:  # pruning runs after flushes: keep them coming
-            written.append(time.time())
-            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, written[-1]))
+            submit(time.time())
             return raw_rows_before_cutoff() == 0
 
         await wait_for(keep_writing, timeout=30)

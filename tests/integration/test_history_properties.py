@@ -27,6 +27,7 @@ from healthmon import (
     ServiceReport,
     StatusTransition,
 )
+from healthmon.micros import to_us
 from healthmon.store import plan as planning
 from healthmon.store.retention import prune_step
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, is_answered
@@ -121,7 +122,8 @@ def streams(draw: st.DrawFn) -> Stream:
             error = draw(
                 st.sampled_from(["HTTP 503", "timeout after 500 ms", "connection refused"])
             )
-        result = HealthCheckResult(name, new, draw(latencies), clock[name], error=error)
+        details = draw(st.sampled_from([None, {"status": "ok"}, {"status": "ok"}, {"n": 1}]))
+        result = HealthCheckResult(name, new, draw(latencies), clock[name], details, error)
         results.append(result)
         if status.get(name) != new:
             transitions.append(StatusTransition(name, status.get(name), new, clock[name], error))
@@ -266,7 +268,9 @@ def check_report(
     stamps = [r.timestamp for r in results]
     gaps = []
     for before, after in itertools.pairwise(stamps):
-        if after - before > DEFAULT_GAP_AFTER and before < until and after > since:
+        # Longer than gap_after, to the microsecond (the stored resolution).
+        longer = to_us(after) - to_us(before) > to_us(DEFAULT_GAP_AFTER)
+        if longer and before < until and after > since:
             gaps.append((max(before, since), after if after < until else None))
     earlier = [t for t in stamps if t < until]
     later = [t for t in stamps if t >= until]
@@ -318,6 +322,9 @@ def test_reports_and_series_match_brute_force(
                 for name in SERVICES:
                     if not stream.of(name):
                         continue
+                    assert await store.results(name, since, until) == [
+                        r for r in stream.of(name) if since <= r.timestamp < until
+                    ]  # times, latencies and details as they were made
                     report = await store.report(name, since, until)
                     assert (report.since, report.until) == (since, until)  # all kept
                     check_report(stream, name, report)
@@ -358,7 +365,7 @@ def test_reports_stay_exact_across_retention_cutoffs(
             await write(store, stream)
             while True:  # small batches, as the writer prunes between flushes
                 async with store.engine.begin() as conn:
-                    if not await prune_step(conn, retention, batch_size=5, now=now):
+                    if not (await prune_step(conn, retention, batch_size=5, now=now)).more:
                         break
             async with store.engine.connect() as conn:
                 coverage = await planning.load_coverage(conn)
@@ -366,6 +373,19 @@ def test_reports_stay_exact_across_retention_cutoffs(
             for name in SERVICES:  # raw results before the cut-off are gone but the newest
                 kept = await store.results(name, until=coverage.raw)
                 assert kept == [r for r in stream.of(name)[-1:] if r.timestamp < coverage.raw]
+                later = await store.results(name, since=coverage.raw)
+                assert later == [r for r in stream.of(name) if r.timestamp >= coverage.raw]
+            with sqlite3.connect(path) as db:  # no result lost its details row, and no
+                (dangling,) = db.execute(  # details row outlived its results
+                    "SELECT count(*) FROM check_results r LEFT JOIN result_details d "
+                    "ON d.id = r.details_id WHERE r.details_id IS NOT NULL AND d.id IS NULL"
+                ).fetchone()
+                (orphans,) = db.execute(
+                    "SELECT count(*) FROM result_details d WHERE NOT EXISTS "
+                    "(SELECT 1 FROM check_results r WHERE r.details_id = d.id)"
+                ).fetchone()
+            db.close()
+            assert (dangling, orphans) == (0, 0)
             for _ in range(3):
                 since, until = window(data.draw, stream)
                 for name in SERVICES:

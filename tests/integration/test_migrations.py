@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from healthmon import HealthStore, SchemaVersionError, StorageError
+from healthmon import HealthCheckResult, HealthStore, SchemaVersionError, StorageError
 from healthmon.store.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 APP_TABLES = {"services", "statuses", "check_results", "status_transitions"}
 HISTORY_TABLES = {"result_minutes", "result_hours", "result_gaps", "history_coverage"}
+COMPACT_TABLES = {"result_details"}
 VIEWS = {
     "results_view",
     "transitions_view",
@@ -62,9 +66,13 @@ def revision(db_path: Path) -> str | None:
 
 def test_upgrade_downgrade_upgrade_and_check(db_path: Path) -> None:
     alembic(db_path, "upgrade", "head")
-    assert tables(db_path) >= APP_TABLES | HISTORY_TABLES
+    assert tables(db_path) >= APP_TABLES | HISTORY_TABLES | COMPACT_TABLES
     assert views(db_path) == VIEWS
     assert revision(db_path) == head_revision()
+
+    alembic(db_path, "downgrade", "0002")  # the compact results' step back
+    assert tables(db_path) == APP_TABLES | HISTORY_TABLES | {"alembic_version"}
+    assert views(db_path) == VIEWS
 
     alembic(db_path, "downgrade", "0001")  # the history's own step back
     assert tables(db_path) == APP_TABLES | {"alembic_version"}
@@ -136,3 +144,115 @@ def test_non_sqlite_urls_are_refused() -> None:
     with pytest.raises(ValueError, match="postgresql") as caught:
         HealthStore("postgresql://user:secret@db/health")
     assert "secret" not in str(caught.value)
+
+
+# -- 0003: compact results ---------------------------------------------------------------
+
+BASE = 1_800_000_000.0  # a whole minute
+OK = '{"status": "ok"}'
+
+
+def old_rows() -> list[tuple[int, float, int, float, str | None, str | None, int]]:
+    """(service_id, ts, status, response_time_ms, error, details, answered) as 0002 held
+    them: repeated and changing bodies, a minute boundary, and results of one service
+    that fall on one microsecond."""
+    api = [
+        (1, BASE, 0, 2.0, None, OK, 1),
+        (1, BASE + 1, 0, 3.0, None, OK, 1),
+        (1, BASE + 1, 0, 4.0, None, OK, 1),  # the same time
+        (1, BASE + 1 + 1e-7, 0, 5.0, None, OK, 1),  # the same microsecond
+        (1, BASE + 59.5, 0, 2.5, None, OK, 1),
+        (1, BASE + 60.5, 0, 2.25, None, OK, 1),  # the next minute: a details row of its own
+        (1, BASE + 61, 3, 500.0, "timeout after 500 ms", None, 0),
+    ]
+    db = [
+        (2, BASE + 0.5, 0, 1.0, None, '{"n": 1}', 1),
+        (2, BASE + 1.5, 3, 1.0, "HTTP 503", '{"n": 2}', 1),
+        (2, BASE + 2.5, 0, 1.0, None, '{"n": 1}', 1),
+    ]
+    return api + db
+
+
+def test_0003_copies_every_result_then_downgrades_to_0002(db_path: Path) -> None:
+    alembic(db_path, "upgrade", "0002")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO services (id, name, kind, url, created_at) "
+            "VALUES (1, 'api', 'http', NULL, 0), (2, 'db', 'http', NULL, 0)"
+        )
+        conn.executemany(
+            "INSERT INTO check_results "
+            "(service_id, ts, status, response_time_ms, error, details, answered) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            old_rows(),
+        )
+    conn.close()
+
+    upgraded = alembic(db_path, "upgrade", "0003")
+    assert "results_time_nudged" in upgraded.stdout + upgraded.stderr
+    assert "count=2" in upgraded.stdout + upgraded.stderr
+    us = round(BASE * 1e6)
+    rows = query(
+        db_path,
+        "SELECT service_id, ts_us, status, response_time_us, error, details_id, answered "
+        "FROM check_results ORDER BY service_id, ts_us",
+    )
+    assert [(sid, ts - us, status, rt) for sid, ts, status, rt, *_ in rows] == [
+        (1, 0, 0, 2000),
+        (1, 1_000_000, 0, 3000),
+        (1, 1_000_001, 0, 4000),  # moved 1 us apart, in their old order
+        (1, 1_000_002, 0, 5000),
+        (1, 59_500_000, 0, 2500),
+        (1, 60_500_000, 0, 2250),
+        (1, 61_000_000, 3, 500_000),
+        (2, 500_000, 0, 1000),
+        (2, 1_500_000, 3, 1000),
+        (2, 2_500_000, 0, 1000),
+    ]
+    # One details row per body, service and minute; answered and errors kept.
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(4,)]
+    assert [row[4:] for row in rows if row[0] == 1][-1] == ("timeout after 500 ms", None, 0)
+    shown = query(
+        db_path,
+        "SELECT service, at, ts, response_time_ms, details FROM results_view "
+        "ORDER BY service, ts_us",
+    )
+    assert shown[0] == ("api", "2027-01-15T08:00:00.000Z", BASE, 2.0, OK)
+    assert shown[5] == ("api", "2027-01-15T08:01:00.500Z", BASE + 60.5, 2.25, OK)
+    assert [details for *_, details in shown] == [d for *_, d, _ in old_rows()]
+
+    async def read() -> list[HealthCheckResult]:
+        async with HealthStore(db_path, migrate=False) as store:
+            return await store.results("api") + await store.results("db")
+
+    results = asyncio.run(read())
+    assert [r.details for r in results] == [
+        None if d is None else json.loads(d) for *_, d, _ in old_rows()
+    ]
+    assert [r.timestamp for r in results][1:4] == [(us + 1_000_000 + k) / 1e6 for k in range(3)]
+
+    alembic(db_path, "downgrade", "0002")
+    back = query(
+        db_path,
+        "SELECT service_id, ts, status, response_time_ms, error, details, answered "
+        "FROM check_results ORDER BY service_id, ts, id",
+    )
+    # The same rows, at the times they were moved to.
+    assert back == [
+        (*old[:1], new[1] / 1e6, *old[2:]) for old, new in zip(old_rows(), rows, strict=True)
+    ]
+    assert query(db_path, "SELECT count(*) FROM results_view") == [(10,)]
+    indexes = query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    assert ("ix_check_results_service_id_ts",) in indexes
+
+    alembic(db_path, "upgrade", "head")  # and up again: nothing left to move
+    assert query(db_path, "SELECT count(*) FROM check_results") == [(10,)]
+    check = alembic(db_path, "check")
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def query(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(sql).fetchall()
+    conn.close()
+    return rows

@@ -35,7 +35,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(memory stays flat). Result fields: " + ", ".join(RESULT_FIELDS) + "; with "
         "--transitions, the status transitions instead: " + ", ".join(TRANSITION_FIELDS) + ". "
         "`ts` is epoch seconds (UTC), `time` the same in ISO 8601; `details` is JSON. "
-        "One service's rows come oldest first, all services' in the order they were written. "
+        "One service's rows come oldest first; all services' come one service after another "
+        "(in the order they were first seen), each oldest first. "
         "A summary goes to stderr.",
     )
     parser.add_argument("service", nargs="?", metavar="SERVICE", help="one service's rows only")

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from healthmon.store.sketch import merge_blobs
 
-__all__ = ["BUSY_TIMEOUT_MS", "create_engine", "database_path", "database_url", "display_url"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "begin_unchecked",
+    "create_engine",
+    "database_path",
+    "database_url",
+    "display_url",
+]
 
 BUSY_TIMEOUT_MS = 1000
 """How long a statement waits for another connection's lock before failing. Short:
@@ -104,3 +113,33 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+@contextlib.asynccontextmanager
+async def begin_unchecked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction without SQLite's foreign-key checks, for deletes whose rows the
+    caller knows to be unreferenced (retention's details rows). SQLite checks a deleted
+    parent row by scanning its child table where the child column has no index, and
+    `check_results.details_id` has none on purpose: seconds per row at 10 M results.
+    """
+    async with engine.connect() as conn:
+        # The pragma is a no-op inside a transaction: set it before BEGIN.
+        await conn.run_sync(_foreign_keys, on=False)
+        try:
+            async with conn.begin():
+                yield conn
+        finally:
+            if not conn.invalidated:  # (an invalidated one is never used again)
+                try:
+                    await conn.run_sync(_foreign_keys, on=True)
+                except BaseException:
+                    await conn.invalidate()  # never back in the pool without the checks
+                    raise
+
+
+def _foreign_keys(connection: Connection, *, on: bool) -> None:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    finally:
+        cursor.close()

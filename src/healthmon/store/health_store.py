@@ -244,8 +244,10 @@ class HealthStore:
     ) -> AsyncGenerator[HealthCheckResult]:
         """Results with since <= timestamp < until, of one service or all, read through a
         cursor `batch_size` rows at a time: memory stays flat however many there are
-        (for exports). One service's come oldest first, all services' in the order they
-        were written. Close the iterator (`contextlib.aclosing`) when stopping early."""
+        (for exports). One service's come oldest first; all services' come one service
+        after another (in the order they were first seen), each oldest first: the key's
+        order, which needs no sort. Close the iterator (`contextlib.aclosing`) when
+        stopping early."""
         query = history.results_query(service_name, since, until)
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
             async for row in rows:

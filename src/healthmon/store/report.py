@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from healthmon.micros import to_seconds, us_at_or_after
 from healthmon.model import HealthStatus
 from healthmon.store.plan import RAW, Plan, load_coverage, plan
 from healthmon.store.schema import (
@@ -157,10 +158,10 @@ class _Sums:
 
     def add_raw(self, rows: Iterable[tuple[Any, ...]]) -> None:
         statuses, latencies = self.statuses, self.latencies
-        for _, _, status, answered, latency in rows:
+        for _, _, status, answered, latency_us in rows:
             statuses[status] += 1
             if answered:
-                latencies.append(latency)
+                latencies.append(latency_us / 1000)
 
     def add_aggregates(self, rows: Iterable[tuple[Any, ...]]) -> None:
         statuses = self.statuses
@@ -247,13 +248,22 @@ async def _collect(
             if not found:
                 continue
             stamps = times[piece.tier][service_id]
-            chosen = found[bisect_left(stamps, piece.start) : bisect_left(stamps, piece.end)]
+            start, end = _bounds(piece.tier, piece.start, piece.end)
+            chosen = found[bisect_left(stamps, start) : bisect_left(stamps, end)]
             if piece.tier == RAW:
                 sums.add_raw(chosen)
             else:
                 sums.add_aggregates(chosen)
         result[service_id].append(sums)
     return result
+
+
+def _bounds(tier: int, start: float, end: float) -> tuple[float, float]:
+    """A piece's [start, end) in its tier's time unit: raw results are keyed by epoch
+    microseconds, aggregates by epoch seconds."""
+    if tier == RAW:
+        return us_at_or_after(start), us_at_or_after(end)
+    return start, end
 
 
 def _merge(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -280,8 +290,10 @@ async def _fetch(
     """
     if tier == RAW:
         c = check_results.c
-        columns: Select[Any] = select(c.service_id, c.ts, c.status, c.answered, c.response_time_ms)
-        when = c.ts
+        columns: Select[Any] = select(
+            c.service_id, c.ts_us, c.status, c.answered, c.response_time_us
+        )
+        when = c.ts_us
     else:
         c = AGGREGATE_TABLES[tier].c
         columns = select(
@@ -291,7 +303,10 @@ async def _fetch(
         when = c.start
     found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for first in range(0, len(terms), _TERMS_PER_QUERY):
-        chunk = terms[first : first + _TERMS_PER_QUERY]
+        chunk = [
+            (sid, *_bounds(tier, start, end))
+            for sid, start, end in terms[first : first + _TERMS_PER_QUERY]
+        ]
         where = or_(
             *[and_(c.service_id == sid, when >= start, when < end) for sid, start, end in chunk]
         )
@@ -405,14 +420,17 @@ async def _gaps(
     # keeps each service's newest result, so this finds it however old it is.)
     r = check_results.c
     last = (
-        select(func.max(r.ts))
-        .where(r.service_id == services.c.id, r.ts < until)
+        select(func.max(r.ts_us))
+        .where(r.service_id == services.c.id, r.ts_us < us_at_or_after(until))
         .correlate(services)
         .scalar_subquery()
     )
-    for service_id, newest in await conn.execute(
+    for service_id, newest_us in await conn.execute(
         select(services.c.id, last).where(services.c.id.in_(ids))
     ):
-        if newest is not None and until - newest > gap_after and service_id not in open_ended:
+        if newest_us is None or service_id in open_ended:
+            continue
+        newest = to_seconds(newest_us)
+        if until - newest > gap_after:
             found[service_id].append((max(newest, since), None))
     return found

@@ -8,6 +8,11 @@ checks go on and results queue in the writer's buffer as usual.
 
 Each step first raises the tier's mark in `history_coverage`, in the same transaction,
 so readers never take a tier for complete where rows are being deleted.
+
+Details bodies (`result_details`) go with the last result that references them: the
+results a step deletes name their details rows, and each of those no result refers to
+any more is deleted too. A details row is referenced only within one service's minute
+(store/details.py), so that takes one range read of that minute, not a scan.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Table, delete, func, select, tuple_, update
+from sqlalchemy import Column, Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from healthmon.micros import us_at_or_after
+from healthmon.store.details import unreferenced, window_of
 from healthmon.store.schema import (
     check_results,
     history_coverage,
+    result_details,
     result_gaps,
     result_hours,
     result_minutes,
@@ -29,7 +37,7 @@ from healthmon.store.schema import (
     status_transitions,
 )
 
-__all__ = ["DAY", "Retention", "prune_step"]
+__all__ = ["DAY", "Pruned", "Retention", "prune_step"]
 
 DAY = 86_400.0
 
@@ -40,8 +48,8 @@ class Retention:
 
     Defaults: raw results 7 days, minute aggregates 35 days, hour aggregates (with
     the status transitions and gaps) 400 days. At 20 Hz a service-day of raw results
-    takes ~89 MB, its minute aggregates ~1.2 MB and its hour aggregates ~25 kB
-    (measured: bench/history).
+    takes ~48 MB (~28 bytes a healthy result: `python -m bench.measure`), its minute
+    aggregates ~1.2 MB and its hour aggregates ~25 kB (bench/history).
     """
 
     raw: float = 7 * DAY
@@ -61,10 +69,21 @@ class Retention:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What a pruning step did."""
+
+    more: bool
+    """Some table still has expired rows: another step is due."""
+    details: frozenset[int]
+    """The ids of the result_details rows it deleted."""
+
+
 async def prune_step(
     conn: AsyncConnection, retention: Retention, batch_size: int, now: float | None = None
-) -> bool:
-    """Delete at most `batch_size` expired rows of each table; True if more remain."""
+) -> Pruned:
+    """Delete at most `batch_size` expired rows of each table, and the details bodies
+    no result references any more."""
     now = time.time() if now is None else now
     raw_cutoff = now - retention.raw
     minute_cutoff = (now - retention.minute) // 60 * 60
@@ -80,16 +99,54 @@ async def prune_step(
             .where(history_coverage.c.tier == tier, history_coverage.c.complete_since < cutoff)
             .values(complete_since=cutoff)
         )
+    results, details = await _delete_results(conn, us_at_or_after(raw_cutoff), batch_size)
     counts = [
-        await _delete(
-            conn, check_results, check_results.c.ts, raw_cutoff, batch_size, before=_newest()
-        ),
+        results,
         await _delete(conn, result_minutes, result_minutes.c.start, minute_cutoff, batch_size),
         await _delete(conn, result_hours, result_hours.c.start, hour_cutoff, batch_size),
         await _delete(conn, result_gaps, result_gaps.c.end_ts, hour_cutoff, batch_size),
         await _delete_transitions(conn, hour_cutoff, batch_size),
     ]
-    return any(count >= batch_size for count in counts)
+    return Pruned(any(count >= batch_size for count in counts), frozenset(details))
+
+
+async def _delete_results(
+    conn: AsyncConnection, cutoff_us: int, limit: int
+) -> tuple[int, set[int]]:
+    """Expired results but each service's newest (so that `latest()` and a gap still
+    open at the end of a report know when the service was last seen); then the details
+    rows that only they referenced. Returns how many results, and the details ids."""
+    c = check_results.c
+    inner = check_results.alias("newest").c
+    newest = (
+        select(func.max(inner.ts_us))
+        .where(inner.service_id == c.service_id)
+        .correlate(check_results)
+        .scalar_subquery()
+    )
+    # `service_id IN (every service)`: an index range per service, as in `_delete`.
+    expired = (
+        select(c.service_id, c.ts_us)
+        .where(c.service_id.in_(select(services.c.id)), c.ts_us < cutoff_us, c.ts_us < newest)
+        .limit(limit)
+    )
+    deleted = (
+        await conn.execute(
+            delete(check_results)
+            .where(tuple_(c.service_id, c.ts_us).in_(expired))
+            .returning(c.service_id, c.ts_us, c.details_id)
+        )
+    ).all()
+    candidates = {
+        (details_id, service_id, window_of(ts_us))
+        for service_id, ts_us, details_id in deleted
+        if details_id is not None
+    }
+    gone = sorted(await unreferenced(conn, candidates))
+    for first in range(0, len(gone), 500):  # within SQLite's limit of bound parameters
+        chunk = gone[first : first + 500]
+        await conn.execute(delete(result_details).where(result_details.c.id.in_(chunk)))
+    return len(deleted), set(gone)
 
 
 async def _delete(
@@ -98,37 +155,19 @@ async def _delete(
     when: Column[Any],
     cutoff: float,
     limit: int,
-    *,
-    before: ColumnElement[Any] | None = None,
 ) -> int:
     # `service_id IN (every service)` makes SQLite read an index range per service
     # through (service_id, time); a join lets it scan the whole table or index instead,
     # which costs seconds at 10 M rows when nothing has expired.
-    if "id" in table.c:
-        key: tuple[Column[Any], ...] = (table.c.id,)
-    else:  # aggregates have no rowid: their key is (service_id, start)
-        key = (table.c.service_id, table.c.start)
+    key = tuple(table.primary_key.columns)  # id, or (service_id, start) for aggregates
     expired = (
         select(*key)
         .where(table.c.service_id.in_(select(services.c.id)), when < cutoff)
-        .where(*([] if before is None else [when < before]))
         .limit(limit)
     )
     where = key[0].in_(expired) if len(key) == 1 else tuple_(*key).in_(expired)
     result = await conn.execute(delete(table).where(where))
     return result.rowcount
-
-
-def _newest() -> ColumnElement[Any]:
-    """Each service's newest result time: that result is kept, so that `latest()` and a
-    gap still open at the end of a report know when the service was last seen."""
-    inner = check_results.alias("newest").c
-    return (
-        select(func.max(inner.ts))
-        .where(inner.service_id == check_results.c.service_id)
-        .correlate(check_results)
-        .scalar_subquery()
-    )
 
 
 async def _delete_transitions(conn: AsyncConnection, cutoff: float, limit: int) -> int:

@@ -37,8 +37,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from healthmon.micros import to_seconds, to_us, us_at_or_after
 from healthmon.model import HealthCheckResult, HealthStatus
 from healthmon.store import sketch
+from healthmon.store.engine import begin_unchecked
 from healthmon.store.retention import Retention, prune_step
 from healthmon.store.schema import (
     check_results,
@@ -59,14 +61,15 @@ and over twice the default check timeout (5 s), so a hanging target, whose check
 time out, is an outage and not a gap."""
 
 Row = Mapping[str, Any]
-"""A check_results row as the writer inserts it."""
+"""A check_results row as the writer inserts it (times and latencies in microseconds)."""
 
 _SUMMED = ("healthy", "unknown", "degraded", "unhealthy", "answered", "latency_sum")
 
-CLOSE_AFTER = 2.0
+CLOSE_AFTER_US = 2_000_000
 """A minute's aggregate is written once a result 2 s past its end has come: results
 arrive about in time order, within the writer's flush interval (a later one is still
 added to its bucket, with an upsert in its own flush)."""
+_MINUTE_US = 60_000_000
 
 Key = tuple[int, int]
 """(service id, bucket start)"""
@@ -74,7 +77,7 @@ Key = tuple[int, int]
 # The per-bucket sums, as a list for speed on the hot path:
 # [healthy, unknown, degraded, unhealthy, answered, latency sum, min, max, {bin: count}]
 _Sums = list[Any]
-# An open minute: [healthy, unknown, degraded, unhealthy, [answered latencies]]
+# An open minute: [healthy, unknown, degraded, unhealthy, [answered latencies in us]]
 _OpenMinute = list[Any]
 
 
@@ -107,13 +110,14 @@ class Rollup:
         if not prune_interval > 0:
             raise ValueError(f"prune_interval must be positive, got {prune_interval!r}")
         self.gap_after = float(gap_after)
+        self._gap_after_us = to_us(self.gap_after)
         self.retention = Retention() if retention is None else retention
         self.prune_batch = prune_batch
         self.prune_interval = prune_interval
         self._state: _Open | None = None  # None until loaded from the database
         self._uncommitted = False  # a write whose transaction has not committed (yet)
-        self._last_ts: dict[int, float] = {}  # each service's newest committed result
-        self._pending_last_ts: dict[int, float] = {}
+        self._last_ts: dict[int, int] = {}  # each service's newest committed result (us)
+        self._pending_last_ts: dict[int, int] = {}
         self._next_prune = 0.0
 
     def reset(self) -> None:
@@ -137,7 +141,7 @@ class Rollup:
         last = dict(self._last_ts)
         minutes = None if fresh else state.minutes  # (a fresh load counted this batch)
         late, newest, gaps, first_seen = _scan(
-            rows, minutes, state.minute_mark, last, self.gap_after
+            rows, minutes, us_at_or_after(state.minute_mark), last, self._gap_after_us
         )
         if first_seen:  # services new to this writer: their newest earlier result
             gaps += await self._gaps_before(conn, first_seen)
@@ -151,7 +155,7 @@ class Rollup:
             written = {k: v for k, v in late_hours.items() if k[1] < state.hour_mark}
             await _upsert(conn, result_hours, written)  # the others' hours are still open
             _merge_into(state.hours, {k: v for k, v in late_hours.items() if k not in written})
-        await self._close(conn, state, (newest - CLOSE_AFTER) // 60 * 60)
+        await self._close(conn, state, (newest - CLOSE_AFTER_US) // _MINUTE_US * 60)
         if gaps:
             await conn.execute(insert(result_gaps), gaps)
 
@@ -161,19 +165,25 @@ class Rollup:
         self._last_ts.update(self._pending_last_ts)
         self._pending_last_ts = {}
 
-    async def maintain(self, engine: AsyncEngine, now: float | None = None) -> None:
-        """One pruning step when one is due; errors are logged, never raised, since
-        pruning can wait and the writer must go on."""
+    async def maintain(self, engine: AsyncEngine, now: float | None = None) -> frozenset[int]:
+        """One pruning step when one is due; returns the ids of the result_details rows
+        it deleted (the writer must not reuse them). Errors are logged, never raised,
+        since pruning can wait and the writer must go on."""
         now = time.time() if now is None else now
         if now < self._next_prune:
-            return
+            return frozenset()
+        deleted: frozenset[int] = frozenset()
         try:
-            async with engine.begin() as conn:
-                more = await prune_step(conn, self.retention, self.prune_batch, now)
+            # Without SQLite's foreign-key check: prune_step makes sure the details rows
+            # it deletes are unreferenced, where SQLite would scan every result to.
+            async with begin_unchecked(engine) as conn:
+                pruned = await prune_step(conn, self.retention, self.prune_batch, now)
+            more, deleted = pruned.more, pruned.details
         except (SQLAlchemyError, OSError) as exc:
             log.warning("history_prune_failed", error=str(exc).splitlines()[0])
             more = False
         self._next_prune = now if more else now + self.prune_interval
+        return deleted
 
     async def _close(self, conn: AsyncConnection, state: _Open, minute_mark: float) -> None:
         """Write the buckets that end before the new marks, and move the marks."""
@@ -199,14 +209,14 @@ class Rollup:
             )
 
     async def _gaps_before(
-        self, conn: AsyncConnection, first_seen: dict[int, float]
+        self, conn: AsyncConnection, first_seen: dict[int, int]
     ) -> list[dict[str, Any]]:
         """Gaps before the first results of services new to this writer: one query for
         each 400 of them (SQLite allows 500 terms in a compound SELECT)."""
         c = check_results.c
         newest = [
-            select(literal(service_id), func.max(c.ts)).where(
-                c.service_id == service_id, c.ts < first
+            select(literal(service_id), func.max(c.ts_us)).where(
+                c.service_id == service_id, c.ts_us < first
             )
             for service_id, first in first_seen.items()
         ]
@@ -214,8 +224,8 @@ class Rollup:
         for chunk in range(0, len(newest), 400):
             for service_id, found in await conn.execute(union_all(*newest[chunk : chunk + 400])):
                 first = first_seen[service_id]
-                if found is not None and first - found > self.gap_after:
-                    gaps.append({"service_id": service_id, "start_ts": found, "end_ts": first})
+                if found is not None and first - found > self._gap_after_us:
+                    gaps.append(_gap(service_id, found, first))
         return gaps
 
 
@@ -241,10 +251,10 @@ async def _load(conn: AsyncConnection) -> _Open:
     minute_mark, hour_mark = marks.get("minute") or 0.0, marks.get("hour") or 0.0
     r = check_results.c
     rows = await conn.execute(
-        select(r.service_id, r.ts, r.status, r.answered, r.response_time_ms)
+        select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us)
         .select_from(services)
         .join(check_results, r.service_id == services.c.id)
-        .where(r.ts >= minute_mark)
+        .where(r.ts_us >= us_at_or_after(minute_mark))
     )
     minutes: dict[Key, _OpenMinute] = {}
     _add_rows(minutes, [row._asdict() for row in rows])
@@ -276,18 +286,18 @@ async def _load(conn: AsyncConnection) -> _Open:
 def _scan(
     rows: Sequence[Row],
     minutes: dict[Key, _OpenMinute] | None,
-    mark: float,
-    last: dict[int, float],
-    gap_after: float,
-) -> tuple[list[Row], float, list[dict[str, Any]], dict[int, float]]:
+    mark: int,
+    last: dict[int, int],
+    gap_after: int,
+) -> tuple[list[Row], int, list[dict[str, Any]], dict[int, int]]:
     """The hot path, one pass over a batch: count each result into its open minute
     (as `_add_rows` does, inlined), and return the late rows (before `mark`), the
     newest time, the gaps before the results, and the first time of services not in
-    `last` (each service's newest time, brought up to date)."""
-    late, gaps, newest = [], [], -math.inf
-    first_seen: dict[int, float] = {}
+    `last` (each service's newest time, brought up to date). Times in microseconds."""
+    late, gaps, newest = [], [], -(2**63)
+    first_seen: dict[int, int] = {}
     for row in rows:
-        ts, service_id = row["ts"], row["service_id"]
+        ts, service_id = row["ts_us"], row["service_id"]
         if ts > newest:  # noqa: PLR1730 - a comparison costs less than a call here
             newest = ts
         before = last.get(service_id)
@@ -295,19 +305,27 @@ def _scan(
             first_seen[service_id] = last[service_id] = ts
         elif ts > before:
             if ts - before > gap_after:
-                gaps.append({"service_id": service_id, "start_ts": before, "end_ts": ts})
+                gaps.append(_gap(service_id, before, ts))
             last[service_id] = ts
         if ts < mark:
             late.append(row)
         elif minutes is not None:
-            key = (service_id, int(ts // 60) * 60)
+            key = (service_id, ts // _MINUTE_US * 60)
             minute = minutes.get(key)
             if minute is None:
                 minute = minutes[key] = [0, 0, 0, 0, []]
             minute[row["status"]] += 1
             if row["answered"]:
-                minute[4].append(row["response_time_ms"])
+                minute[4].append(row["response_time_us"])
     return late, newest, gaps, first_seen
+
+
+def _gap(service_id: int, start_us: int, end_us: int) -> dict[str, Any]:
+    return {
+        "service_id": service_id,
+        "start_ts": to_seconds(start_us),
+        "end_ts": to_seconds(end_us),
+    }
 
 
 def _add_rows(buckets: dict[Key, _OpenMinute], rows: Iterable[Row]) -> None:
@@ -315,21 +333,20 @@ def _add_rows(buckets: dict[Key, _OpenMinute], rows: Iterable[Row]) -> None:
     latencies: the hot path, kept to a few operations per result (`_summed` does the
     rest once per minute, in C loops)."""
     for row in rows:
-        ts = row["ts"]
-        key = (row["service_id"], int(ts // 60) * 60)
+        key = (row["service_id"], row["ts_us"] // _MINUTE_US * 60)
         minute = buckets.get(key)
         if minute is None:
             minute = buckets[key] = [0, 0, 0, 0, []]
         minute[row["status"]] += 1
         if row["answered"]:
-            minute[4].append(row["response_time_ms"])
+            minute[4].append(row["response_time_us"])
 
 
 def _summed(minute: _OpenMinute) -> _Sums:
-    """An open minute's counts and latencies as the sums its row holds."""
-    latencies: list[float] = minute[4]
-    if not latencies:
+    """An open minute's counts and latencies as the sums its row holds (in ms)."""
+    if not minute[4]:
         return [*minute[:4], 0, 0.0, math.inf, -math.inf, {}]
+    latencies = [us / 1000 for us in minute[4]]  # as reports read raw results
     floor_ms, k = sketch.FLOOR_MS, sketch.INV_LOG_GROWTH
     positive = [v for v in latencies if v >= floor_ms]
     bins = Counter(map(math.ceil, map(mul, map(math.log, positive), repeat(k))))

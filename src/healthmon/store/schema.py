@@ -4,14 +4,18 @@ The schema changes only through the alembic migrations in `healthmon/migrations/
 this module is what they are compared with (`alembic check`), and what queries use.
 
 Rows are kept small because there are many of them (one service at 20 Hz writes
-1.7 million results a day): statuses are small integer codes, times are epoch
-seconds (UTC) as REAL, and a service is referenced by its integer id.
+1.7 million results a day): statuses are small integer codes, a service is referenced
+by its integer id, and `check_results` is a WITHOUT ROWID table keyed by (service,
+time) with times and durations as integer microseconds, its details bodies stored
+once in `result_details` (see store/details.py). Other tables keep times as epoch
+seconds (UTC) as REAL; the views show check_results that way too.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -37,6 +41,7 @@ __all__ = [
     "check_results",
     "history_coverage",
     "metadata",
+    "result_details",
     "result_gaps",
     "result_hours",
     "result_minutes",
@@ -87,16 +92,40 @@ statuses = Table(
     comment="status code -> name, for people reading the database with SQL",
 )
 
+result_details = Table(
+    "result_details",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("body", JSON, nullable=False),
+    comment="check results' details (JSON), each body stored once per service and minute",
+)
+
 check_results = Table(
     "check_results",
     metadata,
-    Column("id", Integer, primary_key=True),
-    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
-    Column("ts", Float, nullable=False, comment="epoch seconds, UTC, when the check completed"),
+    Column("service_id", Integer, ForeignKey("services.id"), primary_key=True, autoincrement=False),
+    Column(
+        "ts_us",
+        BigInteger,
+        primary_key=True,
+        autoincrement=False,
+        comment="epoch microseconds, UTC, when the check completed",
+    ),
     Column("status", SmallInteger, nullable=False),
-    Column("response_time_ms", Float, nullable=False),
+    Column(
+        "response_time_us",
+        Integer,
+        nullable=False,
+        comment="microseconds, rounded to the nearest",
+    ),
     Column("error", Text, nullable=True),
-    Column("details", JSON(none_as_null=True), nullable=True),
+    Column(
+        "details_id",
+        Integer,
+        ForeignKey("result_details.id"),
+        nullable=True,
+        comment="the body's details (JSON), NULL without any",
+    ),
     Column(
         "answered",
         Boolean,
@@ -105,7 +134,8 @@ check_results = Table(
         comment="the target answered (not a timeout or transport error): latency counts",
     ),
     CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
-    Index(None, "service_id", "ts"),
+    comment="one row per check; read it through results_view for seconds and JSON",
+    sqlite_with_rowid=False,
 )
 
 status_transitions = Table(

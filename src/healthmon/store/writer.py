@@ -12,6 +12,11 @@ When the database fails (locked, read-only, full, gone), the batch goes back to 
 front of the buffer and the flush is retried with backoff, so checking goes on and
 nothing is lost while the buffer holds. Beyond `max_pending` the oldest results are
 dropped, counted and logged: never silently.
+
+Results are keyed by (service, microsecond). Two results of one service on the same
+microsecond (a clock stepped back, or results submitted through the API) are both
+kept: the batch is inserted again row by row and the later one moved forward by 1 us
+until it fits (logged as `results_time_nudged`).
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
+from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.store.details import WINDOW_US, Details, Remembered, copy_body
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
 
@@ -109,6 +118,10 @@ class ResultWriter:
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
+        self._details = Details()
+        self._insert_or_skip = sqlite_insert(check_results).on_conflict_do_nothing(
+            index_elements=[check_results.c.service_id, check_results.c.ts_us]
+        )
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -136,6 +149,17 @@ class ResultWriter:
             if self._stats.last_error != _STOPPED:
                 self._stats.last_error = _STOPPED
                 log.error("results_dropped", count=1, reason=_STOPPED)
+            return
+        if not (storable(result.timestamp) and storable(result.response_time_ms)):
+            self._stats.dropped_results += 1
+            self._stats.dropped_transitions += transition is not None
+            log.error(
+                "results_dropped",
+                count=1,
+                service=result.service_name,
+                reason="its timestamp or response time is not a finite number of seconds "
+                f"or milliseconds ({result.timestamp!r}, {result.response_time_ms!r})",
+            )
             return
         buffer = self._buffer
         buffer.results.append(result)
@@ -220,7 +244,7 @@ class ResultWriter:
                 retry_delay = _RETRY_FIRST
                 if self._rollup is not None and not self._stopping.is_set():
                     async with self._flush_lock:  # between flushes, never during one
-                        await self._rollup.maintain(self._engine)
+                        self._details.forget(await self._rollup.maintain(self._engine))
                 continue
             if self._stopping.is_set():  # stop() bounds the retries with its timeout
                 await asyncio.sleep(_RETRY_FIRST)
@@ -243,14 +267,19 @@ class ResultWriter:
                 if self._recreate_if_lost is not None and await self._recreate_if_lost():
                     self._forget_database()
                 async with self._engine.begin() as conn:
-                    ids = await self._write(conn, batch)
+                    ids, details = await self._write(conn, batch)
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
+                self._details.clear()
                 raise
             except Exception as exc:  # the database, or anything else: put back, retry
                 self._failed(batch, exc)
+                # Whatever went wrong, a remembered details id may be why (a row deleted
+                # behind our back): the retry writes each body anew.
+                self._details.clear()
                 return False
             self._ids = ids
+            self._details.remember(details)
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
@@ -259,6 +288,7 @@ class ResultWriter:
     def _forget_database(self) -> None:
         """A new, empty database: ids and service rows are written anew."""
         self._ids = {}
+        self._details.clear()
         for service in self._services.values():
             service.dirty = True
         if self._rollup is not None:
@@ -278,23 +308,27 @@ class ResultWriter:
             max_pending=self.max_pending,
         )
 
-    async def _write(self, conn: AsyncConnection, batch: _Buffer) -> dict[str, int]:
-        """Insert the batch; return the service ids it used (cached once committed)."""
+    async def _write(
+        self, conn: AsyncConnection, batch: _Buffer
+    ) -> tuple[dict[str, int], Remembered]:
+        """Insert the batch; return the service ids it used and the details bodies it
+        wrote (both remembered once committed)."""
         ids = await self._service_ids(conn, batch)
         rows = [
             {
                 "service_id": ids[r.service_name],
-                "ts": r.timestamp,
+                "ts_us": to_us(r.timestamp),
                 "status": STATUS_CODES[r.status],
-                "response_time_ms": r.response_time_ms,
+                "response_time_us": ms_to_us(r.response_time_ms),
                 "error": r.error,
-                "details": r.details,
+                "details_id": None,
                 "answered": is_answered(r),
             }
             for r in batch.results
         ]
+        details = await self._details.link(conn, rows, [r.details for r in batch.results])
         if rows:
-            await conn.execute(insert(check_results), rows)
+            await self._insert_results(conn, rows)
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -313,7 +347,36 @@ class ResultWriter:
             )
         if self._rollup is not None:
             await self._rollup.write(conn, rows)
-        return ids
+        return ids, details
+
+    async def _insert_results(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """One executemany; if a result's (service, microsecond) is taken, the batch
+        again row by row, each colliding result moved forward 1 us until it fits."""
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(check_results), rows)
+        except IntegrityError:
+            pass  # rolled back to the savepoint; any other error stops the flush
+        else:
+            return
+        moved: list[int] = []
+        for row in rows:
+            wanted = row["ts_us"]
+            while (await conn.execute(self._insert_or_skip, row)).rowcount == 0:
+                row["ts_us"] += 1
+                if row["details_id"] is not None and row["ts_us"] % WINDOW_US == 0:
+                    # Into the next minute: its details row belongs to the one it left.
+                    row["details_id"] = await copy_body(conn, row["details_id"])
+            if row["ts_us"] != wanted:
+                moved.append(row["ts_us"] - wanted)
+        if moved:
+            log.warning(
+                "results_time_nudged",
+                count=len(moved),
+                max_us=max(moved),
+                reason="results of one service with the same time (to the microsecond) "
+                "are stored 1 us apart; was the clock stepped back?",
+            )
 
     def _dirty_services(self) -> list[str]:
         return [name for name, service in self._services.items() if service.dirty]

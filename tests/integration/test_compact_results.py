@@ -1,0 +1,291 @@
+"""The compact results table on real SQLite files: (service, microsecond) keys and
+their collisions, details bodies stored once, their retention, and the view."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.pool import StaticPool
+
+from healthmon import HealthCheckResult, HealthStatus, HealthStore, Retention
+from healthmon.micros import to_seconds, to_us
+from healthmon.store.engine import begin_unchecked, create_engine
+from healthmon.store.retention import prune_step
+from tests.conftest import wait_for
+
+H, U = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY
+T0 = 1_800_000_000.0  # a whole minute (and hour)
+OK = {"status": "ok"}
+
+
+def ok(
+    name: str, ts: float, details: dict[str, Any] | None = OK, ms: float = 2.0
+) -> HealthCheckResult:
+    return HealthCheckResult(name, H, ms, ts, details)
+
+
+async def store_all(store: HealthStore, results: list[HealthCheckResult]) -> None:
+    """One group commit with all of them, through the real writer."""
+    writer = store.writer()
+    for result in results:
+        writer.submit(result)
+    assert await writer.flush()
+    await writer.stop()
+    assert writer.stats.failed_flushes == 0
+
+
+def query(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(sql, params).fetchall()
+    conn.close()
+    return rows
+
+
+def dangling(db_path: Path) -> int:
+    """Results whose details row is gone (must never happen)."""
+    (count,) = query(
+        db_path,
+        "SELECT count(*) FROM check_results r LEFT JOIN result_details d "
+        "ON d.id = r.details_id WHERE r.details_id IS NOT NULL AND d.id IS NULL",
+    )[0]
+    return int(count)
+
+
+# -- keys and collisions -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_results_on_the_same_microsecond_are_all_kept_a_microsecond_apart(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t = T0 + 10.25
+    async with HealthStore(db_path) as store:
+        # Two in one batch, and a third colliding with what an earlier commit holds.
+        await store_all(store, [ok("api", t, ms=1.0), ok("api", t, {"n": 2}, ms=2.0)])
+        await store_all(store, [ok("api", t, ms=3.0), ok("db", t, ms=4.0)])
+        api = await store.results("api")
+        report = await store.report("api", T0, T0 + 60)
+        assert [r.timestamp for r in await store.results("db")] == [t]
+    assert [(r.timestamp, r.response_time_ms, r.details) for r in api] == [
+        (t, 1.0, OK),
+        (to_seconds(to_us(t) + 1), 2.0, {"n": 2}),
+        (to_seconds(to_us(t) + 2), 3.0, OK),
+    ]
+    assert report.counts.healthy == 3
+    assert capsys.readouterr().out.count("results_time_nudged") == 2  # once per flush
+    assert dangling(db_path) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_result_moved_into_the_next_minute_gets_its_own_details_row(
+    db_path: Path,
+) -> None:
+    last_microsecond = to_seconds(1_800_000_059_999_999)
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", last_microsecond), ok("api", last_microsecond)])
+        stored = await store.results("api")
+    assert [(r.timestamp, r.details) for r in stored] == [(last_microsecond, OK), (T0 + 60, OK)]
+    # One details row per minute each result lies in: retention counts on it.
+    rows = query(
+        db_path,
+        "SELECT ts_us / 60000000, count(DISTINCT details_id) FROM check_results "
+        "GROUP BY ts_us / 60000000",
+    )
+    assert [count for _, count in rows] == [1, 1]
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(2,)]
+
+
+@pytest.mark.asyncio
+async def test_times_and_latencies_come_back_to_the_microsecond(db_path: Path) -> None:
+    made = HealthCheckResult("api", U, 12.3456789, T0 + 0.1234567891, None, "HTTP 503")
+    assert (made.timestamp, made.response_time_ms) == (to_seconds(1_800_000_000_123_457), 12.346)
+    async with HealthStore(db_path) as store:
+        await store_all(store, [made])
+        assert await store.results("api") == [made]
+        assert (await store.latest())["api"].timestamp == made.timestamp
+
+
+@pytest.mark.asyncio
+async def test_a_result_that_cannot_be_stored_is_dropped_and_counted(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(ok("api", float("nan")))
+        writer.submit(ok("api", T0, ms=float("inf")))
+        writer.submit(ok("api", T0 + 1))
+        assert await writer.flush()
+        await writer.stop()
+        assert writer.stats.dropped_results == 2
+        assert writer.stats.committed_results == 1
+    assert "not a finite number" in capsys.readouterr().out
+
+
+# -- details stored once -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unchanged_body_is_stored_once_per_service_and_minute(db_path: Path) -> None:
+    steady = [ok("api", T0 + i) for i in range(150)]  # 2.5 minutes at 1 Hz
+    other = [ok("db", T0 + i + 0.5) for i in range(30)]  # the same body, another service
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        for result in steady[:100] + other:
+            writer.submit(result)
+        assert await writer.flush()
+        for result in steady[100:]:  # the next flush goes on with the rows it remembers
+            writer.submit(result)
+        assert await writer.flush()
+        await writer.stop()
+        assert [r.details for r in await store.results("api")] == [OK] * 150
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(4,)]  # api 3, db 1
+
+
+@pytest.mark.asyncio
+async def test_a_changing_body_costs_one_row_per_check_never_more(db_path: Path) -> None:
+    bodies = [{"n": i} for i in range(20)] + [OK, {"status": "fail"}, OK]
+    results = [ok("api", T0 + i * 0.05, body) for i, body in enumerate(bodies)]
+    async with HealthStore(db_path) as store:
+        await store_all(store, results)
+        assert [r.details for r in await store.results("api")] == bodies
+    # A -> B -> A is three rows: only the last body is remembered.
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(len(bodies),)]
+
+
+@pytest.mark.asyncio
+async def test_bodies_compare_as_json_text_and_none_stays_none(db_path: Path) -> None:
+    bodies: list[dict[str, Any] | None] = [{"a": 1}, {"a": 1.0}, {"a": True}, None, {"a": True}]
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", T0 + i, body) for i, body in enumerate(bodies)])
+        got = [r.details for r in await store.results("api")]
+    assert [json.dumps(body) for body in got] == [json.dumps(body) for body in bodies]
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(3,)]
+
+
+@pytest.mark.asyncio
+async def test_a_new_writer_inserts_the_body_again(db_path: Path) -> None:
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", T0)])
+        await store_all(store, [ok("api", T0 + 1)])  # a restart: nothing remembered
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(2,)]
+
+
+@pytest.mark.asyncio
+async def test_details_json_cannot_hold_are_kept_readable(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    when = datetime(2027, 1, 15, tzinfo=UTC)
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", T0, {"since": when})])
+        (stored,) = await store.results("api")
+    assert stored.details == {"since": repr(when)}
+    assert "details_not_json" in capsys.readouterr().out
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_pruning_deletes_the_details_rows_no_result_references(db_path: Path) -> None:
+    steady = [ok("api", T0 + i) for i in range(180)]  # 3 minutes, one body
+    changing = [ok("db", T0 + i + 0.5, {"n": i}) for i in range(180)]
+    quiet = [ok("old", T0 + 5, {"last": True})]  # only one result: the newest is kept
+    now = T0 + 150 + Retention().raw  # results before T0 + 150 have expired
+    async with HealthStore(db_path) as store:
+        await store_all(store, steady + changing + quiet)
+        async with store.engine.begin() as conn:  # with SQLite's own checks: it agrees
+            while (await prune_step(conn, Retention(), batch_size=7, now=now)).more:
+                pass
+        assert [r.details for r in await store.results("old")] == [{"last": True}]
+        assert [r.details for r in await store.results("db")] == [{"n": i} for i in range(150, 180)]
+        assert {r.timestamp for r in await store.results("api")} == {
+            T0 + i for i in range(150, 180)
+        }
+    bodies = {body for (body,) in query(db_path, "SELECT body FROM result_details")}
+    assert bodies == {
+        json.dumps(OK),  # api's third minute, still referenced
+        json.dumps({"last": True}),
+        *(json.dumps({"n": i}) for i in range(150, 180)),
+    }
+    assert dangling(db_path) == 0
+
+
+@pytest.mark.asyncio
+async def test_pruning_without_foreign_key_checks_leaves_them_on_afterwards(
+    db_path: Path,
+) -> None:
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", T0 + i) for i in range(120)])
+    engine = create_engine(store.url, poolclass=StaticPool)  # one connection, reused
+    try:
+        async with begin_unchecked(engine) as conn:
+            pruned = await prune_step(conn, Retention(), 1000, now=T0 + 100 + Retention().raw)
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 0
+        assert len(pruned.details) == 1  # the first minute's row
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await engine.dispose()
+    assert dangling(db_path) == 0
+
+
+@pytest.mark.asyncio
+async def test_the_writer_never_reuses_a_details_row_that_pruning_deleted(
+    db_path: Path,
+) -> None:
+    # A late result of an old minute is pruned (its service has newer ones) with its
+    # details row; the next late result of that minute must not point at the row.
+    retention = Retention(raw=3600)
+    async with HealthStore(db_path, retention=retention, prune_interval=0.01) as store:
+        writer = store.writer(flush_interval=0.01)
+        await writer.start()
+        wall = time.time()
+        old_minute = (wall - 2 * 3600) // 60 * 60
+        writer.submit(ok("api", wall))
+        await wait_for(lambda: writer.stats.committed_results == 1)
+        writer.submit(ok("api", old_minute + 1, {"late": 1}))
+        await wait_for(lambda: writer.stats.committed_results == 2)
+        await wait_for(lambda: query(db_path, "SELECT count(*) FROM check_results") == [(1,)])
+        await wait_for(lambda: query(db_path, "SELECT count(*) FROM result_details") == [(1,)])
+        writer.submit(ok("api", old_minute + 2, {"late": 1}))
+        await wait_for(lambda: writer.stats.committed_results == 3)
+        await writer.stop()
+        assert writer.stats.failed_flushes == 0
+    assert dangling(db_path) == 0
+
+
+# -- what SQL readers see ----------------------------------------------------------------
+
+
+def test_results_view_reads_in_seconds_milliseconds_and_json(db_path: Path) -> None:
+    async def fill() -> None:
+        async with HealthStore(db_path) as store:
+            await store_all(
+                store,
+                [
+                    ok("api", T0 + 0.25, ms=1.5),
+                    HealthCheckResult("api", U, 500.0, T0 + 1.5, None, "timeout after 500 ms"),
+                ],
+            )
+
+    asyncio.run(fill())
+    rows = query(
+        db_path,
+        "SELECT service, at, status, ts, ts_us, response_time_ms, answered, error, details "
+        "FROM results_view ORDER BY ts",
+    )
+    assert rows == [
+        ("api", "2027-01-15T08:00:00.250Z", "healthy", T0 + 0.25, 1_800_000_000_250_000, 1.5,
+         1, None, '{"status": "ok"}'),
+        ("api", "2027-01-15T08:00:01.500Z", "unhealthy", T0 + 1.5, 1_800_000_001_500_000, 500.0,
+         0, "timeout after 500 ms", None),
+    ]  # fmt: skip
+    assert isinstance(rows[0][3], float)
+    assert isinstance(rows[0][5], float)

@@ -2,18 +2,28 @@
 
 Everything here observes; nothing changes what it measures beyond recording a loop
 timestamp at a point the code passes anyway.
+
+`python -m bench.measure [--seconds 60]` also measures storage alone, without HTTP:
+synthetic results of 100 services at 20 Hz written through the real writer (group
+commits of 0.1 s, as the monitor's), all healthy or a realistic mix (bench/README.md).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import math
 import os
+import random
 import resource
 import sqlite3
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from healthmon import HealthCheckResult, HealthStatus, HealthStore
 
 __all__ = [
     "ON_TIME_S",
@@ -21,6 +31,7 @@ __all__ = [
     "percentile",
     "rss_bytes",
     "storage_stats",
+    "synthetic_results",
 ]
 
 ON_TIME_S = 0.010
@@ -91,8 +102,9 @@ def storage_stats(database: Path) -> dict[str, Any]:
     """Bytes on disk per stored result, after the WAL is folded into the main file.
 
     Two views: the whole file over the number of results (what a user pays), and
-    SQLite's `dbstat` pages of `check_results` and its indexes over the same rows
-    (what one row costs, without the other tables and free pages).
+    SQLite's `dbstat` pages of the results' tables over the same rows (what one result
+    costs, without the other tables and free pages): `check_results` and
+    `result_details` (its details bodies), with any index of either.
     """
     # Plain sqlite3 on purpose: the monitor and its store are closed by now, and this
     # is a reader's view of the file, as `sqlite3` on the command line would have.
@@ -102,22 +114,24 @@ def storage_stats(database: Path) -> dict[str, Any]:
             "SELECT count(*), coalesce(sum(status = 0), 0) FROM check_results"
         ).fetchone()
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        table_bytes: int | None
+        per_table: dict[str, int] = {}
         try:
-            names = [
-                name
-                for (name,) in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE tbl_name = 'check_results'"
-                )
-            ]
-            marks = ",".join("?" * len(names))
-            table_bytes = conn.execute(
-                f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({marks})",  # noqa: S608 - only '?'
-                names,
-            ).fetchone()[0]
+            for table in ("check_results", "result_details"):
+                names = [
+                    name
+                    for (name,) in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE tbl_name = ?", (table,)
+                    )
+                ]
+                marks = ",".join("?" * len(names))
+                per_table[table] = conn.execute(
+                    f"SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({marks})",  # noqa: S608 - only '?'
+                    names,
+                ).fetchone()[0]
         except sqlite3.OperationalError:  # SQLite built without the dbstat table
-            table_bytes = None
+            per_table = {}
     conn.close()
+    table_bytes = sum(per_table.values()) if per_table else None
     file_bytes = database.stat().st_size
     wal = database.with_name(database.name + "-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
@@ -129,4 +143,97 @@ def storage_stats(database: Path) -> dict[str, Any]:
         "page_size": page_size,
         "bytes_per_row_file": file_bytes / rows if rows else None,
         "bytes_per_row_table": table_bytes / rows if rows and table_bytes else None,
+        "bytes_per_row_by_table": {table: size / rows for table, size in per_table.items() if rows},
     }
+
+
+# -- storage alone: synthetic results through the real writer ------------------------------
+
+_T0 = 1_800_000_000.0
+_CHANGING = "changing body"
+_FAILING = "failing"
+
+
+def synthetic_results(
+    case: str, services: int = 100, rate: float = 20.0, seconds: float = 60.0
+) -> Iterator[HealthCheckResult]:
+    """Deterministic results in completion order. `healthy`: every service answers
+    `{"status":"ok"}` in a few ms. `mixed`: 80 services so; 10 answer a body that
+    changes on every check (an uptime and a counter in a Spring-style health body); 10
+    fail, alternating an HTTP 503 with a body and an error text, and a timeout (no
+    answer, no body)."""
+    rng = random.Random(7)
+    kinds = ["healthy"] * services
+    if case == "mixed":
+        for index in range(services):
+            kinds[index] = (
+                _CHANGING if index % 10 == 8 else _FAILING if index % 10 == 9 else "healthy"
+            )
+    for tick in range(int(seconds * rate)):
+        for index, kind in enumerate(kinds):
+            ts = _T0 + tick / rate + index / (services * rate) + rng.uniform(0, 0.004)
+            ms = rng.lognormvariate(1.2, 0.4)
+            name = f"svc-{index:03d}"
+            if kind == "healthy":
+                yield HealthCheckResult(name, HealthStatus.HEALTHY, ms, ts, {"status": "ok"})
+            elif kind == _CHANGING:
+                body = {
+                    "status": "UP",
+                    "components": {
+                        "db": {"status": "UP", "details": {"database": "PostgreSQL"}},
+                        "diskSpace": {"status": "UP", "details": {"free": 91_234_000 - tick}},
+                    },
+                    "uptime_ms": int((tick / rate) * 1000) + index,
+                    "checks": tick,
+                }
+                yield HealthCheckResult(name, HealthStatus.HEALTHY, ms, ts, body)
+            elif tick % 2:
+                yield HealthCheckResult(
+                    name, HealthStatus.UNHEALTHY, 2000.0, ts, None, "timeout after 2000 ms"
+                )
+            else:
+                body = {"status": "down", "error": "connection to db refused"}
+                yield HealthCheckResult(name, HealthStatus.UNHEALTHY, ms, ts, body, "HTTP 503")
+
+
+async def _write_synthetic(database: Path, results: Iterator[HealthCheckResult]) -> None:
+    async with HealthStore(database) as store:
+        writer = store.writer(max_pending=10**6)
+        await writer.start()
+        group_end = _T0 + 0.1
+        for result in results:
+            if result.timestamp >= group_end:  # a group commit per 0.1 s, as the monitor's
+                if not await writer.flush():
+                    raise RuntimeError(f"the writer failed: {writer.stats.last_error}")
+                group_end += 0.1
+            writer.submit(result)
+        await writer.stop()
+        if writer.stats.dropped_results:
+            raise RuntimeError(f"{writer.stats.dropped_results} results dropped")
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.measure", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60.0, help="of results (default 60)")
+    args = parser.parse_args()
+    header = ("case", "rows", "file bytes", "B/row file", "B/row dbstat")
+    print(
+        f"{header[0]:<8} {header[1]:>9} {header[2]:>11} {header[3]:>10} {header[4]:>12}  by table"
+    )
+    with tempfile.TemporaryDirectory(prefix="healthmon-storage-") as folder:
+        for case in ("healthy", "mixed"):
+            database = Path(folder) / f"{case}.db"
+            asyncio.run(_write_synthetic(database, synthetic_results(case, seconds=args.seconds)))
+            stats = storage_stats(database)
+            split = ", ".join(
+                f"{table} {size:.1f}" for table, size in stats["bytes_per_row_by_table"].items()
+            )
+            print(
+                f"{case:<8} {stats['rows']:>9,} {stats['file_bytes']:>11,} "
+                f"{stats['bytes_per_row_file']:>10.1f} {stats['bytes_per_row_table'] or 0:>12.1f}"
+                f"  {split}"
+            )
+
+
+if __name__ == "__main__":
+    _main()

@@ -114,6 +114,7 @@ def storage_stats(database: Path) -> dict[str, Any]:
             "SELECT count(*), coalesce(sum(status = 0), 0) FROM check_results"
         ).fetchone()
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
         per_table: dict[str, int] = {}
         try:
             for table in ("check_results", "result_details"):
@@ -141,6 +142,7 @@ def storage_stats(database: Path) -> dict[str, Any]:
         "file_bytes": file_bytes,
         "wal_bytes": wal_bytes,
         "page_size": page_size,
+        "free_bytes": free_pages * page_size,
         "bytes_per_row_file": file_bytes / rows if rows else None,
         "bytes_per_row_table": table_bytes / rows if rows and table_bytes else None,
         "bytes_per_row_by_table": {table: size / rows for table, size in per_table.items() if rows},

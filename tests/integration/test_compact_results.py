@@ -84,6 +84,51 @@ async def test_results_on_the_same_microsecond_are_all_kept_a_microsecond_apart(
 
 
 @pytest.mark.asyncio
+async def test_one_writer_remembers_each_service_s_newest_time_across_flushes(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        for ts in (T0, T0 + 1, T0 + 1):  # the clock stepped back between the flushes
+            writer.submit(ok("api", ts))
+            assert await writer.flush()
+        await writer.stop()
+        stored = [r.timestamp for r in await store.results("api")]
+    assert stored == [T0, T0 + 1, to_seconds(to_us(T0 + 1) + 1)]
+    assert writer.stats.failed_flushes == 0
+    assert "results_time_nudged" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_a_row_written_behind_the_writer_s_back_costs_one_retry_not_a_result(
+    db_path: Path,
+) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(ok("api", T0))
+        assert await writer.flush()  # the writer now takes T0 for api's newest
+        with sqlite3.connect(db_path) as conn:
+            conn.execute(
+                "INSERT INTO check_results (service_id, ts_us, status, response_time_us) "
+                "VALUES (1, ?, 0, 1000)",
+                (to_us(T0 + 1),),
+            )
+        conn.close()
+        writer.submit(ok("api", T0 + 1, ms=7.0))
+        assert not await writer.flush()  # the key is taken: rolled back, kept queued
+        assert await writer.flush()  # read anew, guarded, moved 1 us
+        await writer.stop()
+        stored = await store.results("api")
+    assert [(r.timestamp, r.response_time_ms) for r in stored] == [
+        (T0, 2.0),
+        (T0 + 1, 1.0),
+        (to_seconds(to_us(T0 + 1) + 1), 7.0),
+    ]
+    assert writer.stats.committed_results == 2
+    assert writer.stats.dropped_results == 0
+
+
+@pytest.mark.asyncio
 async def test_a_result_moved_into_the_next_minute_gets_its_own_details_row(
     db_path: Path,
 ) -> None:

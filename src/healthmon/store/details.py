@@ -132,7 +132,7 @@ class Details:
 
 async def copy_body(conn: AsyncConnection, details_id: int) -> int:
     """A new row with the body of `details_id`: for a result moved into another window
-    (writer.py moves a colliding result's time forward), so windows stay apart."""
+    (store/keys.py moves a colliding result's time forward), so windows stay apart."""
     new_id = await _next_id(conn)
     await conn.execute(
         insert(result_details).from_select(

@@ -15,8 +15,7 @@ dropped, counted and logged: never silently.
 
 Results are keyed by (service, microsecond). Two results of one service on the same
 microsecond (a clock stepped back, or results submitted through the API) are both
-kept: the batch is inserted again row by row and the later one moved forward by 1 us
-until it fits (logged as `results_time_nudged`).
+kept, the later one moved forward by 1 us until it fits (store/keys.py).
 """
 
 from __future__ import annotations
@@ -26,20 +25,19 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
-from healthmon.store.details import WINDOW_US, Details, Remembered, copy_body
+from healthmon.store.details import Details, Remembered
+from healthmon.store.keys import Newest, ResultKeys
 from healthmon.store.rollup import Rollup, is_answered
-from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
+from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
 __all__ = ["Committed", "ResultWriter", "WriterStats"]
 
@@ -81,6 +79,13 @@ class _Service:
     dirty: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    ids: dict[str, int]  # service name -> id
+    details: Remembered
+    newest: Newest
+
+
 @dataclass(slots=True)
 class _Buffer:
     results: list[HealthCheckResult] = field(default_factory=list)
@@ -118,10 +123,10 @@ class ResultWriter:
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
+        # Remembered from committed writes only: a rolled-back flush leaves them as
+        # they were, and any failure clears them (store/details.py, store/keys.py).
         self._details = Details()
-        self._insert_or_skip = sqlite_insert(check_results).on_conflict_do_nothing(
-            index_elements=[check_results.c.service_id, check_results.c.ts_us]
-        )
+        self._keys = ResultKeys()
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -267,19 +272,20 @@ class ResultWriter:
                 if self._recreate_if_lost is not None and await self._recreate_if_lost():
                     self._forget_database()
                 async with self._engine.begin() as conn:
-                    ids, details = await self._write(conn, batch)
+                    written = await self._write(conn, batch)
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
-                self._details.clear()
+                self._forget_rows()
                 raise
             except Exception as exc:  # the database, or anything else: put back, retry
                 self._failed(batch, exc)
-                # Whatever went wrong, a remembered details id may be why (a row deleted
-                # behind our back): the retry writes each body anew.
-                self._details.clear()
+                # Whatever went wrong, what was remembered of the rows may be why (a
+                # details row or a result written behind our back): read it anew.
+                self._forget_rows()
                 return False
-            self._ids = ids
-            self._details.remember(details)
+            self._ids = written.ids
+            self._details.remember(written.details)
+            self._keys.remember(written.newest)
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
@@ -288,7 +294,7 @@ class ResultWriter:
     def _forget_database(self) -> None:
         """A new, empty database: ids and service rows are written anew."""
         self._ids = {}
-        self._details.clear()
+        self._forget_rows()
         for service in self._services.values():
             service.dirty = True
         if self._rollup is not None:
@@ -308,11 +314,12 @@ class ResultWriter:
             max_pending=self.max_pending,
         )
 
-    async def _write(
-        self, conn: AsyncConnection, batch: _Buffer
-    ) -> tuple[dict[str, int], Remembered]:
-        """Insert the batch; return the service ids it used and the details bodies it
-        wrote (both remembered once committed)."""
+    def _forget_rows(self) -> None:
+        self._details.clear()
+        self._keys.clear()
+
+    async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
+        """Insert the batch; return what to remember of it once committed."""
         ids = await self._service_ids(conn, batch)
         rows = [
             {
@@ -327,8 +334,7 @@ class ResultWriter:
             for r in batch.results
         ]
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
-        if rows:
-            await self._insert_results(conn, rows)
+        newest = await self._keys.insert(conn, rows) if rows else {}
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -347,36 +353,7 @@ class ResultWriter:
             )
         if self._rollup is not None:
             await self._rollup.write(conn, rows)
-        return ids, details
-
-    async def _insert_results(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """One executemany; if a result's (service, microsecond) is taken, the batch
-        again row by row, each colliding result moved forward 1 us until it fits."""
-        try:
-            async with conn.begin_nested():
-                await conn.execute(insert(check_results), rows)
-        except IntegrityError:
-            pass  # rolled back to the savepoint; any other error stops the flush
-        else:
-            return
-        moved: list[int] = []
-        for row in rows:
-            wanted = row["ts_us"]
-            while (await conn.execute(self._insert_or_skip, row)).rowcount == 0:
-                row["ts_us"] += 1
-                if row["details_id"] is not None and row["ts_us"] % WINDOW_US == 0:
-                    # Into the next minute: its details row belongs to the one it left.
-                    row["details_id"] = await copy_body(conn, row["details_id"])
-            if row["ts_us"] != wanted:
-                moved.append(row["ts_us"] - wanted)
-        if moved:
-            log.warning(
-                "results_time_nudged",
-                count=len(moved),
-                max_us=max(moved),
-                reason="results of one service with the same time (to the microsecond) "
-                "are stored 1 us apart; was the clock stepped back?",
-            )
+        return _Written(ids, details, newest)
 
     def _dirty_services(self) -> list[str]:
         return [name for name, service in self._services.items() if service.dirty]

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from healthmon.micros import ms_to_us, to_us
 from healthmon.store.rollup import Rollup
 from healthmon.store.schema import check_results, services, status_transitions
 
@@ -105,11 +106,11 @@ class _Source:
             rows.append(
                 {
                     "service_id": stream.service_id,
-                    "ts": ts,
+                    "ts_us": to_us(ts),
                     "status": status,
-                    "response_time_ms": latency,
+                    "response_time_us": ms_to_us(latency),
                     "error": error,
-                    "details": None,
+                    "details_id": None,
                     "answered": answered,
                 }
             )

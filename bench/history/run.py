@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from bench.history.fill import DAY, Stream, add_services, fill
 from healthmon import HealthCheckResult, HealthStatus, HealthStore, Retention
+from healthmon.micros import to_us
 from healthmon.store.retention import prune_step
 from healthmon.store.rollup import Rollup
 from healthmon.store.writer import ResultWriter
@@ -73,7 +74,14 @@ async def _volume(path: Path, args: argparse.Namespace) -> None:
             )
         counts = {}
         async with store.engine.connect() as conn:
-            for table in ("check_results", "result_minutes", "result_hours", "result_gaps"):
+            tables = (
+                "check_results",
+                "result_details",
+                "result_minutes",
+                "result_hours",
+                "result_gaps",
+            )
+            for table in tables:
                 counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()  # noqa: S608 - table names from the literal tuple above
     _table(
         f"Database at volume ({time.perf_counter() - started:.0f} s to fill, "
@@ -144,16 +152,18 @@ async def _naive(store: HealthStore, name: str, since: float) -> None:
     async with store.engine.connect() as conn:
         query = (
             "SELECT status, count(*) FROM check_results JOIN services s ON s.id = service_id "
-            "WHERE s.name = :name AND ts >= :since AND ts < :until GROUP BY status"
+            "WHERE s.name = :name AND ts_us >= :since AND ts_us < :until GROUP BY status"
         )
-        await conn.execute(text(query), {"name": name, "since": since, "until": END})
+        window = {"name": name, "since": to_us(since), "until": to_us(END)}
+        await conn.execute(text(query), window)
         latencies = await conn.execute(
             text(
-                "SELECT response_time_ms FROM check_results JOIN services s ON s.id = service_id "
-                "WHERE s.name = :name AND ts >= :since AND ts < :until AND answered "
-                "ORDER BY response_time_ms"
+                "SELECT response_time_us / 1000.0 FROM check_results "
+                "JOIN services s ON s.id = service_id "
+                "WHERE s.name = :name AND ts_us >= :since AND ts_us < :until AND answered "
+                "ORDER BY response_time_us"
             ),
-            {"name": name, "since": since, "until": END},
+            window,
         )
         latencies.scalars().all()
 
@@ -163,10 +173,10 @@ async def _naive_fleet(store: HealthStore, since: float) -> None:
         await conn.execute(
             text(
                 "SELECT service_id, status, count(*) FROM services s "
-                "JOIN check_results ON service_id = s.id AND ts >= :since AND ts < :until "
+                "JOIN check_results ON service_id = s.id AND ts_us >= :since AND ts_us < :until "
                 "GROUP BY service_id, status"
             ),
-            {"since": since, "until": END},
+            {"since": to_us(since), "until": to_us(END)},
         )
 
 
@@ -250,7 +260,7 @@ async def _disk(folder: Path) -> None:
                     text("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
                 )
                 sizes: dict[str, int] = {name: size for name, size in pages}
-        raw = sizes["check_results"] + sizes["ix_check_results_service_id_ts"]
+        raw = sizes["check_results"] + sizes.get("result_details", 0)
         rows.append(
             [
                 f"{rate:.0f} Hz",

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from healthmon.micros import ms_on_grid, seconds_on_grid
 from healthmon.policy import CheckPolicy, validate_interval
@@ -196,19 +196,36 @@ def validate_http_url(url: str, *, where: str) -> None:
 
 
 def redact_url(url: str) -> str:
-    """`url` with any user:password replaced by '***', for logs, errors and storage."""
+    """`url` with its user:password, and the values of query parameters named like a
+    secret (`?token=`, `api_key=`, `sig=`, ...), replaced by '***': for logs, errors
+    and storage. The rest is kept as written."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.username is None and parts.password is None:
+    netloc, query = parts.netloc, _redact_query(parts.query)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        netloc = f"***@{host}" + (f":{port}" if port is not None else "")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_NAMES = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "credential")
+
+
+def _redact_query(query: str) -> str:
+    def redacted(pair: str) -> str:
+        name, equals, _value = pair.partition("=")
+        if equals and any(word in unquote_plus(name).lower() for word in _SECRET_NAMES):
+            return f"{name}=***"
+        return pair
+
+    return "&".join(redacted(pair) for pair in query.split("&")) if query else query

@@ -180,13 +180,15 @@ async def test_redirects_and_headers(
 async def test_credentials_never_reach_the_database_or_the_logs(
     targets: TargetServer, db_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    password, token = "hunter2", "letmein"
+    password, token, query_token = "hunter2", "letmein", "q-s3cret"
     authed = targets.url("/auth").replace("http://", f"http://user:{password}@")
     failing = targets.url("/fail").replace("http://", f"http://user:{password}@")
     async with HealthStore(db_path) as store:
         monitor = HealthMonitor(0.05, store=store)
         monitor.add_service(ServiceDefinition("basic", "http", "m", [], authed))
         monitor.add_service(ServiceDefinition("failing", "http", "m", [], failing))
+        in_query = targets.url("/healthy") + f"?token={query_token}"
+        monitor.add_service(ServiceDefinition("query", "http", "m", [], in_query))
         monitor.add_service(
             ServiceDefinition(
                 "bearer",
@@ -198,20 +200,28 @@ async def test_credentials_never_reach_the_database_or_the_logs(
             )
         )
         async with monitor:
-            await wait_for(lambda: targets.hits("/auth") >= 6 and targets.hits("/fail") >= 3)
+            await wait_for(
+                lambda: all(
+                    targets.hits(path) >= n
+                    for path, n in (("/auth", 6), ("/fail", 3), ("/healthy", 3))
+                )
+            )
         health = monitor.get_cluster_health()
         assert health["basic"].status is H  # the URL's credentials were used...
         assert health["bearer"].status is H
         assert health["failing"].error == "HTTP 500"
         services = {s.name: s for s in [*monitor.services.values()]}
+        assert health["query"].status is H
         assert password not in repr(services)
         assert token not in repr(services)
+        assert query_token not in repr(services)
     stored = b"".join(p.read_bytes() for p in db_path.parent.glob("health.db*"))
     logged = capsys.readouterr()
-    for secret in (password, token):  # ...and kept everywhere else
+    for secret in (password, token, query_token):  # ...and kept everywhere else
         assert secret.encode() not in stored
         assert secret not in logged.out + logged.err
     assert b"http://***@127.0.0.1" in stored
+    assert b"?token=***" in stored
 
 
 # -- TLS and proxies ------------------------------------------------------------------------

@@ -71,6 +71,13 @@ def test_url_errors_do_not_leak_credentials() -> None:
         ("http://user:pw@host:8080/h?x=1", "http://***@host:8080/h?x=1"),
         ("https://token@host/h", "https://***@host/h"),
         ("http://user:pw@[::1]:9000/h", "http://***@[::1]:9000/h"),
+        ("http://host/h?token=abc&x=1", "http://host/h?token=***&x=1"),
+        (
+            "http://u:p@host/h?api_key=k&Sig=s&period=5",
+            "http://***@host/h?api_key=***&Sig=***&period=5",
+        ),
+        ("http://host/h?access%5Ftoken=abc", "http://host/h?access%5Ftoken=***"),
+        ("http://host/h?verbose&x=", "http://host/h?verbose&x="),
     ],
 )
 def test_redact_url(url: str, redacted: str) -> None:

@@ -26,7 +26,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from healthmon.formats import read_body
-from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.model import HealthCheckResult, HealthStatus, redact_url
 from healthmon.policy import CheckPolicy
 from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
 
@@ -208,7 +208,7 @@ def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     return f"protocol error: {_first_line(exc)}"
 
 
-_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]*@")
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -232,7 +232,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _without_credentials(error: str) -> str:
-    """Errors may quote a third-party message, which may quote a URL: hide the
-    userinfo of any URL in it. (Our own texts never contain one, so they keep their
-    exact form for grouping.)"""
-    return _URL_USERINFO.sub(r"\1***@", error)
+    """Errors may quote a third-party message, which may quote a URL: redact any URL
+    in it as everywhere else (`redact_url`). (Our own texts never contain one, so they
+    keep their exact form for grouping.)"""
+    return _URL.sub(lambda url: redact_url(url.group()), error)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from healthmon import HealthMonitor, HealthStatus
-from healthmon.probe import new_http_client
+from healthmon.probe import new_http_client, probe_http
 from healthmon.targets import TargetServer
 
 
@@ -93,3 +94,18 @@ async def test_cookies_set_on_the_client_are_sent(targets: TargetServer) -> None
         client.cookies = {"session": "given"}
         response = await client.get(targets.url("/cookie"))
     assert (response.status_code, response.json()["cookie"]) == (409, "session=given")
+
+
+@pytest.mark.asyncio
+async def test_a_url_quoted_in_an_error_is_redacted() -> None:
+    """An HTTP stack's message may quote the URL: its secrets are starred as in logs."""
+    url = "http://user:pw-s3cret@127.0.0.1:9/health?token=q-s3cret&period=5"
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"could not reach {url}")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as client:
+        result = await probe_http(client, "svc", url)
+    assert result.error == (
+        "RuntimeError: could not reach http://***@127.0.0.1:9/health?token=***&period=5"
+    )

@@ -65,6 +65,7 @@ class MonitorParams:
 WHAT_IFS = {
     "stagger": "schedule i of n starts i/n of an interval later (slots spread, not aligned)",
     "gc-freeze": "gc.freeze() after warm-up: collections skip the long-lived objects",
+    "no-gc-freeze": "HealthMonitor(freeze_gc=False): the collector as the process left it",
     "aiohttp-transport": "the monitor given one httpx.AsyncClient over httpx-aiohttp's transport",
 }
 
@@ -417,7 +418,12 @@ async def run_monitor(params: MonitorParams) -> dict[str, Any]:
             if "aiohttp-transport" in params.what_if:
                 client = _aiohttp_transport_client()
                 stack.push_async_callback(client.aclose)
-            monitor = HealthMonitor(interval, store=store, http_client=client)
+            monitor = HealthMonitor(
+                interval,
+                store=store,
+                http_client=client,
+                freeze_gc="no-gc-freeze" not in params.what_if,
+            )
             _count_checks(monitor, instruments.counts)
             for index, port in enumerate(params.ports[: params.services]):
                 monitor.add_service(_service(index, port, flip=index < params.flip))

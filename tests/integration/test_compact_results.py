@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
 from healthmon import HealthCheckResult, HealthStatus, HealthStore, Retention
@@ -58,6 +59,19 @@ def dangling(db_path: Path) -> int:
     return int(count)
 
 
+def count_result_inserts(store: HealthStore) -> list[int]:
+    """A counter (in a list) of the INSERT statements into check_results from now on,
+    an executemany counting once."""
+    inserts = [0]
+
+    @event.listens_for(store.engine.sync_engine, "before_cursor_execute")
+    def count(*args: Any) -> None:
+        if args[2].startswith("INSERT INTO check_results"):  # (conn, cursor, statement, ...)
+            inserts[0] += 1
+
+    return inserts
+
+
 # -- keys and collisions -----------------------------------------------------------------
 
 
@@ -97,6 +111,69 @@ async def test_one_writer_remembers_each_service_s_newest_time_across_flushes(
     assert stored == [T0, T0 + 1, to_seconds(to_us(T0 + 1) + 1)]
     assert writer.stats.failed_flushes == 0
     assert "results_time_nudged" in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_a_burst_on_one_microsecond_costs_a_statement_a_result(db_path: Path) -> None:
+    # Walking 1 us at a time cost the k-th result k INSERTs: 45,151 for 300 (5 s, so
+    # that stop() dropped them all). Each goes just after the previous one instead.
+    n = 300
+    t = T0 + 10.25
+    async with HealthStore(db_path) as store:
+        inserts = count_result_inserts(store)
+        writer = store.writer()
+        for i in range(n):
+            writer.submit(ok("api", t, ms=float(i)))
+        writer.submit(ok("db", t))  # another service's rows go in with one executemany
+        assert await writer.flush()
+        in_batch, inserts[0] = inserts[0], 0
+        writer.submit(ok("api", t, ms=float(n)))  # after the run stored: one read finds
+        assert await writer.flush()  # its end
+        one_more = inserts[0]
+        await writer.stop()
+        stored = await store.results("api")
+        assert len(await store.results("db")) == 1
+    assert [(to_us(r.timestamp) - to_us(t), r.response_time_ms) for r in stored] == [
+        (i, float(i)) for i in range(n + 1)
+    ]
+    assert in_batch <= n + 2  # db's executemany, api's savepoint attempt, one each
+    assert one_more <= 3  # the savepoint attempt, its own time, the first free one
+
+
+@pytest.mark.asyncio
+async def test_a_burst_on_one_microsecond_is_stored_within_stop_s_timeout(
+    db_path: Path,
+) -> None:
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        for _ in range(300):
+            writer.submit(ok("api", T0))
+        await writer.stop()  # never started: stop() writes them, within its 2 s
+        assert writer.stats.dropped_results == 0
+        assert writer.stats.committed_results == 300
+        assert len(await store.results("api")) == 300
+
+
+@pytest.mark.asyncio
+async def test_a_colliding_result_goes_after_its_service_s_previous_or_the_first_free_key(
+    db_path: Path,
+) -> None:
+    us = to_us(T0)
+    async with HealthStore(db_path) as store:
+        await store_all(store, [ok("api", to_seconds(us + d), ms=float(d)) for d in (1, 2, 4)])
+        await store_all(
+            store,
+            [
+                ok("api", to_seconds(us), ms=10.0),  # free: stays
+                ok("api", to_seconds(us), ms=11.0),  # after it, +1 and +2 stored: +3
+                ok("api", to_seconds(us + 4), ms=12.0),  # taken: the first free, +5
+                ok("api", to_seconds(us + 4), ms=13.0),  # after the previous: +6
+            ],
+        )
+        stored = await store.results("api")
+    assert [(to_us(r.timestamp) - us, r.response_time_ms) for r in stored] == [
+        (0, 10.0), (1, 1.0), (2, 2.0), (3, 11.0), (4, 4.0), (5, 12.0), (6, 13.0)
+    ]  # fmt: skip
 
 
 @pytest.mark.asyncio

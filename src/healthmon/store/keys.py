@@ -2,16 +2,19 @@
 
 Two results of one service on the same microsecond are possible only with a clock
 stepped back (or results submitted through the API), and both must be kept: the
-later one is stored 1 us later, as many times as it takes to find a free key.
+later one is stored at max(its own time, its service's previous result in the batch
++ 1 us), or at the first free microsecond after that, as migration 0003 places them.
+A burst of n results on one microsecond so costs n statements, not n^2 / 2.
 
 The writer inserts a batch with one executemany. Guarding every batch with a
 savepoint, so that a conflict can be undone and the batch written again row by row,
 costs two more statements per flush (~5 us per result at 100 results a flush, a
-third of the writer's CPU), so only batches that could conflict are guarded: a
+third of the writer's CPU), so only the services that could conflict are guarded: a
 result later than everything stored of its service cannot. `ResultKeys` remembers
 each service's newest stored time (read once from the database for a service new to
-this writer; retention never deletes it), and a batch whose every result is later
-than its service's newest goes in unguarded.
+this writer; retention never deletes it); the rows of services whose every result is
+later than their newest go in unguarded, the others under a savepoint, and only
+those are written again row by row after a conflict.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, literal, select, union_all
+from sqlalchemy import bindparam, exists, func, insert, literal, select, union_all
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from healthmon.store.details import WINDOW_US, copy_body
+from healthmon.store.details import copy_body, window_of
 from healthmon.store.schema import check_results
 
 __all__ = ["Newest", "ResultKeys"]
@@ -47,32 +50,48 @@ class ResultKeys:
         self._insert_or_skip = sqlite_insert(check_results).on_conflict_do_nothing(
             index_elements=[c.service_id, c.ts_us]
         )
+        # Just after the first key of the service at or after :at whose next is free.
+        after = check_results.alias("after").c
+        self._free_after_query = (
+            select(c.ts_us + 1)
+            .where(
+                c.service_id == bindparam("sid"),
+                c.ts_us >= bindparam("at"),
+                ~exists().where(after.service_id == c.service_id, after.ts_us == c.ts_us + 1),
+            )
+            .order_by(c.ts_us)
+            .limit(1)
+        )
 
     async def insert(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> Newest:
         """Insert the rows, moving a colliding one's `ts_us` forward (in the row itself,
         so that what comes after sees where it went). Returns what to `remember` once
         the transaction commits."""
         newest = await self._known(conn, rows)
-        safe = True
+        guarded: set[int] = set()  # services with a result not later than their newest
         for row in rows:
             service_id, ts = row["service_id"], row["ts_us"]
             last = newest[service_id]
             if last is None or ts > last:
                 newest[service_id] = ts
             else:
-                safe = False
-        if safe:
+                guarded.add(service_id)
+        if not guarded:
             await conn.execute(insert(check_results), rows)
             return newest
+        safe = [row for row in rows if row["service_id"] not in guarded]
+        unsafe = [row for row in rows if row["service_id"] in guarded]
+        if safe:
+            await conn.execute(insert(check_results), safe)
         try:
             async with conn.begin_nested():
-                await conn.execute(insert(check_results), rows)
+                await conn.execute(insert(check_results), unsafe)
         except IntegrityError:
             pass  # undone to the savepoint; any other error fails the flush
         else:
             return newest
-        await self._one_by_one(conn, rows)
-        for row in rows:
+        await self._one_by_one(conn, unsafe)
+        for row in unsafe:
             service_id, ts = row["service_id"], row["ts_us"]
             last = newest[service_id]
             newest[service_id] = ts if last is None else max(last, ts)
@@ -103,16 +122,26 @@ class ResultKeys:
         return known
 
     async def _one_by_one(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert the rows one at a time, each at its own time if that is free, else at
+        max(its time, its service's previous row's + 1 us) or, if that is taken too
+        (by a stored result), at the first free microsecond after it: one statement a
+        row, two or three for a row that must move."""
+        previous: dict[int, int] = {}  # service id -> where its last row went
+        taken: set[tuple[int, int]] = set()  # the keys these rows took
         moved: list[int] = []
         for row in rows:
-            wanted = row["ts_us"]
-            while (await conn.execute(self._insert_or_skip, row)).rowcount == 0:
-                row["ts_us"] += 1
-                if row["details_id"] is not None and row["ts_us"] % WINDOW_US == 0:
-                    # Into the next minute: its details row belongs to the one it left.
-                    row["details_id"] = await copy_body(conn, row["details_id"])
-            if row["ts_us"] != wanted:
-                moved.append(row["ts_us"] - wanted)
+            service_id, wanted = row["service_id"], row["ts_us"]
+            if (service_id, wanted) in taken or not await self._put(conn, row, wanted):
+                last = previous.get(service_id)
+                at = wanted if last is None or last < wanted else last + 1
+                if at == wanted or not await self._put(conn, row, at):
+                    while True:  # `at` is taken: each query finds a later key
+                        at = await self._free_after(conn, service_id, at)
+                        if await self._put(conn, row, at):
+                            break
+                moved.append(at - wanted)
+            previous[service_id] = row["ts_us"]
+            taken.add((service_id, row["ts_us"]))
         if moved:
             log.warning(
                 "results_time_nudged",
@@ -121,3 +150,17 @@ class ResultKeys:
                 reason="results of one service with the same time (to the microsecond) "
                 "are stored 1 us apart; was the clock stepped back?",
             )
+
+    async def _put(self, conn: AsyncConnection, row: dict[str, Any], at: int) -> bool:
+        """Insert the row at time `at` unless that key is taken; False if it is."""
+        wanted, row["ts_us"] = row["ts_us"], at
+        if row["details_id"] is not None and window_of(at) != window_of(wanted):
+            # Into another minute: its details row belongs to the one it left.
+            row["details_id"] = await copy_body(conn, row["details_id"])
+        return bool((await conn.execute(self._insert_or_skip, row)).rowcount)
+
+    async def _free_after(self, conn: AsyncConnection, service_id: int, taken: int) -> int:
+        """The first microsecond after `taken` (a time of the service's results) that
+        holds none: one read of the run of taken keys that follows it."""
+        found = await conn.scalar(self._free_after_query, {"sid": service_id, "at": taken})
+        return taken + 1 if found is None else int(found)

@@ -15,7 +15,8 @@ dropped, counted and logged: never silently.
 
 Results are keyed by (service, microsecond). Two results of one service on the same
 microsecond (a clock stepped back, or results submitted through the API) are both
-kept, the later one moved forward by 1 us until it fits (store/keys.py).
+kept, the later one moved forward, just after the service's previous result
+(store/keys.py).
 """
 
 from __future__ import annotations

@@ -72,6 +72,28 @@ def count_result_inserts(store: HealthStore) -> list[int]:
     return inserts
 
 
+def unreferenced_details(db_path: Path) -> int:
+    """Details rows no result references: nothing ever deletes them (must never be)."""
+    (count,) = query(
+        db_path,
+        "SELECT count(*) FROM result_details d "
+        "WHERE NOT EXISTS (SELECT 1 FROM check_results r WHERE r.details_id = d.id)",
+    )[0]
+    return int(count)
+
+
+def details_across_minutes(db_path: Path) -> list[int]:
+    """Details rows referenced outside one service's minute (retention would delete
+    them while results still refer to them: must never be)."""
+    rows = query(
+        db_path,
+        "SELECT details_id FROM check_results WHERE details_id IS NOT NULL "
+        "GROUP BY details_id "
+        "HAVING count(DISTINCT service_id) > 1 OR count(DISTINCT ts_us / 60000000) > 1",
+    )
+    return [details_id for (details_id,) in rows]
+
+
 # -- keys and collisions -----------------------------------------------------------------
 
 
@@ -222,6 +244,55 @@ async def test_a_result_moved_into_the_next_minute_gets_its_own_details_row(
     )
     assert [count for _, count in rows] == [1, 1]
     assert query(db_path, "SELECT count(*) FROM result_details") == [(2,)]
+    assert unreferenced_details(db_path) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_details_row_made_for_results_moved_into_the_next_minute_goes_with_them(
+    db_path: Path,
+) -> None:
+    # It was copied for the next minute and left referenced by nothing, forever:
+    # retention deletes a details row only with the results it deletes.
+    last = 1_800_000_059_999_999  # the last microsecond of T0's minute
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(ok("api", to_seconds(last), {"a": 1}))
+        assert await writer.flush()
+        # The same microsecond again, with another body: its details row is made for
+        # T0's minute, and both results move into the next one, the row with them.
+        writer.submit(ok("api", to_seconds(last), {"b": 2}))
+        writer.submit(ok("api", to_seconds(last), {"b": 2}))
+        assert await writer.flush()
+        assert unreferenced_details(db_path) == 0
+        # The writer must not take that row for {"b": 2} in T0's minute any more.
+        writer.submit(ok("api", T0 + 30, {"b": 2}))
+        # One stays in T0's minute with its details row, two move: one copy for both.
+        for _ in range(3):
+            writer.submit(ok("api", to_seconds(last - 1), {"c": 3}))
+        assert await writer.flush()
+        writer.submit(ok("api", T0 + 3600, None))
+        assert await writer.flush()
+        await writer.stop()
+        assert writer.stats.failed_flushes == 0
+        assert [(to_us(r.timestamp), r.details) for r in await store.results("api")] == [
+            (to_us(T0 + 30), {"b": 2}),
+            (last - 1, {"c": 3}),
+            (last, {"a": 1}),
+            (last + 1, {"b": 2}),
+            (last + 2, {"b": 2}),
+            (last + 3, {"c": 3}),
+            (last + 4, {"c": 3}),
+            (to_us(T0 + 3600), None),
+        ]
+        assert query(db_path, "SELECT count(*) FROM result_details") == [(5,)]
+        assert unreferenced_details(db_path) == 0
+        assert details_across_minutes(db_path) == []
+        async with store.engine.begin() as conn:  # all but the newest result expire
+            now = T0 + 1800 + Retention().raw
+            while (await prune_step(conn, Retention(), 1000, now=now)).more:
+                pass
+    assert query(db_path, "SELECT count(*) FROM check_results") == [(1,)]
+    assert query(db_path, "SELECT count(*) FROM result_details") == [(0,)]
 
 
 @pytest.mark.asyncio

@@ -74,7 +74,7 @@ class Details:
             if body is None:
                 continue
             service_id = row["service_id"]
-            window = row["ts_us"] - row["ts_us"] % WINDOW_US
+            window = window_of(row["ts_us"])
             text = self._serialise(service_id, body)
             known = changed.get(service_id) or last.get(service_id)
             if known is not None and known[0] == window and known[1] == text:
@@ -103,7 +103,8 @@ class Details:
         self._last.update(changed)
 
     def forget(self, ids: Collection[int]) -> None:
-        """Those rows were deleted (retention): never reuse them."""
+        """Never reuse those rows: deleted (retention), or now referenced in another
+        minute than the one remembered (results moved there, store/keys.py)."""
         if ids:
             self._last = {sid: last for sid, last in self._last.items() if last[2] not in ids}
 
@@ -131,7 +132,7 @@ class Details:
 
 
 async def copy_body(conn: AsyncConnection, details_id: int) -> int:
-    """A new row with the body of `details_id`: for a result moved into another window
+    """A new row with the body of `details_id`: for results moved into another window
     (store/keys.py moves a colliding result's time forward), so windows stay apart."""
     new_id = await _next_id(conn)
     await conn.execute(

@@ -6,6 +6,13 @@ later one is stored at max(its own time, its service's previous result in the ba
 + 1 us), or at the first free microsecond after that, as migration 0003 places them.
 A burst of n results on one microsecond so costs n statements, not n^2 / 2.
 
+A result moved into the next minute takes its details row along when nothing in the
+minute it left refers to that row any more (the row was made for it), and a copy of
+it otherwise: a details row is referenced within one service's minute only
+(store/details.py), and none is left referenced by nothing. (Deleting a details row
+left behind instead would cost a scan of every result: SQLite looks for references to
+a deleted row, and `details_id` has no index, store/engine.py `begin_unchecked`.)
+
 The writer inserts a batch with one executemany. Guarding every batch with a
 savepoint, so that a conflict can be undone and the batch written again row by row,
 costs two more statements per flush (~5 us per result at 100 results a flush, a
@@ -19,19 +26,21 @@ those are written again row by row after a conflict.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, exists, func, insert, literal, select, union_all
+from sqlalchemy import bindparam, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from healthmon.store.details import copy_body, window_of
+from healthmon.store.details import copy_body, unreferenced, window_of
 from healthmon.store.schema import check_results
 
-__all__ = ["Newest", "ResultKeys"]
+__all__ = ["Inserted", "Newest", "ResultKeys"]
 
 log = structlog.get_logger("healthmon.store")
 
@@ -39,6 +48,17 @@ Newest = dict[int, int | None]
 """service id -> the newest stored time (epoch us) of the service; None for none."""
 
 _PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What `ResultKeys.insert` did that must be remembered once it commits."""
+
+    newest: Newest
+    """For `ResultKeys.remember`."""
+    moved_details: frozenset[int] = field(default_factory=frozenset)
+    """Details rows now referenced in another minute than the one they were made for
+    (their results moved there): the writer must not reuse them for that one."""
 
 
 class ResultKeys:
@@ -62,11 +82,15 @@ class ResultKeys:
             .order_by(c.ts_us)
             .limit(1)
         )
+        self._relink = (
+            update(check_results)
+            .where(c.service_id == bindparam("b_service_id"), c.ts_us == bindparam("b_ts_us"))
+            .values(details_id=bindparam("b_details_id"))
+        )
 
-    async def insert(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> Newest:
+    async def insert(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> Inserted:
         """Insert the rows, moving a colliding one's `ts_us` forward (in the row itself,
-        so that what comes after sees where it went). Returns what to `remember` once
-        the transaction commits."""
+        so that what comes after sees where it went, and its `details_id` with it)."""
         newest = await self._known(conn, rows)
         guarded: set[int] = set()  # services with a result not later than their newest
         for row in rows:
@@ -78,7 +102,7 @@ class ResultKeys:
                 guarded.add(service_id)
         if not guarded:
             await conn.execute(insert(check_results), rows)
-            return newest
+            return Inserted(newest)
         safe = [row for row in rows if row["service_id"] not in guarded]
         unsafe = [row for row in rows if row["service_id"] in guarded]
         if safe:
@@ -89,13 +113,13 @@ class ResultKeys:
         except IntegrityError:
             pass  # undone to the savepoint; any other error fails the flush
         else:
-            return newest
-        await self._one_by_one(conn, unsafe)
+            return Inserted(newest)
+        moved_details = await self._one_by_one(conn, unsafe)
         for row in unsafe:
             service_id, ts = row["service_id"], row["ts_us"]
             last = newest[service_id]
             newest[service_id] = ts if last is None else max(last, ts)
-        return newest
+        return Inserted(newest, moved_details)
 
     def remember(self, newest: Newest) -> None:
         """The transaction of `insert` committed."""
@@ -121,14 +145,18 @@ class ResultKeys:
             known.update({sid: ts for sid, ts in await conn.execute(union_all(*queries))})
         return known
 
-    async def _one_by_one(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    async def _one_by_one(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+    ) -> frozenset[int]:
         """Insert the rows one at a time, each at its own time if that is free, else at
         max(its time, its service's previous row's + 1 us) or, if that is taken too
         (by a stored result), at the first free microsecond after it: one statement a
-        row, two or three for a row that must move."""
+        row, two or three for a row that must move. Returns the details rows that
+        moved to another minute with their results (`_move_details`)."""
         previous: dict[int, int] = {}  # service id -> where its last row went
         taken: set[tuple[int, int]] = set()  # the keys these rows took
         moved: list[int] = []
+        crossed: list[tuple[dict[str, Any], int]] = []  # (row, the minute it left)
         for row in rows:
             service_id, wanted = row["service_id"], row["ts_us"]
             if (service_id, wanted) in taken or not await self._put(conn, row, wanted):
@@ -140,6 +168,8 @@ class ResultKeys:
                         if await self._put(conn, row, at):
                             break
                 moved.append(at - wanted)
+                if row["details_id"] is not None and window_of(at) != window_of(wanted):
+                    crossed.append((row, window_of(wanted)))
             previous[service_id] = row["ts_us"]
             taken.add((service_id, row["ts_us"]))
         if moved:
@@ -150,13 +180,48 @@ class ResultKeys:
                 reason="results of one service with the same time (to the microsecond) "
                 "are stored 1 us apart; was the clock stepped back?",
             )
+        return await self._move_details(conn, crossed) if crossed else frozenset()
+
+    async def _move_details(
+        self, conn: AsyncConnection, crossed: Sequence[tuple[dict[str, Any], int]]
+    ) -> frozenset[int]:
+        """The rows moved into another minute (each with the minute it left) went in
+        with the details row made for the minute they left. Those that nothing in that
+        minute refers to any more (made for these results alone) move with them, to
+        the first minute they went to; every other minute gets a copy. Returns the ids
+        of the details rows that moved."""
+        made_for: dict[int, tuple[int, int]] = {}  # details id -> (service id, minute)
+        went_to: defaultdict[int, defaultdict[int, list[dict[str, Any]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )  # details id -> minute -> its rows there
+        for row, left in crossed:
+            made_for[row["details_id"]] = (row["service_id"], left)
+            went_to[row["details_id"]][window_of(row["ts_us"])].append(row)
+        free = await unreferenced(conn, [(i, *where) for i, where in made_for.items()])
+        relinked: list[dict[str, int]] = []
+        for details_id, windows in went_to.items():
+            later = sorted(windows)
+            if details_id in free:
+                del later[0]  # the first minute it went to takes it along
+            for window in later:
+                copy = await copy_body(conn, details_id)
+                for row in windows[window]:
+                    row["details_id"] = copy
+                    relinked.append(
+                        {
+                            "b_service_id": row["service_id"],
+                            "b_ts_us": row["ts_us"],
+                            "b_details_id": copy,
+                        }
+                    )
+        if relinked:
+            await conn.execute(self._relink, relinked)
+        return frozenset(free)
 
     async def _put(self, conn: AsyncConnection, row: dict[str, Any], at: int) -> bool:
-        """Insert the row at time `at` unless that key is taken; False if it is."""
-        wanted, row["ts_us"] = row["ts_us"], at
-        if row["details_id"] is not None and window_of(at) != window_of(wanted):
-            # Into another minute: its details row belongs to the one it left.
-            row["details_id"] = await copy_body(conn, row["details_id"])
+        """Insert the row at time `at` unless that key is taken; False if it is. (Its
+        details row stays the one it has: `_move_details` sees to it afterwards.)"""
+        row["ts_us"] = at
         return bool((await conn.execute(self._insert_or_skip, row)).rowcount)
 
     async def _free_after(self, conn: AsyncConnection, service_id: int, taken: int) -> int:

@@ -36,7 +36,7 @@ from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store.details import Details, Remembered
-from healthmon.store.keys import Newest, ResultKeys
+from healthmon.store.keys import Inserted, ResultKeys
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
@@ -84,7 +84,7 @@ class _Service:
 class _Written:
     ids: dict[str, int]  # service name -> id
     details: Remembered
-    newest: Newest
+    keys: Inserted
 
 
 @dataclass(slots=True)
@@ -286,7 +286,8 @@ class ResultWriter:
                 return False
             self._ids = written.ids
             self._details.remember(written.details)
-            self._keys.remember(written.newest)
+            self._details.forget(written.keys.moved_details)  # now another minute's
+            self._keys.remember(written.keys.newest)
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
@@ -335,7 +336,7 @@ class ResultWriter:
             for r in batch.results
         ]
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
-        newest = await self._keys.insert(conn, rows) if rows else {}
+        keys = await self._keys.insert(conn, rows) if rows else Inserted({})
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -354,7 +355,7 @@ class ResultWriter:
             )
         if self._rollup is not None:
             await self._rollup.write(conn, rows)
-        return _Written(ids, details, newest)
+        return _Written(ids, details, keys)
 
     def _dirty_services(self) -> list[str]:
         return [name for name, service in self._services.items() if service.dirty]

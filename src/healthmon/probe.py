@@ -30,10 +30,10 @@ from healthmon.model import HealthCheckResult, HealthStatus, redact_url
 from healthmon.policy import CheckPolicy
 from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
 
-# httpx's accepted cookie forms (its `CookieTypes` is private).
-CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
-
 __all__ = ["CheckClient", "describe_error", "new_http_client", "probe_http"]
+
+# The cookie forms httpx accepts (its own alias, `CookieTypes`, is private).
+_CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
 
 DEFAULT_POLICY = CheckPolicy()
 _HEADERS = {
@@ -93,7 +93,7 @@ class CheckClient(httpx.AsyncClient):
         return self._unkept_cookies
 
     @cookies.setter
-    def cookies(self, cookies: CookieTypes | None) -> None:
+    def cookies(self, cookies: _CookieTypes | None) -> None:
         self._unkept_cookies = _UnkeptCookies(cookies)
 
 

@@ -4,6 +4,7 @@ running writer, and upgrading a database that already holds results."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from healthmon import (
     Retention,
     StatusTransition,
 )
+from healthmon.micros import to_seconds, to_us
 from healthmon.targets import TargetServer
 from tests.conftest import http_service, wait_for
 
@@ -85,6 +87,39 @@ async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) 
         assert empty.counts.total == 0
         assert empty.latency.count == 0
         assert empty.latency.p99 is None
+
+
+@pytest.mark.asyncio
+async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_path: Path) -> None:
+    # Bucket k ended at since + k * bucket + bucket, bucket k + 1 began at since +
+    # (k + 1) * bucket: an ulp apart, a microsecond apart once on the stored grid, so
+    # a result there was in both (T0 + 2.1 s with 0.7 s buckets).
+    t0 = 1_800_000_000.0
+    origins = [t0, t0 + 0.1, t0 + 1 / 3]
+    buckets = [0.7, 0.1, 0.3, 1 / 3, 1.1, 0.9]
+    stored: set[int] = set()  # results on every edge, and a microsecond either side
+    for since in origins:
+        for bucket in buckets:
+            for k in range(math.ceil(7 / bucket) + 1):
+                edge = to_us(since + k * bucket)
+                stored.update((edge - 1, edge, edge + 1))
+    times = sorted(to_seconds(us) for us in stored)
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        for ts in times:
+            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, ts))
+        assert await writer.flush()
+        await writer.stop()
+        assert [r.timestamp for r in await store.results("api")] == times  # none moved
+        for since in origins:
+            until = since + 7.0
+            for bucket in buckets:
+                series = await store.series("api", since, until, bucket=bucket)
+                assert [b.until for b in series] == [b.since for b in series[1:]] + [until]
+                assert series[0].since == since
+                for got in series:
+                    assert got.counts.total == sum(got.since <= t < got.until for t in times)
+                assert sum(b.counts.total for b in series) == sum(since <= t < until for t in times)
 
 
 @pytest.mark.asyncio

@@ -339,9 +339,13 @@ def test_reports_and_series_match_brute_force(
                 if (until - since) / bucket <= 500:
                     buckets = await store.series(None, since, until, bucket=bucket)
                     assert len(buckets) == math.ceil((until - since) / bucket)
+                    assert [got.since for got in buckets] == [
+                        since + k * bucket for k in range(len(buckets))
+                    ]
+                    # Each ends where the next begins: every result in exactly one.
+                    ends = [got.since for got in buckets[1:]] + [until] if buckets else []
+                    assert [got.until for got in buckets] == ends
                     for got in buckets:
-                        assert got.since == since + round((got.since - since) / bucket) * bucket
-                        assert got.until == min(got.since + bucket, until)
                         check_window(stream.results, got.since, got.until, got)
 
     asyncio.run(run())

@@ -8,6 +8,7 @@ each window then sums the rows of its pieces, found by bisection in time order.
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections import defaultdict
@@ -125,11 +126,15 @@ async def reports(
 async def series(
     conn: AsyncConnection, ids: Sequence[int], since: float, until: float, bucket: float
 ) -> list[WindowStats]:
-    """Counts and latency per bucket [since + k * bucket, ...), the last one cut at
-    until, summed over the services `ids`."""
+    """Counts and latency per bucket [since + k * bucket, since + (k + 1) * bucket),
+    the last one ending at until, summed over the services `ids`."""
     coverage = await load_coverage(conn)
-    starts = [since + k * bucket for k in range(math.ceil((until - since) / bucket))]
-    plans = [plan(start, min(start + bucket, until), coverage) for start in starts]
+    count = math.ceil((until - since) / bucket)
+    # Each bucket ends at the very float the next one begins with, so at the same
+    # microsecond (us_at_or_after): no result is counted twice, none missed. (A start
+    # plus a bucket can be an ulp off the next start, and a microsecond off with it.)
+    edges = [min(since + k * bucket, until) for k in range(count)] + [until]
+    plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
     sums = await _collect(conn, [(service_id, p) for service_id in ids for p in plans])
     result = []
     for index, p in enumerate(plans):

@@ -26,17 +26,19 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy import insert, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.store import dialect
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
+from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
@@ -128,6 +130,7 @@ class ResultWriter:
         # they were, and any failure clears them (store/details.py, store/keys.py).
         self._details = Details()
         self._keys = ResultKeys()
+        self._partitions = Partitions()  # PostgreSQL's days of raw results
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -288,6 +291,7 @@ class ResultWriter:
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
             self._keys.remember(written.keys.newest)
+            self._partitions.committed()
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
@@ -319,11 +323,12 @@ class ResultWriter:
     def _forget_rows(self) -> None:
         self._details.clear()
         self._keys.clear()
+        self._partitions.clear()
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
         """Insert the batch; return what to remember of it once committed."""
         ids = await self._service_ids(conn, batch)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "service_id": ids[r.service_name],
                 "ts_us": to_us(r.timestamp),
@@ -335,6 +340,7 @@ class ResultWriter:
             }
             for r in batch.results
         ]
+        await self._partitions.ensure(conn, (row["ts_us"] for row in rows))
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
         keys = await self._keys.insert(conn, rows) if rows else Inserted({})
         if batch.transitions:
@@ -368,7 +374,7 @@ class ResultWriter:
         unknown = (names - self._ids.keys()).difference(dirty)
         now = time.time()
         if dirty:
-            statement = sqlite_insert(services)
+            statement = dialect.upsert(conn, services)
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[services.c.name],
@@ -386,7 +392,9 @@ class ResultWriter:
             )
         if unknown:  # results of services nobody described: keep them, as kind "other"
             await conn.execute(
-                sqlite_insert(services).on_conflict_do_nothing(index_elements=[services.c.name]),
+                dialect.upsert(conn, services).on_conflict_do_nothing(
+                    index_elements=[services.c.name]
+                ),
                 [
                     {"name": name, "kind": "other", "url": None, "created_at": now}
                     for name in unknown

@@ -61,7 +61,7 @@ def database_url(url_or_path: str | Path) -> URL:
     except ArgumentError as exc:
         # (The text is not repeated: it may hold a password that could not be parsed.)
         raise ValueError("not a database URL (expected sqlite:/// or postgresql://)") from exc
-    backend, driver = url.get_backend_name(), url.get_driver_name()
+    backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return _postgres(url)
     if backend != "sqlite":
@@ -69,15 +69,15 @@ def database_url(url_or_path: str | Path) -> URL:
             f"healthmon stores into SQLite or PostgreSQL; {backend!r} URLs are not supported "
             f"(got {display_url(url)!r})"
         )
-    if driver != "aiosqlite":
+    if url.drivername != "sqlite+aiosqlite":
         url = url.set(drivername="sqlite+aiosqlite")
     return _absolute(url)
 
 
 def _postgres(url: URL) -> URL:
-    driver = url.get_driver_name()
-    # SQLAlchemy names psycopg2 as the default driver of a plain postgresql:// URL.
-    if "+" in url.drivername and driver != "asyncpg":
+    # (Not url.get_driver_name(): for a plain URL that loads the default driver.)
+    driver = url.drivername.partition("+")[2]
+    if driver not in ("", "asyncpg"):
         raise ValueError(
             f"healthmon talks to PostgreSQL through asyncpg; the driver {driver!r} is not "
             f"supported: use postgresql://... or postgresql+asyncpg://... "

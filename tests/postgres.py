@@ -111,10 +111,12 @@ def server_url() -> Iterator[str]:
         server.delete()
 
 
-def create_database(admin_url: str) -> str:
-    """A new empty database on the server; its URL."""
+def create_database(admin_url: str, template: str | None = None) -> str:
+    """A new database on the server, empty or a copy of the `template` database's URL
+    (which nothing may be connected to); its URL."""
     name = f"hm_{uuid.uuid4().hex[:12]}"
-    _admin(admin_url, f"CREATE DATABASE {name} TEMPLATE template0")
+    source = "template0" if template is None else make_url(template).database
+    _admin(admin_url, f"CREATE DATABASE {name} TEMPLATE {source}")
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 

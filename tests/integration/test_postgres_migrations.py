@@ -56,7 +56,9 @@ def tables(url: str) -> set[str]:
 
 
 def views(url: str) -> set[str]:
-    return {name for (name,) in query(url, "SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
+    return {
+        name for (name,) in query(url, "SELECT viewname FROM pg_views WHERE schemaname = 'public'")
+    }
 
 
 def test_upgrade_downgrade_upgrade_and_check_on_postgresql(pg_url: str) -> None:

@@ -58,9 +58,8 @@ def _migrate(url: str) -> None:
 def databases(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Iterator[str]]:
-    """Fresh copies of a migrated empty database (migrating takes longer), one per
-    example: SQLite files, or PostgreSQL databases made from a template database (each
-    dropped when the next is made)."""
+    """A migrated empty database per example: copies of a SQLite file (migrating takes
+    longer), or one PostgreSQL database emptied again."""
     if request.param == "sqlite":
         folder = tmp_path_factory.mktemp("examples")
         template = folder / "template.db"
@@ -74,21 +73,35 @@ def databases(
 
         yield files()
         return
-    server: str = request.getfixturevalue("postgres_server")
-    template_url = postgres.create_database(server)
-    _migrate(template_url)
-    made: list[str] = []
+    url = postgres.create_database(request.getfixturevalue("postgres_server"))
+    _migrate(url)
 
-    def copies() -> Iterator[str]:
+    def emptied() -> Iterator[str]:
         while True:
-            while made:
-                postgres.drop_database(made.pop())
-            made.append(postgres.create_database(server, template=template_url))
-            yield made[-1]
+            asyncio.run(_empty(url))
+            yield url
 
-    yield copies()
-    for url in [*made, template_url]:
-        postgres.drop_database(url)
+    yield emptied()
+    postgres.drop_database(url)
+
+
+async def _empty(url: str) -> None:
+    """The PostgreSQL database as migrated, without making a new one (which takes ~0.5 s):
+    every row written since removed, the coverage marks as migration 0002 leaves them
+    on an empty database."""
+    async with HealthStore(url, migrate=False) as store, store.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "TRUNCATE check_results, result_details, status_transitions, result_minutes, "
+                "result_hours, result_gaps, services RESTART IDENTITY CASCADE"
+            )
+        )
+        await conn.execute(
+            text(
+                "UPDATE history_coverage SET complete_since = 0, complete_until = "
+                "CASE WHEN tier IN ('minute', 'hour') THEN 0 END"
+            )
+        )
 
 
 # -- streams -----------------------------------------------------------------------------

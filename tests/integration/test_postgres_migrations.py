@@ -33,12 +33,12 @@ def alembic(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     async def run() -> list[tuple[Any, ...]]:
         engine = create_engine(database_url(url))
         try:
             async with engine.begin() as conn:
-                result = await conn.execute(text(sql))
+                result = await conn.execute(text(sql), params)
                 return [tuple(row) for row in result] if result.returns_rows else []
         finally:
             await engine.dispose()
@@ -77,11 +77,6 @@ def test_upgrade_downgrade_upgrade_and_check_on_postgresql(pg_url: str) -> None:
 
 def test_0003_copies_every_result_into_day_partitions_and_back(pg_url: str) -> None:
     alembic(pg_url, "upgrade", "0002")
-    rows = ", ".join(
-        f"({sid}, {ts!r}, {status}, {rt!r}, {'NULL' if e is None else repr(e)}, "
-        f"{'NULL' if d is None else repr(d)}, {'true' if a else 'false'})"
-        for sid, ts, status, rt, e, d, a in old_rows()
-    )
     query(
         pg_url,
         "INSERT INTO services (id, name, kind, url, created_at) "
@@ -90,7 +85,13 @@ def test_0003_copies_every_result_into_day_partitions_and_back(pg_url: str) -> N
     query(
         pg_url,
         "INSERT INTO check_results "
-        f"(service_id, ts, status, response_time_ms, error, details, answered) VALUES {rows}",
+        "(service_id, ts, status, response_time_ms, error, details, answered) "
+        "VALUES (:sid, :ts, :status, :rt, :error, CAST(:details AS JSON), :answered)",
+        [
+            dict(zip(("sid", "ts", "status", "rt", "error", "details"), row[:6], strict=True))
+            | {"answered": bool(row[6])}
+            for row in old_rows()
+        ],
     )
     upgraded = alembic(pg_url, "upgrade", "0003")
     assert "count=2" in upgraded.stdout + upgraded.stderr

@@ -12,6 +12,7 @@ binding a JSON text, raw results' partitions) it asks this module.
   the process). PostgreSQL runs no Python: the stored histograms of the rows to upsert
   are read (locked) and merged here first, and the upsert writes the sum. Only late
   results take this path (a handful of rows), and one writer writes a service's rows.
+- Reads: one snapshot per read transaction (`as_one_snapshot`).
 - A details body is bound as the JSON text the writer compared (store/details.py):
   PostgreSQL is told it is JSON; SQLite stores the text as it is.
 """
@@ -32,6 +33,7 @@ from healthmon.store.sketch import merge_blobs
 __all__ = [
     "POSTGRESQL",
     "SQLITE",
+    "as_one_snapshot",
     "greatest",
     "histogram_upsert",
     "json_text",
@@ -47,6 +49,16 @@ POSTGRESQL = "postgresql"
 def name(conn: AsyncConnection) -> str:
     """The connection's dialect: SQLITE or POSTGRESQL."""
     return conn.dialect.name
+
+
+async def as_one_snapshot(conn: AsyncConnection) -> AsyncConnection:
+    """The connection, set so that its next transaction reads one snapshot throughout
+    (a report's coverage marks and rows, latest()'s results and statuses): SQLite's
+    read transactions do; PostgreSQL's READ COMMITTED takes a snapshot per statement,
+    REPEATABLE READ one per transaction (a read-only one never fails to serialise)."""
+    if name(conn) == POSTGRESQL:
+        return await conn.execution_options(isolation_level="REPEATABLE READ")
+    return conn
 
 
 def upsert(conn: AsyncConnection, table: Table) -> SqliteInsert | PostgresInsert:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
-from healthmon.store import history, migrate, report
+from healthmon.store import dialect, history, migrate, report
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
@@ -340,7 +340,7 @@ class HealthStore:
         """A read connection whose database errors surface as StorageError."""
         try:
             async with self.engine.connect() as conn:
-                yield conn
+                yield await dialect.as_one_snapshot(conn)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after
@@ -88,7 +88,11 @@ async def reports(
     for service_id, spans in incidents.items():
         windows.extend((service_id, plan(span.start, span.stop, coverage)) for span in spans)
     sums = await _collect(conn, windows)
-    gaps = await _gaps(conn, list(ids.values()), (since, until), gap_after) if since < until else {}
+    gaps = (
+        await _gaps(conn, list(ids.values()), (since, until), gap_after, coverage.raw)
+        if since < until
+        else {}
+    )
     result = {}
     for name, service_id in ids.items():
         main, *span_sums = sums[service_id]
@@ -406,8 +410,10 @@ async def _gaps(
     ids: list[int],
     window: tuple[float, float],
     gap_after: float,
+    kept_since: float,
 ) -> dict[int, list[tuple[float, float | None]]]:
-    """(start, end or None) per service, clipped to the window."""
+    """(start, end or None) per service, clipped to the window. Of the results before
+    `kept_since` (the raw mark) only each service's newest counts (history.visible)."""
     since, until = window
     g = result_gaps.c
     rows = await conn.execute(
@@ -424,18 +430,31 @@ async def _gaps(
     # A gap that has not ended yet has no row: the last result is too old. (Pruning
     # keeps each service's newest result, so this finds it however old it is.)
     r = check_results.c
-    last = (
+    until_us = us_at_or_after(until)
+    kept_us = None if math.isinf(kept_since) else us_at_or_after(kept_since)
+    last_kept = (
         select(func.max(r.ts_us))
-        .where(r.service_id == services.c.id, r.ts_us < us_at_or_after(until))
+        .where(r.service_id == services.c.id, r.ts_us < until_us)
         .correlate(services)
-        .scalar_subquery()
     )
-    for service_id, newest_us in await conn.execute(
+    last: ColumnElement[Any] = last_kept.scalar_subquery()
+    if kept_us is not None:
+        newest = (
+            select(func.max(r.ts_us))
+            .where(r.service_id == services.c.id)
+            .correlate(services)
+            .scalar_subquery()
+        )
+        last = func.coalesce(
+            last_kept.where(r.ts_us >= kept_us).scalar_subquery(),
+            case((newest < until_us, newest)),
+        )
+    for service_id, last_us in await conn.execute(
         select(services.c.id, last).where(services.c.id.in_(ids))
     ):
-        if newest_us is None or service_id in open_ended:
+        if last_us is None or service_id in open_ended:
             continue
-        newest = to_seconds(newest_us)
-        if until - newest > gap_after:
-            found[service_id].append((max(newest, since), None))
+        seen = to_seconds(last_us)
+        if until - seen > gap_after:
+            found[service_id].append((max(seen, since), None))
     return found

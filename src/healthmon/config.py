@@ -14,6 +14,10 @@
     check_interval = 0.1
     timeout = 2.0                  # its `policy`'s fields: defaults for every service
 
+    [cluster]                      # optional: cluster mode on PostgreSQL (docs/cluster.md)
+    node = "a"                     # ClusterSettings' fields
+    lease = 5.0
+
     [[services]]                   # one table per service: ServiceDefinition's fields
     name = "api"
     service_type = "http"
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from healthmon.cluster import ClusterSettings
 from healthmon.errors import ConfigError
 from healthmon.log import LogFormat
 from healthmon.model import ServiceDefinition
@@ -86,6 +91,8 @@ class Config:
     """As written in the file, a relative path resolved against the file's folder."""
     log_level: str | None = None
     log_format: LogFormat | None = None
+    cluster: ClusterSettings | None = None
+    """`[cluster]`: run as a cluster node (None without the table)."""
 
 
 def load_config(path: str | Path) -> Config:
@@ -122,7 +129,7 @@ def _fields(cls: type[Any]) -> dict[str, Any]:
 def monitor_keys() -> dict[str, Any]:
     """`[monitor]` keys and their type hints: HealthMonitor's keyword arguments, with
     its `policy` spread into its fields."""
-    keys = _keywords(HealthMonitor.__init__, {"self", "store", "http_client"})
+    keys = _keywords(HealthMonitor.__init__, {"self", "store", "http_client", "cluster"})
     policy = _dataclass_in(keys.pop(_SPREAD, None))
     return {**keys, **(_fields(policy) if policy is not None else {})}
 
@@ -166,7 +173,9 @@ class _Loader:
         return ConfigError(f"{self.path}: {where}{field_text}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.refuse_unknown("the top level", data, ["log", "monitor", "services", "store"])
+        self.refuse_unknown(
+            "the top level", data, ["cluster", "log", "monitor", "services", "store"]
+        )
         log = self.keyed("[log]", self.table(data, "log"), {"level": str, "format": str})
         for key, allowed in (("level", LOG_LEVELS), ("format", LOG_FORMATS)):
             if key in log and log[key] not in allowed:
@@ -183,6 +192,10 @@ class _Loader:
             raise self.error("services", "must be [[services]] tables, one per service")
         services = self.services(tables)
         self.validate(store, monitor, services, tables)
+        cluster = None
+        if "cluster" in data:
+            values = self.keyed("[cluster]", self.table(data, "cluster"), _fields(ClusterSettings))
+            cluster = self.build("[cluster]", ClusterSettings, values)
         return Config(
             path=self.path,
             services=tuple(services),
@@ -191,6 +204,7 @@ class _Loader:
             database=database,
             log_level=log.get("level"),
             log_format=log.get("format"),
+            cluster=cluster,
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,6 +30,7 @@ import structlog
 
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
+from healthmon.cluster import ClusterNode, ClusterSettings, FeedEntry, Seed
 from healthmon.confirm import Confirmation
 from healthmon.model import (
     HealthCheckResult,
@@ -43,6 +44,7 @@ from healthmon.policy import CheckPolicy, validate_interval
 from healthmon.probe import new_http_client, probe_http
 from healthmon.schedule import FixedRateSchedule
 from healthmon.store import HealthStore, ResultWriter, WriterStats
+from healthmon.store.engine import is_postgres
 
 __all__ = ["HealthMonitor", "Subscriber"]
 
@@ -78,6 +80,11 @@ class HealthMonitor:
     alone make 3-7 % of checks late (bench/README.md). Objects frozen are still freed
     by reference counting; only such an object that later becomes part of a garbage
     cycle is never collected. Pass False if the process manages its collector itself.
+
+    `cluster`: take part in a cluster of monitors sharing the store's PostgreSQL
+    database (docs/cluster.md): this monitor checks only the services whose lease it
+    holds, its cache answers for the whole fleet, and its subscribers hear every
+    transition of the fleet, once each, in commit order.
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class HealthMonitor:
         flush_interval: float = 0.1,
         max_pending: int = 100_000,
         freeze_gc: bool = True,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self.check_interval = validate_interval(check_interval)
         if not callback_timeout > 0:
@@ -122,6 +130,13 @@ class HealthMonitor:
         self._notifier: Notifier | None = None
         self._running = False
         self._lifecycle = asyncio.Lock()
+        if cluster is not None and not isinstance(cluster, ClusterSettings):
+            raise TypeError(f"cluster must be ClusterSettings, got {cluster!r}")
+        self.cluster_settings = cluster
+        self._cluster: ClusterNode | None = None
+        self._owned: set[str] = set()  # cluster mode: the services whose lease we hold
+        self._seeded: set[str] = set()  # owned, confirmation set from the database
+        self._own_results: dict[int, HealthCheckResult] = {}  # feed position -> our result
 
     # -- the cache and cluster queries (memory only, never the database) -----------------
 
@@ -153,6 +168,11 @@ class HealthMonitor:
         """The store writer's counters while monitoring with a store (None otherwise):
         `healthy`, `last_error`, pending and dropped counts."""
         return None if self._writer is None else self._writer.stats
+
+    @property
+    def cluster(self) -> ClusterNode | None:
+        """This monitor's cluster node while monitoring in cluster mode."""
+        return self._cluster
 
     @property
     def missed_checks(self) -> dict[str, int]:
@@ -372,7 +392,8 @@ class HealthMonitor:
                 cause=result.error,
             )
         if self._writer is not None:
-            self._writer.submit(result, transition)
+            epoch = None if self._cluster is None else self._cluster.epoch_of(name)
+            self._writer.submit(result, transition, epoch)
         elif transition is not None and self._notifier is not None:
             self._notifier.put((result,))
         return result
@@ -397,6 +418,16 @@ class HealthMonitor:
     def _start_checks(self, service: ServiceDefinition) -> None:
         if service.health_check_url is None:
             return
+        if self.cluster_settings is not None:
+            if service.name not in self._owned or service.name in self._checks:
+                return  # another node checks it
+            if service.name in self._seeded:  # carries on from the database's state
+                self._seeded.discard(service.name)
+                self._checks[service.name] = asyncio.create_task(
+                    self._check_loop(service, service.health_check_url),
+                    name=f"healthmon-check:{service.name}",
+                )
+                return
         # The start period runs from here, when its checks start (not when it was
         # added); a confirmed status from an earlier run carries over.
         self._confirmation_for(service.name)
@@ -513,7 +544,18 @@ class HealthMonitor:
         """Start the notifier and the writer; on failure, stop only what this started."""
         notifier = Notifier(lambda: list(self.subscribers), self._call)
         if self._store is None:
+            if self.cluster_settings is not None:
+                raise ValueError("cluster mode needs a store on PostgreSQL; none was given")
             self._notifier = notifier
+            return
+        if self.cluster_settings is not None:
+            self._notifier = notifier
+            try:
+                await self._open_cluster_session(self._store, self.cluster_settings)
+            except BaseException:
+                self._notifier = None
+                await notifier.stop()
+                raise
             return
         try:
             stored = await self._store.current_statuses()
@@ -540,11 +582,143 @@ class HealthMonitor:
             if writer is not None:
                 await writer.stop()  # the last commit hands its transitions to the notifier
         finally:
+            cluster, self._cluster = self._cluster, None
+            if cluster is not None:
+                try:
+                    await cluster.stop()  # hands our leases back; the feed's last read
+                finally:
+                    self._owned.clear()
+                    self._seeded.clear()
+                    self._own_results.clear()
             notifier, self._notifier = self._notifier, None
             if notifier is not None:
                 # A call in progress may take its full time limit; what is still
                 # queued after that is counted as dropped.
                 await notifier.stop(timeout=self.callback_timeout)
+
+    # -- cluster mode (healthmon/cluster/) ------------------------------------------------
+
+    async def _open_cluster_session(self, store: HealthStore, settings: ClusterSettings) -> None:
+        """Join the cluster, start the fenced writer, and fill the cache with the fleet."""
+        if not is_postgres(store.url):
+            raise ValueError(
+                f"cluster mode needs PostgreSQL; {store!r} is SQLite (one process per file)"
+            )
+        writer: ResultWriter | None = None
+
+        async def flush() -> None:
+            if writer is not None:
+                await writer.flush()
+
+        node = ClusterNode(settings, store.engine, self, flush=flush)
+        self._cluster = node
+        try:
+            await node.join(self._heard)
+            assert node.fence is not None
+            writer = store.writer(
+                on_commit=self._committed_in_cluster,
+                flush_interval=self._flush_interval,
+                max_pending=self._max_pending,
+                fence=node.fence,
+            )
+            for service in self.services.values():
+                self._register_with_writer(writer, service)
+            await writer.start()
+            self._writer = writer
+            # Every service's latest stored result, so the cache answers for the fleet
+            # at once (read after the feed's start position: nothing falls between).
+            for name, result in (await store.latest()).items():
+                if name not in self._cache:
+                    self._cache[name] = result
+            await node.start()
+        except BaseException:
+            self._cluster = None
+            self._writer = None
+            if writer is not None:
+                await writer.stop()
+            await node.stop()
+            raise
+
+    def lease_names(self) -> list[str]:
+        """The services this node leases (a cluster node's Member)."""
+        return [name for name, s in self.services.items() if s.health_check_url is not None]
+
+    def start_owned(self, seeds: dict[str, Seed | None]) -> None:
+        """Start checking services whose lease this node now holds (a Member's)."""
+        for name, seed in seeds.items():
+            self._owned.add(name)
+            if seed is not None:
+                self._confirmations[name] = self._seeded_confirmation(name, seed)
+                self._seeded.add(name)
+            elif name in self._confirmations:
+                self._seeded.add(name)  # resumed: what is in memory is current
+            service = self.services.get(name)
+            if self._running and service is not None:
+                self._start_checks(service)
+
+    def stop_owned(self, names: Collection[str]) -> None:
+        """Stop checking services whose lease this node lost or hands back."""
+        for name in names:
+            self._owned.discard(name)
+            self._seeded.discard(name)
+            self._schedules.pop(name, None)
+            task = self._checks.pop(name, None)
+            if task is not None:
+                task.cancel()  # the task closes its client as it ends; stop waits for it
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    def _seeded_confirmation(self, name: str, seed: Seed) -> Confirmation:
+        """A claimed service's confirmation as its last owner committed it: its confirmed
+        status, and the streak its newest results make towards another (replayed)."""
+        policy = self.policy_for(name)
+        confirmation = Confirmation(
+            policy.failure_threshold, policy.success_threshold, confirmed=seed.confirmed
+        )
+        if seed.confirmed is None and policy.start_period > 0:
+            confirmation.start_period_ends = time.monotonic() + policy.start_period
+        now = time.monotonic()
+        for status in seed.recent:
+            if confirmation.observe(status, now):
+                # Results that confirmed a change no transition records (their writer
+                # was fenced mid-way): the committed status stands; no streak is kept.
+                confirmation = Confirmation(
+                    policy.failure_threshold, policy.success_threshold, confirmed=seed.confirmed
+                )
+                break
+        return confirmation
+
+    def _committed_in_cluster(self, committed: Sequence[tuple[HealthCheckResult, Any]]) -> None:
+        """Our transitions committed: remembered by feed position, so that the feed hands
+        our subscribers the results themselves (not rebuilt from the rows)."""
+        fence = None if self._cluster is None else self._cluster.fence
+        if fence is None or fence.numbered is None:
+            return
+        first, _count = fence.numbered
+        for offset, (result, _) in enumerate(committed):
+            self._own_results[first + offset] = result
+
+    def _heard(self, entries: Sequence[FeedEntry]) -> None:
+        """Committed transitions of the whole fleet, in commit order: the cache follows
+        the services other nodes check, and subscribers hear every one, once."""
+        for entry in entries:
+            result = self._own_results.pop(entry.seq, None)
+            if result is None:
+                result = HealthCheckResult(
+                    service_name=entry.service,
+                    status=entry.to_status,
+                    response_time_ms=0.0,
+                    timestamp=entry.timestamp,
+                    error=entry.cause,
+                    confirmed_status=entry.to_status,
+                )
+            if entry.service not in self._owned:  # checked elsewhere: the feed is news
+                self._cache[entry.service] = result
+                confirmation = self._confirmations.get(entry.service)
+                if confirmation is not None:
+                    confirmation.confirmed = entry.to_status
+            if self._notifier is not None:
+                self._notifier.put((result,))
 
     @staticmethod
     def _register_with_writer(writer: ResultWriter, service: ServiceDefinition) -> None:

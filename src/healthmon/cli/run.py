@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 import time
 
@@ -11,10 +12,12 @@ import structlog
 
 from healthmon.cli.database import add_database_argument, default_database
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
+from healthmon.cluster import ClusterSettings
 from healthmon.config import Config, load_config
+from healthmon.errors import ConfigError
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
-from healthmon.store.engine import display_url
+from healthmon.store.engine import database_url, display_url, is_postgres
 
 __all__ = ["register"]
 
@@ -37,6 +40,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="TOML config file (see examples/services.toml)",
     )
     add_database_argument(parser, default=False)
+    parser.add_argument(
+        "--node",
+        metavar="NAME",
+        help="run as a cluster node under this name (PostgreSQL only; the config's "
+        "[cluster] table holds the other settings; see docs/cluster.md)",
+    )
     add_logging_arguments(parser, default_level="info", config=True)
     parser.set_defaults(handler=command)
 
@@ -45,10 +54,23 @@ def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
     setup_logging(args, config.log_level, config.log_format, default_level="info")
-    return asyncio.run(monitor_until_signalled(config, database))
+    cluster = config.cluster
+    if args.node is not None:
+        try:
+            cluster = dataclasses.replace(cluster or ClusterSettings(), node=args.node)
+        except ValueError as exc:
+            raise ConfigError(f"--node: {exc}") from None
+    if cluster is not None and not is_postgres(database_url(database)):
+        raise ConfigError(
+            f"cluster mode (--node or [cluster]) needs a PostgreSQL database; "
+            f"{display_url(database_url(database))!r} is SQLite, which one process uses alone"
+        )
+    return asyncio.run(monitor_until_signalled(config, database, cluster))
 
 
-async def monitor_until_signalled(config: Config, database: str) -> int:
+async def monitor_until_signalled(
+    config: Config, database: str, cluster: ClusterSettings | None = None
+) -> int:
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -62,7 +84,7 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with HealthStore(database, **config.store) as store:
-            monitor = HealthMonitor(store=store, **config.monitor)
+            monitor = HealthMonitor(store=store, cluster=cluster, **config.monitor)
             for service in config.services:
                 monitor.add_service(service)
             async with monitor:
@@ -72,6 +94,7 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
                     database=display_url(store.url),
                     services=[service.name for service in config.services],
                     check_interval=monitor.check_interval,
+                    node=None if monitor.cluster is None else monitor.cluster.name,
                 )
                 await stop.wait()
                 stopping_at = time.perf_counter()

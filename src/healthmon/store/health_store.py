@@ -24,7 +24,7 @@ from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
 from healthmon.store.stats import ServiceReport, WindowStats
-from healthmon.store.writer import Committed, ResultWriter
+from healthmon.store.writer import Committed, Fence, ResultWriter
 
 log = structlog.get_logger("healthmon.store")
 
@@ -165,8 +165,14 @@ class HealthStore:
         on_commit: Callable[[Sequence[Committed]], None] | None = None,
         flush_interval: float = 0.1,
         max_pending: int = 100_000,
+        fence: Fence | None = None,
     ) -> ResultWriter:
-        """The store's single writer (one at a time; released when it stops)."""
+        """The store's single writer (one at a time; released when it stops).
+
+        With a `fence` (cluster mode, PostgreSQL) every flush is checked against this
+        node's leases. Several nodes then write at once, so the writer keeps no
+        aggregates, gaps or pruning of its own (their bookkeeping assumes one writer):
+        reports read raw results, exactly (docs/cluster.md)."""
         if self._writer is not None:
             raise RuntimeError(
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
@@ -178,7 +184,10 @@ class HealthStore:
             on_commit=on_commit,
             on_release=self._release_writer,
             recreate_if_lost=self._recreate_if_lost,
-            rollup=Rollup(
+            fence=fence,
+            rollup=None
+            if fence is not None
+            else Rollup(
                 gap_after=self.gap_after,
                 retention=self.retention,
                 prune_batch=self._prune_batch,

@@ -43,12 +43,15 @@ __all__ = [
     "STATUS_BY_CODE",
     "STATUS_CODES",
     "check_results",
+    "cluster_feed",
+    "cluster_nodes",
     "history_coverage",
     "metadata",
     "result_details",
     "result_gaps",
     "result_hours",
     "result_minutes",
+    "service_leases",
     "services",
     "status_transitions",
     "statuses",
@@ -137,6 +140,12 @@ check_results = Table(
         server_default=true(),
         comment="the target answered (not a timeout or transport error): latency counts",
     ),
+    Column(
+        "node_id",
+        Integer,
+        nullable=True,
+        comment="cluster mode: the cluster_nodes row of the process that took it",
+    ),
     CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
     comment="one row per check; read it through results_view for seconds and JSON",
     sqlite_with_rowid=False,
@@ -153,9 +162,22 @@ status_transitions = Table(
     Column("from_status", SmallInteger, nullable=True, comment="NULL for a first status"),
     Column("to_status", SmallInteger, nullable=False),
     Column("cause", Text, nullable=True),
+    Column(
+        "node_id",
+        Integer,
+        nullable=True,
+        comment="cluster mode: the cluster_nodes row of the process that recorded it",
+    ),
+    Column(
+        "seq",
+        BigInteger,
+        nullable=True,
+        comment="cluster mode: the transition feed's position, in commit order",
+    ),
     CheckConstraint(f"from_status {_STATUS_RANGE}", name="from_status_code"),
     CheckConstraint(f"to_status {_STATUS_RANGE}", name="to_status_code"),
     Index(None, "service_id", "ts"),
+    Index(None, "seq", unique=True),
 )
 
 
@@ -225,4 +247,56 @@ history_coverage = Table(
         nullable=True,
         comment="aggregates: the tier holds everything before this time, and nothing after",
     ),
+)
+
+
+# -- cluster mode (healthmon/cluster/): tables on both dialects, used on PostgreSQL only --
+
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False, comment="--node, or host:pid"),
+    Column("started_at", Float, nullable=False, comment="epoch seconds, the database's clock"),
+    Column("heartbeat_at", Float, nullable=False, comment="epoch seconds, the database's clock"),
+    Column("stopped_at", Float, nullable=True, comment="a clean stop; NULL while running"),
+    comment="one row per cluster node process (a restart is a new row): its leases, "
+    "results and transitions refer to it",
+)
+
+service_leases = Table(
+    "service_leases",
+    metadata,
+    Column("service", String, primary_key=True, comment="the service's name"),
+    Column("node_id", Integer, nullable=True, comment="the holder; NULL when free"),
+    Column(
+        "epoch",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="bumped by every claim: the fencing token writes are checked against",
+    ),
+    Column(
+        "expires_at",
+        Float,
+        nullable=False,
+        server_default="0",
+        comment="epoch seconds, the database's clock",
+    ),
+    Index(None, "node_id"),
+    comment="which cluster node checks which service",
+)
+
+cluster_feed = Table(
+    "cluster_feed",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column(
+        "last_seq",
+        BigInteger,
+        nullable=False,
+        comment="the last status_transitions.seq handed out",
+    ),
+    comment="one row: its lock, held from a writer's numbering to its commit, makes the "
+    "transition feed's order the commit order",
 )

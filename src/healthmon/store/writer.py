@@ -17,6 +17,10 @@ Results are keyed by (service, microsecond). Two results of one service on the s
 microsecond (a clock stepped back, or results submitted through the API) are both
 kept, the later one moved forward, just after the service's previous result
 (store/keys.py).
+
+In cluster mode (healthmon/cluster/) a `Fence` checks, in each flush's transaction,
+that this node still holds the lease of each result's service at the epoch it was
+taken under; rows of a lost lease are not written, and are counted and logged.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import insert, select
@@ -42,7 +46,7 @@ from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
-__all__ = ["Committed", "ResultWriter", "WriterStats"]
+__all__ = ["Committed", "Fence", "ResultWriter", "WriterStats"]
 
 log = structlog.get_logger("healthmon.store")
 
@@ -69,10 +73,31 @@ class WriterStats:
     """The error of the last failed flush; None once a flush succeeds again."""
     pending_results: int = 0
     pending_transitions: int = 0
+    fenced_results: int = 0
+    """Cluster mode: results not written because this node had lost their service."""
+    fenced_transitions: int = 0
 
     @property
     def healthy(self) -> bool:
         return self.last_error is None
+
+
+class Fence(Protocol):
+    """Cluster mode's check on every flush (healthmon/cluster/fence.py)."""
+
+    node_id: int
+    """Written on every row: which node took the result or recorded the transition."""
+
+    async def admit(
+        self, conn: AsyncConnection, wanted: Collection[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Of the (service, epoch) pairs, those whose lease this node holds now, locked
+        until the transaction ends."""
+        ...
+
+    async def number(self, conn: AsyncConnection, count: int) -> int:
+        """Feed positions for `count` transitions, in commit order; the first of them."""
+        ...
 
 
 @dataclass(slots=True)
@@ -87,12 +112,16 @@ class _Written:
     ids: dict[str, int]  # service name -> id
     details: Remembered
     keys: Inserted
+    batch: _Buffer  # what was written: the batch without what the fence refused
 
 
 @dataclass(slots=True)
 class _Buffer:
     results: list[HealthCheckResult] = field(default_factory=list)
     transitions: list[Committed] = field(default_factory=list)
+    epochs: list[int | None] = field(default_factory=list)  # the results' lease epochs
+
+    fenced: tuple[int, int, dict[str, int]] | None = None  # refused: results, transitions
 
     def __bool__(self) -> bool:
         return bool(self.results or self.transitions)
@@ -111,6 +140,7 @@ class ResultWriter:
         on_release: Callable[[], None] | None = None,
         rollup: Rollup | None = None,
         recreate_if_lost: Callable[[], Awaitable[bool]] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -123,6 +153,7 @@ class ResultWriter:
         self._on_release = on_release
         self._rollup = rollup  # history aggregates in each flush, pruning between flushes
         self._recreate_if_lost = recreate_if_lost  # the database file deleted under us?
+        self._fence = fence
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -150,8 +181,16 @@ class ResultWriter:
             self._services[name] = _Service(kind, url)
             self._wakeup.set()
 
-    def submit(self, result: HealthCheckResult, transition: StatusTransition | None = None) -> None:
-        """Queue a result (and the transition it caused) for the next group commit."""
+    def submit(
+        self,
+        result: HealthCheckResult,
+        transition: StatusTransition | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Queue a result (and the transition it caused) for the next group commit.
+
+        With a fence, `epoch` is the lease epoch the result was taken under (None: not
+        fenced, e.g. an agent's report)."""
         if self._released:  # e.g. the store was closed under a running monitor
             self._stats.dropped_results += 1
             self._stats.dropped_transitions += transition is not None
@@ -172,6 +211,7 @@ class ResultWriter:
             return
         buffer = self._buffer
         buffer.results.append(result)
+        buffer.epochs.append(epoch)
         if transition is not None:
             buffer.transitions.append((result, transition))
         if len(buffer.results) > self.max_pending:
@@ -198,6 +238,8 @@ class ResultWriter:
             last_error=stats.last_error,
             pending_results=len(self._buffer.results),
             pending_transitions=len(self._buffer.transitions),
+            fenced_results=stats.fenced_results,
+            fenced_transitions=stats.fenced_transitions,
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -294,7 +336,7 @@ class ResultWriter:
             self._partitions.committed()
             if self._rollup is not None:
                 self._rollup.committed()
-            self._committed(batch)
+            self._committed(written.batch)
             return True
 
     def _forget_database(self) -> None:
@@ -327,6 +369,10 @@ class ResultWriter:
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
         """Insert the batch; return what to remember of it once committed."""
+        node_id = None
+        if self._fence is not None:
+            batch = await self._fenced(conn, self._fence, batch)
+            node_id = self._fence.node_id
         ids = await self._service_ids(conn, batch)
         rows: list[dict[str, Any]] = [
             {
@@ -337,13 +383,20 @@ class ResultWriter:
                 "error": r.error,
                 "details_id": None,
                 "answered": is_answered(r),
+                "node_id": node_id,
             }
             for r in batch.results
         ]
         await self._partitions.ensure(conn, (row["ts_us"] for row in rows))
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
         keys = await self._keys.insert(conn, rows) if rows else Inserted({})
+        if self._rollup is not None:
+            await self._rollup.write(conn, rows)
         if batch.transitions:
+            # Last: a fence numbers them under a lock held until the commit.
+            first = None
+            if self._fence is not None:
+                first = await self._fence.number(conn, len(batch.transitions))
             await conn.execute(
                 insert(status_transitions),
                 [
@@ -355,13 +408,41 @@ class ResultWriter:
                         else STATUS_CODES[t.from_status],
                         "to_status": STATUS_CODES[t.to_status],
                         "cause": t.cause,
+                        "node_id": node_id,
+                        "seq": None if first is None else first + i,
                     }
-                    for _, t in batch.transitions
+                    for i, (_, t) in enumerate(batch.transitions)
                 ],
             )
-        if self._rollup is not None:
-            await self._rollup.write(conn, rows)
-        return _Written(ids, details, keys)
+        return _Written(ids, details, keys, batch)
+
+    async def _fenced(self, conn: AsyncConnection, fence: Fence, batch: _Buffer) -> _Buffer:
+        """The batch without the results (and their transitions) of leases this node
+        no longer holds at their epochs; those are counted and logged once committed."""
+        wanted = {
+            (r.service_name, epoch)
+            for r, epoch in zip(batch.results, batch.epochs, strict=True)
+            if epoch is not None
+        }
+        admitted = await fence.admit(conn, wanted)
+        if len(admitted) == len(wanted):
+            return batch
+        kept = _Buffer()
+        refused: dict[str, int] = {}
+        for result, epoch in zip(batch.results, batch.epochs, strict=True):
+            if epoch is None or (result.service_name, epoch) in admitted:
+                kept.results.append(result)
+                kept.epochs.append(epoch)
+            else:
+                refused[result.service_name] = refused.get(result.service_name, 0) + 1
+        kept_ids = {id(result) for result in kept.results}
+        kept.transitions = [t for t in batch.transitions if id(t[0]) in kept_ids]
+        kept.fenced = (
+            len(batch.results) - len(kept.results),
+            len(batch.transitions) - len(kept.transitions),
+            refused,
+        )
+        return kept
 
     def _dirty_services(self) -> list[str]:
         return [name for name, service in self._services.items() if service.dirty]
@@ -415,6 +496,18 @@ class ResultWriter:
         for name in self._dirty_services():
             self._services[name].dirty = False
         stats.flushes += 1
+        if batch.fenced is not None:
+            results, transitions, services = batch.fenced
+            stats.fenced_results += results
+            stats.fenced_transitions += transitions
+            log.warning(
+                "results_fenced",
+                results=results,
+                transitions=transitions,
+                services=services,
+                reason="this node no longer holds these services' leases (another node "
+                "checks them now): their results are not written",
+            )
         stats.committed_results += len(batch.results)
         stats.committed_transitions += len(batch.transitions)
         stats.last_commit_at = time.time()
@@ -428,12 +521,14 @@ class ResultWriter:
         """Put a failed batch back in front of what arrived meanwhile, within the bound."""
         buffer = self._buffer
         buffer.results[:0] = batch.results
+        buffer.epochs[:0] = batch.epochs
         buffer.transitions[:0] = batch.transitions
         if len(buffer.results) > self.max_pending:
             self._drop_oldest_results(len(buffer.results) - self.max_pending)
 
     def _drop_oldest_results(self, count: int) -> None:
         del self._buffer.results[:count]
+        del self._buffer.epochs[:count]
         self._stats.dropped_results += count
         log.error(
             "results_dropped",

@@ -1,0 +1,72 @@
+"""The writer's side of a cluster: fencing, the node's name on rows, the feed's order.
+
+The writer calls `admit` in its flush transaction before writing anything: it locks
+the lease rows of the batch's services `FOR SHARE` and keeps only the results taken
+under a lease this node still holds at the same epoch. A claim by another node
+(`FOR UPDATE SKIP LOCKED`) cannot take a row while such a flush holds it, so once a
+claim commits, the old holder's writes for that service are all committed or all
+refused: the new holder reads the service's state after them, and results of two
+nodes never interleave.
+
+`number` gives the flush's transitions their feed positions, from the one
+`cluster_feed` row, last in the transaction: its lock is held until the commit, so
+transactions take positions in the order they commit and a reader that has seen
+position n has seen every position before it (no transaction commits out of order
+behind its cursor). The `pg_notify` in the same transaction is delivered at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from healthmon.cluster.leases import FEED_CHANNEL
+
+__all__ = ["ClusterFence"]
+
+
+class ClusterFence:
+    """What the writer asks of the cluster in each flush (store/writer.py's `Fence`)."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.numbered: tuple[int, int] | None = None
+        """(first position, count) given by the last `number` (of the last flush)."""
+
+    async def admit(
+        self, conn: AsyncConnection, wanted: Collection[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Of the (service, epoch) pairs, those whose lease this node holds now."""
+        if not wanted:
+            return set()
+        rows = await conn.execute(
+            text(
+                "SELECT service, epoch FROM service_leases "
+                "WHERE node_id = :me AND service = ANY(CAST(:names AS text[])) "
+                "ORDER BY service FOR SHARE"
+            ),
+            {"me": self.node_id, "names": sorted({name for name, _ in wanted})},
+        )
+        held = {(service, epoch) for service, epoch in rows}
+        return held.intersection(wanted)
+
+    async def number(self, conn: AsyncConnection, count: int) -> int:
+        """Feed positions for `count` transitions; the first of them."""
+        last = (
+            await conn.execute(
+                text(
+                    "UPDATE cluster_feed SET last_seq = last_seq + :count "
+                    "WHERE id = 1 RETURNING last_seq"
+                ),
+                {"count": count},
+            )
+        ).scalar_one()
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :last)"),
+            {"channel": FEED_CHANNEL, "last": str(last)},
+        )
+        first = int(last) - count + 1
+        self.numbered = (first, count)
+        return first

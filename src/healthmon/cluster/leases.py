@@ -1,0 +1,163 @@
+"""Lease rows: who checks which service, timed by the database's clock.
+
+Every statement here runs on PostgreSQL and compares times with its clock only
+(`clock_timestamp()`), so nodes' own clocks may be skewed. A lease's `epoch` is bumped
+by every claim: it is the fencing token the writer checks (cluster/fence.py).
+
+- `claim`: free or expired rows, `FOR UPDATE SKIP LOCKED` (two nodes claiming at once
+  take different rows; a row a writer is fencing against is skipped, not waited for).
+- `renew`: one UPDATE of every row this node holds, RETURNING what it still holds.
+  It does not require the lease to be unexpired: a row still naming this node was
+  claimed by nobody since (a claim sets the claimer's id), so its epoch, the fence,
+  has not moved, and this node may go on (after a database restart, say).
+- `release`: hand rows back (a clean stop, or rebalancing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = [
+    "FEED_CHANNEL",
+    "LEASES_CHANNEL",
+    "Beat",
+    "claim",
+    "ensure_rows",
+    "fair_share",
+    "heartbeat",
+    "register_node",
+    "release",
+    "renew",
+    "stop_node",
+]
+
+FEED_CHANNEL = "healthmon_feed"
+"""pg_notify channel: transitions were committed (payload: the last feed position)."""
+LEASES_CHANNEL = "healthmon_leases"
+"""pg_notify channel: leases were handed back (a clean stop): claim them now."""
+
+# Times are the database's: extract(epoch from clock_timestamp()), written out in each
+# statement (epoch seconds, as the tables keep them).
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A heartbeat's view of the cluster: the live nodes' ids, oldest first."""
+
+    alive: tuple[int, ...]
+
+
+async def register_node(conn: AsyncConnection, name: str) -> int:
+    """A new cluster_nodes row for this process; its id."""
+    row = await conn.execute(
+        text(
+            "INSERT INTO cluster_nodes (name, started_at, heartbeat_at) "
+            "VALUES (:name, extract(epoch from clock_timestamp()), "
+            "        extract(epoch from clock_timestamp())) RETURNING id"
+        ),
+        {"name": name},
+    )
+    node_id: int = row.scalar_one()
+    return node_id
+
+
+async def stop_node(conn: AsyncConnection, node_id: int) -> None:
+    await conn.execute(
+        text(
+            "UPDATE cluster_nodes "
+            "SET stopped_at = extract(epoch from clock_timestamp()) WHERE id = :me"
+        ),
+        {"me": node_id},
+    )
+
+
+async def heartbeat(conn: AsyncConnection, node_id: int, alive_within: float) -> Beat:
+    """Mark this node alive now; the nodes seen alive within `alive_within` seconds."""
+    await conn.execute(
+        text(
+            "UPDATE cluster_nodes "
+            "SET heartbeat_at = extract(epoch from clock_timestamp()) WHERE id = :me"
+        ),
+        {"me": node_id},
+    )
+    rows = await conn.execute(
+        text(
+            "SELECT id FROM cluster_nodes WHERE stopped_at IS NULL "
+            "AND heartbeat_at > extract(epoch from clock_timestamp()) - :within ORDER BY id"
+        ),
+        {"within": alive_within},
+    )
+    return Beat(tuple(rows.scalars()))
+
+
+async def ensure_rows(conn: AsyncConnection, services: Collection[str]) -> None:
+    """A lease row for each service (free until claimed)."""
+    if services:
+        await conn.execute(
+            text(
+                "INSERT INTO service_leases (service) SELECT unnest(CAST(:names AS text[])) "
+                "ON CONFLICT (service) DO NOTHING"
+            ),
+            {"names": sorted(services)},
+        )
+
+
+async def renew(conn: AsyncConnection, node_id: int, lease: float) -> dict[str, int]:
+    """Extend every lease this node holds; the services (and epochs) it still holds."""
+    rows = await conn.execute(
+        text(
+            "UPDATE service_leases SET expires_at = extract(epoch from clock_timestamp()) + :lease "
+            "WHERE node_id = :me RETURNING service, epoch"
+        ),
+        {"me": node_id, "lease": lease},
+    )
+    return {service: epoch for service, epoch in rows}
+
+
+async def claim(
+    conn: AsyncConnection, node_id: int, services: Collection[str], count: int, lease: float
+) -> dict[str, int]:
+    """Claim up to `count` of `services` whose lease is free or expired; what was claimed,
+    with the new epochs."""
+    if count <= 0 or not services:
+        return {}
+    rows = await conn.execute(
+        text(
+            "UPDATE service_leases AS l SET node_id = :me, epoch = l.epoch + 1, "
+            "expires_at = extract(epoch from clock_timestamp()) + :lease "
+            "FROM (SELECT service FROM service_leases "
+            "      WHERE service = ANY(CAST(:names AS text[])) "
+            "       AND (node_id IS NULL OR expires_at <= extract(epoch from clock_timestamp())) "
+            "      ORDER BY service LIMIT :count FOR UPDATE SKIP LOCKED) AS free "
+            "WHERE l.service = free.service RETURNING l.service, l.epoch"
+        ),
+        {"me": node_id, "names": sorted(services), "count": count, "lease": lease},
+    )
+    return {service: epoch for service, epoch in rows}
+
+
+async def release(conn: AsyncConnection, node_id: int, services: Collection[str]) -> None:
+    """Hand leases back (only those this node still holds) and tell the other nodes."""
+    if not services:
+        return
+    await conn.execute(
+        text(
+            "UPDATE service_leases SET node_id = NULL, expires_at = 0 "
+            "WHERE node_id = :me AND service = ANY(CAST(:names AS text[]))"
+        ),
+        {"me": node_id, "names": sorted(services)},
+    )
+    await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": LEASES_CHANNEL})
+
+
+def fair_share(total: int, alive: tuple[int, ...], node_id: int) -> int:
+    """This node's share of `total` services among the live nodes: total // n, one more
+    for the oldest total % n nodes, so that the shares add up to the total and differ
+    by at most one."""
+    nodes = alive if node_id in alive else tuple(sorted((*alive, node_id)))
+    base, extra = divmod(total, len(nodes))
+    return base + (1 if nodes.index(node_id) < extra else 0)

@@ -1,0 +1,280 @@
+"""ClusterNode: this process's membership of a cluster, beside its monitor.
+
+Every `lease/3` seconds one transaction heartbeats the node, renews its leases and
+takes its fair share (cluster/leases.py); sooner when a lease held elsewhere is about
+to expire or another node handed leases back. The monitor checks exactly the
+services this node holds; it stops checking all of them once the renew deadline,
+measured on this process's monotonic clock from the moment the last successful renew
+was sent, has passed (a node cut off from the database, or paused, stops before its
+leases can expire), and resumes the services still held once a renew succeeds.
+
+A newly claimed service starts from what the database holds once the claim has
+committed: its confirmed status (its newest transition) and its recent results, from
+which the threshold streak is rebuilt, so a failover records no spurious transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from healthmon.cluster import leases
+from healthmon.cluster.feed import FeedEntry, TransitionFeed, last_position
+from healthmon.cluster.fence import ClusterFence
+from healthmon.cluster.settings import ClusterSettings
+from healthmon.model import HealthStatus
+from healthmon.store.schema import STATUS_BY_CODE
+
+__all__ = ["ClusterNode", "Member", "Seed"]
+
+log = structlog.get_logger("healthmon.cluster")
+
+_DEADLINE_SHARE = 0.8
+"""Checks stop at 80 % of the lease after the last renew was sent: well before the
+lease can expire in the database, whatever the delays on the way back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A claimed service's state as committed: where its new owner carries on from."""
+
+    confirmed: HealthStatus | None
+    recent: tuple[HealthStatus, ...]
+    """Its newest results' statuses, oldest first."""
+
+
+class Member(Protocol):
+    """The monitor's side of a cluster node."""
+
+    def lease_names(self) -> Collection[str]:
+        """The services to lease (those with checks)."""
+        ...
+
+    def start_owned(self, seeds: dict[str, Seed | None]) -> None:
+        """Start checking these services (None: carry on from what is in memory)."""
+        ...
+
+    def stop_owned(self, names: Collection[str]) -> None:
+        """Stop checking these services (their checks in flight are cancelled)."""
+        ...
+
+
+class ClusterNode:
+    """One node's leases, heartbeat and transition feed."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        engine: AsyncEngine,
+        member: Member,
+        *,
+        flush: Callable[[], Awaitable[object]],
+        seed_window: int = 8,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.node_name
+        self._engine = engine
+        self._member = member
+        self._flush = flush  # the writer's: before handing leases back
+        self._seed_window = seed_window
+        self.node_id: int | None = None
+        self.fence: ClusterFence | None = None
+        self.feed: TransitionFeed | None = None
+        self.held: dict[str, int] = {}  # service -> epoch
+        self._running: set[str] = set()  # held services being checked
+        self._deadline = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._rows_for: frozenset[str] = frozenset()
+        self.handovers = 0
+
+    def epoch_of(self, service: str) -> int | None:
+        return self.held.get(service)
+
+    async def join(self, deliver: Callable[[Sequence[FeedEntry]], None]) -> int:
+        """Register this node and open the feed; the feed's start position."""
+        async with self._engine.begin() as conn:
+            self.node_id = await leases.register_node(conn, self.name)
+        self.fence = ClusterFence(self.node_id)
+        cursor = await last_position(self._engine)
+        self.feed = TransitionFeed(
+            self._engine,
+            cursor=cursor,
+            poll=self.settings.feed_poll,
+            deliver=deliver,
+            on_leases_released=self._wake.set,
+        )
+        await self.feed.start()
+        log.info("cluster_joined", node=self.name, node_id=self.node_id)
+        return cursor
+
+    async def start(self) -> None:
+        """Take a first share now, then keep leasing."""
+        try:
+            await self._step()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
+        self._task = asyncio.create_task(self._run(), name="healthmon-cluster-leases")
+
+    async def stop(self) -> None:
+        """Leave cleanly: the monitor has stopped its checks and flushed; hand every lease
+        back at once (the others claim them on the notification) and close the feed."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        held, self.held = self.held, {}
+        self._running.clear()
+        if self.node_id is not None:
+            try:
+                async with self._engine.begin() as conn:
+                    await leases.release(conn, self.node_id, held)
+                    await leases.stop_node(conn, self.node_id)
+                log.info("cluster_left", node=self.name, handed_back=len(held))
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "cluster_leave_failed",
+                    node=self.name,
+                    error=str(exc).splitlines()[0],
+                    consequence="its leases expire by themselves",
+                )
+        if self.feed is not None:
+            await self.feed.stop()
+
+    # -- the lease loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_step = loop.time() + self.settings.renew_every
+        while True:
+            until = min(next_step, self._deadline) if self._running else next_step
+            woken = False  # leases were handed back somewhere: claim them now
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(until - loop.time(), 0.0)):
+                    await self._wake.wait()
+                    woken = True
+            self._wake.clear()
+            if self._running and loop.time() >= self._deadline:
+                self._suspend()
+            if not woken and loop.time() < next_step:
+                continue
+            soonest = None
+            try:
+                soonest = await self._step()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
+            step = self.settings.renew_every
+            next_step = loop.time() + (step if soonest is None else min(step, soonest))
+
+    def _suspend(self) -> None:
+        log.error(
+            "cluster_leases_suspended",
+            node=self.name,
+            services=len(self._running),
+            reason="no renew succeeded within the lease: checks stop until one does",
+        )
+        self._member.stop_owned(set(self._running))
+        self._running.clear()
+
+    async def _step(self) -> float | None:
+        """One heartbeat, renew and rebalance; seconds until a lease held elsewhere
+        expires (to claim it then), if one does before the next step."""
+        assert self.node_id is not None
+        settings, me = self.settings, self.node_id
+        names = frozenset(self._member.lease_names())
+        sent = asyncio.get_running_loop().time()
+        async with self._engine.begin() as conn:
+            if names != self._rows_for:
+                await leases.ensure_rows(conn, names)
+            beat = await leases.heartbeat(conn, me, settings.lease)
+            still = await leases.renew(conn, me, settings.lease)
+            share = leases.fair_share(len(names), beat.alive, me)
+            kept = {name: epoch for name, epoch in still.items() if name in names}
+            claimed = await leases.claim(
+                conn, me, names - still.keys(), share - len(kept), settings.lease
+            )
+            soonest = (
+                await conn.execute(
+                    text(
+                        "SELECT min(expires_at) - extract(epoch from clock_timestamp()) "
+                        "FROM service_leases "
+                        "WHERE node_id <> :me AND service = ANY(CAST(:names AS text[]))"
+                    ),
+                    {"me": me, "names": sorted(names)},
+                )
+            ).scalar_one()
+        self._rows_for = names
+        self._deadline = sent + settings.lease * _DEADLINE_SHARE
+        lost = {name for name, epoch in self.held.items() if still.get(name) != epoch}
+        if lost:
+            log.warning("cluster_leases_lost", node=self.name, services=sorted(lost))
+            self._member.stop_owned(lost & self._running)
+            self._running -= lost
+            for name in lost:
+                del self.held[name]
+        resumed = {name: None for name in kept if name in self.held and name not in self._running}
+        if claimed:
+            seeds = await self._seeds(claimed)
+            self.held.update(claimed)
+            self.handovers += len(claimed)
+            log.info("cluster_leases_claimed", node=self.name, services=sorted(claimed))
+        else:
+            seeds = {}
+        started: dict[str, Seed | None] = {**resumed, **seeds}
+        if started:
+            self._running.update(started)
+            self._member.start_owned(started)
+        unwanted = sorted(name for name in self.held if name not in names)
+        excess = len(self.held) - len(unwanted) - share
+        if excess > 0:  # over its share (a node joined): the last ones by name go
+            unwanted += sorted(set(self.held).difference(unwanted))[-excess:]
+        if unwanted:
+            await self._hand_back(unwanted)
+        if soonest is None:
+            return None
+        return max(float(soonest), 0.0) + 0.05
+
+    async def _hand_back(self, names: Sequence[str]) -> None:
+        """Stop checking, write what is pending, then release: the next owner starts
+        after the last result of ours."""
+        assert self.node_id is not None
+        self._member.stop_owned(set(names) & self._running)
+        self._running.difference_update(names)
+        await self._flush()
+        async with self._engine.begin() as conn:
+            await leases.release(conn, self.node_id, names)
+        for name in names:
+            self.held.pop(name, None)
+        log.info("cluster_leases_handed_back", node=self.name, services=sorted(names))
+
+    async def _seeds(self, claimed: Collection[str]) -> dict[str, Seed | None]:
+        """Claimed services' confirmed statuses and recent results, as committed."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT s.name, "
+                    "  (SELECT t.to_status FROM status_transitions t WHERE t.service_id = s.id "
+                    "   ORDER BY t.seq DESC NULLS LAST, t.ts DESC, t.id DESC LIMIT 1), "
+                    "  ARRAY(SELECT r.status FROM check_results r WHERE r.service_id = s.id "
+                    "        ORDER BY r.ts_us DESC LIMIT :window) "
+                    "FROM services s WHERE s.name = ANY(CAST(:names AS text[]))"
+                ),
+                {"names": sorted(claimed), "window": self._seed_window},
+            )
+            found = {
+                name: Seed(
+                    None if status is None else STATUS_BY_CODE[status],
+                    tuple(STATUS_BY_CODE[code] for code in reversed(recent)),
+                )
+                for name, status, recent in rows
+            }
+        return {name: found.get(name, Seed(None, ())) for name in claimed}

@@ -15,6 +15,7 @@ from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.cluster import ClusterSettings
 from healthmon.config import Config, load_config
 from healthmon.errors import ConfigError
+from healthmon.model import HealthCheckResult
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
 from healthmon.store.engine import database_url, display_url, is_postgres
@@ -87,6 +88,8 @@ async def monitor_until_signalled(
             monitor = HealthMonitor(store=store, cluster=cluster, **config.monitor)
             for service in config.services:
                 monitor.add_service(service)
+            if cluster is not None:
+                monitor.subscribe(_log_heard)
             async with monitor:
                 log.info(
                     "monitor_started",
@@ -105,3 +108,15 @@ async def monitor_until_signalled(
         for signum in signals:
             loop.remove_signal_handler(signum)
     return 0
+
+
+async def _log_heard(result: HealthCheckResult) -> None:
+    """Cluster mode: every node logs every transition of the fleet it hears (a subscriber
+    like any other), once each, in commit order per service."""
+    log.info(
+        "transition_heard",
+        service=result.service_name,
+        status=result.effective_status.value,
+        at=result.timestamp,
+        cause=result.error,
+    )

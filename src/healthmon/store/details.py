@@ -83,16 +83,16 @@ class Details:
                 new.append(text)
         if not new:
             return changed
-        first = await _next_id(conn)
+        ids = await _next_ids(conn, len(new))
         await conn.execute(
-            self._insert(conn), [{"id": first + i, "body": text} for i, text in enumerate(new)]
+            self._insert(conn), [{"id": ids[i], "body": text} for i, text in enumerate(new)]
         )
         for row in rows:
             ref = row["details_id"]
             if ref is not None and ref < 0:
-                row["details_id"] = first - 1 - ref
+                row["details_id"] = ids[-1 - ref]
         return {
-            service_id: (window, text, first - 1 - ref if ref < 0 else ref)
+            service_id: (window, text, ids[-1 - ref] if ref < 0 else ref)
             for service_id, (window, text, ref) in changed.items()
         }
 
@@ -142,7 +142,7 @@ class Details:
 async def copy_body(conn: AsyncConnection, details_id: int) -> int:
     """A new row with the body of `details_id`: for results moved into another window
     (store/keys.py moves a colliding result's time forward), so windows stay apart."""
-    new_id = await _next_id(conn)
+    (new_id,) = await _next_ids(conn, 1)
     await conn.execute(
         insert(result_details).from_select(
             ["id", "body"],
@@ -177,8 +177,21 @@ async def unreferenced(
     return {i for ids in windows.values() for i in ids if i not in referenced}
 
 
-async def _next_id(conn: AsyncConnection) -> int:
-    """Ids are given here rather than by SQLite, so that one executemany inserts a
-    batch's bodies and every row knows its id without RETURNING. There is one writer."""
-    found = await conn.scalar(select(func.max(result_details.c.id)))
-    return (found or 0) + 1
+async def _next_ids(conn: AsyncConnection, count: int) -> list[int]:
+    """Ids for `count` new rows, given here rather than by the insert, so that one
+    executemany inserts a batch's bodies and every row knows its id without RETURNING.
+
+    SQLite has one writer: the ids after the largest. PostgreSQL may have several
+    (cluster mode, healthmon/cluster/), so they come from the column's sequence, which
+    no two transactions share (migration 0004 set it past the ids given before)."""
+    if dialect.name(conn) == dialect.POSTGRESQL:
+        found = await conn.scalars(
+            select(func.nextval(_SEQUENCE)).select_from(func.generate_series(1, count))
+        )
+        return list(found)
+    largest = await conn.scalar(select(func.max(result_details.c.id)))
+    return [(largest or 0) + 1 + i for i in range(count)]
+
+
+_SEQUENCE = "result_details_id_seq"
+"""PostgreSQL's sequence of result_details.id (the serial column's)."""

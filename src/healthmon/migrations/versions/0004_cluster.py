@@ -17,6 +17,8 @@ both keeps `alembic check` and the models the same everywhere.
   or recorded the transition (NULL outside cluster mode); `status_transitions.seq`:
   its position in the feed. Nullable columns added at the end: no table is rewritten
   (SQLite's ALTER TABLE ADD COLUMN, PostgreSQL's catalog-only change).
+- PostgreSQL only: `result_details_id_seq` set past the ids given so far, which the
+  store now takes its details ids from (several writers at once).
 """
 
 from __future__ import annotations
@@ -123,6 +125,13 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_status_transitions_seq"), "status_transitions", ["seq"], unique=True)
+    if op.get_context().dialect.name == "postgresql":
+        # result_details ids now come from the column's sequence on PostgreSQL, where
+        # several writers may insert at once (store/details.py): past those given so far.
+        op.execute(
+            "SELECT setval('result_details_id_seq', coalesce(max(id), 0) + 1, false) "
+            "FROM result_details"
+        )
 
 
 def downgrade() -> None:

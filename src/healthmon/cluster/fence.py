@@ -1,12 +1,19 @@
 """The writer's side of a cluster: fencing, the node's name on rows, the feed's order.
 
 The writer calls `admit` in its flush transaction before writing anything: it locks
-the lease rows of the batch's services `FOR SHARE` and keeps only the results taken
-under a lease this node still holds at the same epoch. A claim by another node
+the lease rows of the batch's services `FOR KEY SHARE` and keeps only the results
+taken under a lease this node still holds at the same epoch. A claim by another node
 (`FOR UPDATE SKIP LOCKED`) cannot take a row while such a flush holds it, so once a
 claim commits, the old holder's writes for that service are all committed or all
 refused: the new holder reads the service's state after them, and results of two
-nodes never interleave.
+nodes never interleave. KEY SHARE, the weakest row lock, is the one a claim's FOR
+UPDATE still conflicts with while the holder's own renewals (UPDATEs of non-key
+columns) do not: a slow flush never holds up this node's renewals.
+
+A node frozen in the middle of a flush (SIGSTOP, a paused VM) would hold its rows
+locked for as long as it is frozen and so block their takeover: each flush therefore
+sets `idle_in_transaction_session_timeout` to the lease, after which PostgreSQL ends
+that session (its flush then fails and is retried, fenced, after it wakes).
 
 `number` gives the flush's transitions their feed positions, from the one
 `cluster_feed` row, last in the transaction: its lock is held until the commit, so
@@ -30,8 +37,9 @@ __all__ = ["ClusterFence"]
 class ClusterFence:
     """What the writer asks of the cluster in each flush (store/writer.py's `Fence`)."""
 
-    def __init__(self, node_id: int) -> None:
+    def __init__(self, node_id: int, lease: float) -> None:
         self.node_id = node_id
+        self._idle_limit = str(max(round(lease * 1000), 1))  # ms
         self.numbered: tuple[int, int] | None = None
         """(first position, count) given by the last `number` (of the last flush)."""
 
@@ -41,11 +49,15 @@ class ClusterFence:
         """Of the (service, epoch) pairs, those whose lease this node holds now."""
         if not wanted:
             return set()
+        await conn.execute(
+            text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+            {"ms": self._idle_limit},
+        )
         rows = await conn.execute(
             text(
                 "SELECT service, epoch FROM service_leases "
                 "WHERE node_id = :me AND service = ANY(CAST(:names AS text[])) "
-                "ORDER BY service FOR SHARE"
+                "ORDER BY service FOR KEY SHARE"
             ),
             {"me": self.node_id, "names": sorted({name for name, _ in wanted})},
         )

@@ -6,7 +6,8 @@ by every claim: it is the fencing token the writer checks (cluster/fence.py).
 
 - `claim`: free or expired rows, `FOR UPDATE SKIP LOCKED` (two nodes claiming at once
   take different rows; a row a writer is fencing against is skipped, not waited for).
-- `renew`: one UPDATE of every row this node holds, RETURNING what it still holds.
+- `beat`: the heartbeat and one UPDATE of every row this node holds, RETURNING what it
+  still holds, in one statement.
   It does not require the lease to be unexpired: a row still naming this node was
   claimed by nobody since (a claim sets the claimer's id), so its epoch, the fence,
   has not moved, and this node may go on (after a database restart, say).
@@ -25,13 +26,12 @@ __all__ = [
     "FEED_CHANNEL",
     "LEASES_CHANNEL",
     "Beat",
+    "beat",
     "claim",
     "ensure_rows",
     "fair_share",
-    "heartbeat",
     "register_node",
     "release",
-    "renew",
     "stop_node",
 ]
 
@@ -46,9 +46,13 @@ LEASES_CHANNEL = "healthmon_leases"
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """A heartbeat's view of the cluster: the live nodes' ids, oldest first."""
+    """One heartbeat and renewal: the live nodes' ids (oldest first), the leases this
+    node still holds (service -> epoch), and the seconds until the first lease held
+    by another node expires (None if none is held)."""
 
     alive: tuple[int, ...]
+    held: dict[str, int]
+    soonest: float | None
 
 
 async def register_node(conn: AsyncConnection, name: str) -> int:
@@ -75,23 +79,40 @@ async def stop_node(conn: AsyncConnection, node_id: int) -> None:
     )
 
 
-async def heartbeat(conn: AsyncConnection, node_id: int, alive_within: float) -> Beat:
-    """Mark this node alive now; the nodes seen alive within `alive_within` seconds."""
-    await conn.execute(
-        text(
-            "UPDATE cluster_nodes "
-            "SET heartbeat_at = extract(epoch from clock_timestamp()) WHERE id = :me"
-        ),
-        {"me": node_id},
+async def beat(
+    conn: AsyncConnection, node_id: int, lease: float, services: Collection[str]
+) -> Beat:
+    """Heartbeat and renew every lease this node holds, in one statement (one round
+    trip: a busy node's event loop makes each one slow). A node is alive while its
+    heartbeat is younger than a lease."""
+    row = (
+        await conn.execute(
+            text(
+                "WITH now AS (SELECT extract(epoch from clock_timestamp()) AS t), "
+                "beat AS (UPDATE cluster_nodes SET heartbeat_at = (SELECT t FROM now) "
+                "         WHERE id = :me RETURNING id), "
+                "renewed AS (UPDATE service_leases SET expires_at = (SELECT t FROM now) + :lease "
+                "            WHERE node_id = :me RETURNING service, epoch) "
+                "SELECT ARRAY(SELECT id FROM cluster_nodes WHERE stopped_at IS NULL "
+                "             AND (heartbeat_at > now.t - :lease OR id = :me) ORDER BY id), "
+                "       ARRAY(SELECT service FROM renewed ORDER BY service), "
+                "       ARRAY(SELECT epoch FROM renewed ORDER BY service), "
+                "       (SELECT min(expires_at) - now.t FROM service_leases "
+                "        WHERE node_id <> :me AND service = ANY(CAST(:names AS text[]))), "
+                "       (SELECT count(*) FROM beat) "
+                "FROM now"
+            ),
+            {"me": node_id, "lease": lease, "names": sorted(services)},
+        )
+    ).one()
+    alive, names, epochs, soonest, beaten = row
+    if not beaten:
+        raise LookupError(f"cluster node {node_id} has no cluster_nodes row (deleted?)")
+    return Beat(
+        tuple(alive),
+        dict(zip(names, epochs, strict=True)),
+        None if soonest is None else float(soonest),
     )
-    rows = await conn.execute(
-        text(
-            "SELECT id FROM cluster_nodes WHERE stopped_at IS NULL "
-            "AND heartbeat_at > extract(epoch from clock_timestamp()) - :within ORDER BY id"
-        ),
-        {"within": alive_within},
-    )
-    return Beat(tuple(rows.scalars()))
 
 
 async def ensure_rows(conn: AsyncConnection, services: Collection[str]) -> None:
@@ -104,18 +125,6 @@ async def ensure_rows(conn: AsyncConnection, services: Collection[str]) -> None:
             ),
             {"names": sorted(services)},
         )
-
-
-async def renew(conn: AsyncConnection, node_id: int, lease: float) -> dict[str, int]:
-    """Extend every lease this node holds; the services (and epochs) it still holds."""
-    rows = await conn.execute(
-        text(
-            "UPDATE service_leases SET expires_at = extract(epoch from clock_timestamp()) + :lease "
-            "WHERE node_id = :me RETURNING service, epoch"
-        ),
-        {"me": node_id, "lease": lease},
-    )
-    return {service: epoch for service, epoch in rows}
 
 
 async def claim(

@@ -94,6 +94,8 @@ class ClusterNode:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._rows_for: frozenset[str] = frozenset()
+        self._handing_back: set[str] = set()  # held, no longer checked, being released
+        self._hand_back_task: asyncio.Task[None] | None = None
         self.handovers = 0
 
     def epoch_of(self, service: str) -> int | None:
@@ -103,7 +105,7 @@ class ClusterNode:
         """Register this node and open the feed; the feed's start position."""
         async with self._engine.begin() as conn:
             self.node_id = await leases.register_node(conn, self.name)
-        self.fence = ClusterFence(self.node_id)
+        self.fence = ClusterFence(self.node_id, self.settings.lease)
         cursor = await last_position(self._engine)
         self.feed = TransitionFeed(
             self._engine,
@@ -120,18 +122,20 @@ class ClusterNode:
         """Take a first share now, then keep leasing."""
         try:
             await self._step()
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, LookupError) as exc:
             log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
         self._task = asyncio.create_task(self._run(), name="healthmon-cluster-leases")
 
     async def stop(self) -> None:
         """Leave cleanly: the monitor has stopped its checks and flushed; hand every lease
         back at once (the others claim them on the notification) and close the feed."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._hand_back_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._hand_back_task = None
+        self._handing_back.clear()
         held, self.held = self.held, {}
         self._running.clear()
         if self.node_id is not None:
@@ -170,7 +174,7 @@ class ClusterNode:
             soonest = None
             try:
                 soonest = await self._step()
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, LookupError) as exc:
                 log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
             step = self.settings.renew_every
             next_step = loop.time() + (step if soonest is None else min(step, soonest))
@@ -192,28 +196,26 @@ class ClusterNode:
         settings, me = self.settings, self.node_id
         names = frozenset(self._member.lease_names())
         sent = asyncio.get_running_loop().time()
-        async with self._engine.begin() as conn:
+        # Each statement its own transaction (autocommit): a lease row is locked only
+        # while one statement runs, never across round trips, so writers fencing against
+        # it (FOR SHARE) and claims are not held up by a busy node's event loop.
+        async with self._engine.connect() as plain:
+            conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
             if names != self._rows_for:
                 await leases.ensure_rows(conn, names)
-            beat = await leases.heartbeat(conn, me, settings.lease)
-            still = await leases.renew(conn, me, settings.lease)
+            beat = await leases.beat(conn, me, settings.lease, names)
+            self._deadline = sent + settings.lease * _DEADLINE_SHARE
+            renewed = asyncio.get_running_loop().time()
+            still, soonest = beat.held, beat.soonest
             share = leases.fair_share(len(names), beat.alive, me)
             kept = {name: epoch for name, epoch in still.items() if name in names}
             claimed = await leases.claim(
                 conn, me, names - still.keys(), share - len(kept), settings.lease
             )
-            soonest = (
-                await conn.execute(
-                    text(
-                        "SELECT min(expires_at) - extract(epoch from clock_timestamp()) "
-                        "FROM service_leases "
-                        "WHERE node_id <> :me AND service = ANY(CAST(:names AS text[]))"
-                    ),
-                    {"me": me, "names": sorted(names)},
-                )
-            ).scalar_one()
         self._rows_for = names
-        self._deadline = sent + settings.lease * _DEADLINE_SHARE
+        # Held in the database but unknown here (a step that failed after its claim
+        # committed): taken up as claimed.
+        claimed.update((name, epoch) for name, epoch in kept.items() if name not in self.held)
         lost = {name for name, epoch in self.held.items() if still.get(name) != epoch}
         if lost:
             log.warning("cluster_leases_lost", node=self.name, services=sorted(lost))
@@ -221,7 +223,11 @@ class ClusterNode:
             self._running -= lost
             for name in lost:
                 del self.held[name]
-        resumed = {name: None for name in kept if name in self.held and name not in self._running}
+        resumed = {
+            name: None
+            for name in kept
+            if name in self.held and name not in self._running | self._handing_back
+        }
         if claimed:
             seeds = await self._seeds(claimed)
             self.held.update(claimed)
@@ -233,28 +239,55 @@ class ClusterNode:
         if started:
             self._running.update(started)
             self._member.start_owned(started)
-        unwanted = sorted(name for name in self.held if name not in names)
-        excess = len(self.held) - len(unwanted) - share
+        keeping = set(self.held) - self._handing_back
+        unwanted = sorted(name for name in keeping if name not in names)
+        excess = len(keeping) - len(unwanted) - share
         if excess > 0:  # over its share (a node joined): the last ones by name go
-            unwanted += sorted(set(self.held).difference(unwanted))[-excess:]
-        if unwanted:
-            await self._hand_back(unwanted)
+            unwanted += sorted(keeping.difference(unwanted))[-excess:]
+        if unwanted and self._hand_back_task is None:
+            # Beside the lease loop, which goes on renewing meanwhile (a slow flush must
+            # not make this node miss its own renewals).
+            self._member.stop_owned(set(unwanted) & self._running)
+            self._running.difference_update(unwanted)
+            self._handing_back.update(unwanted)
+            self._hand_back_task = asyncio.create_task(
+                self._hand_back(unwanted), name="healthmon-cluster-hand-back"
+            )
+        took = asyncio.get_running_loop().time() - sent
+        if took > settings.renew_every / 2:
+            log.warning(
+                "cluster_step_slow",
+                node=self.name,
+                seconds=round(took, 3),
+                renew_seconds=round(renewed - sent, 3),
+                claimed=len(claimed),
+                handed_back=len(unwanted),
+            )
         if soonest is None:
             return None
-        return max(float(soonest), 0.0) + 0.05
+        return max(soonest, 0.0) + 0.05
 
     async def _hand_back(self, names: Sequence[str]) -> None:
-        """Stop checking, write what is pending, then release: the next owner starts
-        after the last result of ours."""
+        """Write what is pending (their checks have stopped), then release: the next
+        owner starts after the last result of ours. Whatever the flush did not write
+        within a renew period is fenced rather than waited for."""
         assert self.node_id is not None
-        self._member.stop_owned(set(names) & self._running)
-        self._running.difference_update(names)
-        await self._flush()
-        async with self._engine.begin() as conn:
-            await leases.release(conn, self.node_id, names)
-        for name in names:
-            self.held.pop(name, None)
-        log.info("cluster_leases_handed_back", node=self.name, services=sorted(names))
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.renew_every):
+                    await self._flush()
+            async with self._engine.connect() as plain:
+                conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
+                await leases.release(conn, self.node_id, names)
+            for name in names:
+                self.held.pop(name, None)
+            log.info("cluster_leases_handed_back", node=self.name, services=sorted(names))
+        except (SQLAlchemyError, OSError) as exc:
+            # Still held (and renewed): handed back at the next step that finds them.
+            log.warning("cluster_hand_back_failed", node=self.name, error=str(exc).splitlines()[0])
+        finally:
+            self._handing_back.difference_update(names)
+            self._hand_back_task = None
 
     async def _seeds(self, claimed: Collection[str]) -> dict[str, Seed | None]:
         """Claimed services' confirmed statuses and recent results, as committed."""

@@ -212,7 +212,7 @@ def stop(node: Node, how: signal.Signals = signal.SIGTERM) -> float:
     return node.stopped_at
 
 
-async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_restart(  # noqa: PLR0912, PLR0915 - one story, told in order
+async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_restart(  # noqa: PLR0912 - one story, told in order
     own_server: postgres.LocalPostgres, tmp_path: Path, targets: TargetServer
 ) -> None:
     figures: dict[str, float] = {}

@@ -283,7 +283,8 @@ class HealthMonitor:
         """Check one service now and record the result like a scheduled check.
 
         As in the seed, a name that is not registered, or a service without a
-        health_check_url, gives an UNKNOWN result that is not recorded.
+        health_check_url, gives an UNKNOWN result that is not recorded. In cluster mode
+        a service another node checks is checked but not recorded here.
         """
         service = self.services.get(service_name)
         if service is None or service.health_check_url is None:
@@ -299,6 +300,8 @@ class HealthMonitor:
             result = await self._check_http_health(service_name, service.health_check_url)
             if self.services.get(service_name) is not service:  # removed while we checked
                 return result
+            if self.cluster_settings is not None and service_name not in self._owned:
+                return result  # another node checks it: that node records its results
             async with self._session():
                 return self._record(result)
 

@@ -16,6 +16,7 @@ from typing import Any
 from healthmon.cli.database import add_database_argument, open_for_reading, shown
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.cli.timearg import parse_duration
+from healthmon.cluster.view import ClusterView, read_cluster
 from healthmon.model import HealthCheckResult, HealthStatus, worst_status
 from healthmon.render import duration, iso, render_table
 from healthmon.store import HealthStore
@@ -71,6 +72,8 @@ class ServiceStatus:
     """When the service entered `status` (its newest transition), if known."""
     last: HealthCheckResult | None
     stale: bool
+    node: str | None = None
+    """Cluster mode: the node checking it now (None if none holds its lease)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class StatusReport:
     now: float
     stale_after: float
     services: tuple[ServiceStatus, ...]
+    cluster: ClusterView | None = None
+    """Cluster mode (PostgreSQL): the nodes, if any ever ran on this database."""
 
     @property
     def newest_result_at(self) -> float | None:
@@ -116,6 +121,8 @@ async def read_status(
     """Every service's status as stored, judged at the current time."""
     latest = await store.latest()
     confirmed = await store.current_statuses()
+    async with store.engine.connect() as conn:
+        cluster = await read_cluster(conn)
     now = time.time()
     services = []
     for name in sorted(latest.keys() | confirmed.keys()):
@@ -128,9 +135,10 @@ async def read_status(
                 since=await _since(store, name, last),
                 last=last,
                 stale=last is None or now - last.timestamp > stale_after,
+                node=None if cluster is None else cluster.owners.get(name),
             )
         )
-    return StatusReport(database, now, stale_after, tuple(services))
+    return StatusReport(database, now, stale_after, tuple(services), cluster)
 
 
 async def _since(store: HealthStore, name: str, last: HealthCheckResult | None) -> float | None:
@@ -158,7 +166,11 @@ def _text(report: StatusReport) -> str:
         )
     else:
         lines.append(f"cluster: {cluster}   ({report.database})")
-    rows = [("SERVICE", "STATUS", "FOR", "SINCE", "CHECKED", "LATENCY", "LAST RESULT")]
+    nodes_of = report.cluster
+    rows: list[tuple[str, ...]] = [
+        ("SERVICE", *(("NODE",) if nodes_of else ()), "STATUS", "FOR", "SINCE", "CHECKED",
+         "LATENCY", "LAST RESULT")
+    ]  # fmt: skip
     for s in report.services:
         last = s.last
         result = ""
@@ -167,6 +179,7 @@ def _text(report: StatusReport) -> str:
         rows.append(
             (
                 s.name,
+                *((s.node or "-",) if nodes_of else ()),
                 s.status.value + (" (stale)" if s.stale else ""),
                 duration(now - s.since) if s.since is not None else "-",
                 iso(s.since) or "-",
@@ -177,6 +190,21 @@ def _text(report: StatusReport) -> str:
         )
     if report.services:
         lines += ["", *render_table(rows)]
+    if nodes_of is not None:
+        nodes = [("NODE", "ID", "ALIVE", "SERVICES", "HEARTBEAT", "STARTED", "STOPPED")]
+        nodes += [
+            (
+                n.name,
+                str(n.node_id),
+                "yes" if n.alive else "no",
+                str(n.services),
+                f"{duration(n.heartbeat_age)} ago",
+                iso(n.started_at) or "-",
+                iso(n.stopped_at) or "-",
+            )
+            for n in nodes_of.nodes
+        ]
+        lines += ["", *render_table(nodes)]
     return "\n".join(lines)
 
 
@@ -191,6 +219,7 @@ def _json(report: StatusReport) -> str:
                 "since": iso(s.since),
                 "for_s": None if s.since is None else round(report.now - s.since, 3),
                 "stale": s.stale,
+                **({"node": s.node} if report.cluster else {}),
                 "last_checked": iso(last.timestamp) if last else None,
                 "last_checked_ago_s": round(report.now - last.timestamp, 3) if last else None,
                 "last_result": None
@@ -212,6 +241,22 @@ def _json(report: StatusReport) -> str:
             "newest_result_at": iso(report.newest_result_at),
             "stale_after_s": report.stale_after,
             "services": services,
+            **({"nodes": _nodes(report.cluster)} if report.cluster else {}),
         },
         indent=2,
     )
+
+
+def _nodes(cluster: ClusterView) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": n.name,
+            "id": n.node_id,
+            "alive": n.alive,
+            "services": n.services,
+            "heartbeat_ago_s": round(n.heartbeat_age, 3),
+            "started_at": iso(n.started_at),
+            "stopped_at": iso(n.stopped_at),
+        }
+        for n in cluster.nodes
+    ]

@@ -81,7 +81,7 @@ async def stored_transitions(store: HealthStore) -> list[tuple[int, str, float, 
                 "JOIN services s ON s.id = t.service_id ORDER BY t.seq"
             )
         )
-        return [tuple(row) for row in rows]  # type: ignore[misc]  # rows of 4
+        return [(seq, name, ts, node_id) for seq, name, ts, node_id in rows]
 
 
 async def test_two_nodes_split_the_fleet_and_hear_every_transition_once_in_order(

@@ -96,7 +96,7 @@ class HealthStore:
                 await migrate.upgrade(engine)
             else:
                 await migrate.ensure_latest(engine)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # (asyncpg: a refused connection)
             await engine.dispose()
             raise StorageError(f"cannot open {display_url(self.url)}: {exc}") from exc
         except BaseException:
@@ -351,7 +351,7 @@ class HealthStore:
         try:
             async with self.engine.connect() as conn:
                 yield await dialect.as_one_snapshot(conn)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc
 
     def _create_parent_folder(self) -> None:

@@ -239,3 +239,41 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+async def postgres_storage(url: str) -> dict[str, Any]:
+    """Bytes per stored result on PostgreSQL: every partition of `check_results` and
+    `result_details`, each with its indexes, TOAST and maps (pg_total_relation_size),
+    over the number of results; rows just inserted (no dead tuples)."""
+    # Imported here: the SQLite-only runs need neither the driver nor healthmon's engine.
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from healthmon.store.engine import create_engine, database_url  # noqa: PLC0415
+
+    engine = create_engine(database_url(url))
+    try:
+        async with engine.connect() as conn:
+            rows, healthy = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(sum(CAST(status = 0 AS INTEGER)), 0) "
+                        "FROM check_results"
+                    )
+                )
+            ).one()
+            results = await conn.scalar(
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+                    "WHERE inhparent = 'check_results'::regclass"
+                )
+            )
+            details = await conn.scalar(text("SELECT pg_total_relation_size('result_details')"))
+    finally:
+        await engine.dispose()
+    per_table = {"check_results": int(results or 0), "result_details": int(details or 0)}
+    return {
+        "rows": rows,
+        "healthy_rows": healthy,
+        "bytes_per_row_table": sum(per_table.values()) / rows if rows else None,
+        "bytes_per_row_by_table": {table: size / rows for table, size in per_table.items() if rows},
+    }

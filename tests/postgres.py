@@ -3,7 +3,8 @@
 127.0.0.1 only, and stopped and deleted at the end.
 
 PostgreSQL refuses to run as root; run as root (CI containers), the server runs as
-the user `nobody`, which then owns the data folder.
+the user `nobody`, which then owns the data folder (and, should `nobody` not reach the
+binaries where pip put them, e.g. under /root, runs a copy of them in that folder).
 
 With HEALTHMON_TEST_POSTGRES_URL set (a superuser's URL of a server the tests may
 create databases on), the tests use that server instead, except the fault tests that
@@ -57,8 +58,18 @@ class LocalPostgres:
         self.port = _free_port()
         self.settings = settings
         self._user = _run_as()
+        self.bin = BIN
         if self._user is not None:
             os.chown(self.folder, self._user.pw_uid, self._user.pw_gid)
+            if not self._can_run(BIN / "pg_ctl"):
+                # The same layout: the binaries find their libraries relative to
+                # themselves ($ORIGIN/../../../pgserver.libs).
+                site, copy = BIN.parents[2], self.folder / "site"
+                for part in ("pgserver/pginstall/bin", "pgserver/pginstall/lib",
+                             "pgserver/pginstall/share", "pgserver.libs"):  # fmt: skip
+                    if (site / part).exists():
+                        shutil.copytree(site / part, copy / part, symlinks=True)
+                self.bin = copy / "pgserver/pginstall/bin"
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--locale=C", "--no-sync")  # fmt: skip
 
@@ -80,13 +91,30 @@ class LocalPostgres:
             self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def _can_run(self, program: Path) -> bool:
+        try:
+            self._run_checked([str(program), "--version"])
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        return True
+
+    def _run_checked(self, command: list[str]) -> None:
+        kwargs: dict[str, Any] = {}
+        if self._user is not None:
+            kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, cwd=self.folder)
+        subprocess.run(command, check=True, capture_output=True, timeout=60, **kwargs)
+
     def _run(self, program: str, *args: str) -> None:
         kwargs: dict[str, Any] = {}
         if self._user is not None:
             kwargs.update(user=self._user.pw_uid, group=self._user.pw_gid, cwd=self.folder)
         try:
             subprocess.run(
-                [str(BIN / program), *args], check=True, capture_output=True, timeout=60, **kwargs
+                [str(self.bin / program), *args],
+                check=True,
+                capture_output=True,
+                timeout=60,
+                **kwargs,
             )
         except subprocess.CalledProcessError as exc:
             log = self.log.read_text() if self.log.exists() else ""

@@ -30,6 +30,7 @@ from healthmon import (
 )
 from healthmon.micros import to_us
 from healthmon.store import plan as planning
+from healthmon.store.engine import create_engine, database_url
 from healthmon.store.retention import prune_step
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, is_answered
 from healthmon.store.sketch import RELATIVE_ERROR
@@ -89,19 +90,23 @@ async def _empty(url: str) -> None:
     """The PostgreSQL database as migrated, without making a new one (which takes ~0.5 s):
     every row written since removed, the coverage marks as migration 0002 leaves them
     on an empty database."""
-    async with HealthStore(url, migrate=False) as store, store.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "TRUNCATE check_results, result_details, status_transitions, result_minutes, "
-                "result_hours, result_gaps, services RESTART IDENTITY CASCADE"
+    engine = create_engine(database_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "TRUNCATE check_results, result_details, status_transitions, result_minutes, "
+                    "result_hours, result_gaps, services RESTART IDENTITY CASCADE"
+                )
             )
-        )
-        await conn.execute(
-            text(
-                "UPDATE history_coverage SET complete_since = 0, complete_until = "
-                "CASE WHEN tier IN ('minute', 'hour') THEN 0 END"
+            await conn.execute(
+                text(
+                    "UPDATE history_coverage SET complete_since = 0, complete_until = "
+                    "CASE WHEN tier IN ('minute', 'hour') THEN 0 END"
+                )
             )
-        )
+    finally:
+        await engine.dispose()
 
 
 # -- streams -----------------------------------------------------------------------------

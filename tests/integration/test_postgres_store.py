@@ -3,12 +3,23 @@ dropped whole by retention, and the URL's credentials kept out of sight."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import text
+import json
+import time
 
-from healthmon import HealthCheckResult, HealthStatus, HealthStore, Retention
+import pytest
+from sqlalchemy import make_url, text
+
+from healthmon import (
+    HealthCheckResult,
+    HealthStatus,
+    HealthStore,
+    Retention,
+    StatusTransition,
+    StorageError,
+)
 from healthmon.store.partitions import DAY_US, existing_days
 from healthmon.store.retention import prune_step
+from tests.integration.test_cli import H, assert_clean, healthmon, result, write_history
 
 DAY = 86_400.0
 D0 = 1_800_057_600.0  # 2027-01-16 00:00 UTC: a whole day
@@ -113,3 +124,52 @@ async def test_a_late_result_for_a_dropped_day_is_stored_all_the_same(pg_url: st
 
 def test_day_partitions_are_utc_days() -> None:
     assert D0 * 1_000_000 % DAY_US == 0
+
+
+# -- the command line, and credentials -----------------------------------------------------
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with a password (the tests' server trusts 127.0.0.1: any password works)."""
+    return make_url(url).set(password=password).render_as_string(hide_password=False)
+
+
+def test_the_command_line_on_postgresql(pg_url: str) -> None:
+    url = with_password(pg_url, "s3cret-pw")
+    up = healthmon("db", "upgrade", "--database", url)
+    assert up.returncode == 0, up.stderr
+    now = time.time()
+    results = [result("api", H, now - 30 + i) for i in range(20)]
+    write_history(url, results, [StatusTransition("api", None, H, now - 30)])  # type: ignore[arg-type]  # a URL, not a file
+    runs = [
+        healthmon("db", "current", "--database", url),
+        healthmon("status", "--database", url, "--json"),
+        healthmon("export", "api", "--database", url, "--format", "jsonl"),
+        healthmon("history", "api", "--database", url, "--since", "1h", "--json"),
+    ]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+        assert_clean(done.stderr)
+        assert "s3cret-pw" not in done.stdout + done.stderr
+    assert runs[0].stdout.strip().endswith("(head)")
+    assert "***" in runs[0].stdout  # the URL shown, its password hidden
+    assert json.loads(runs[1].stdout)["cluster_status"] == "healthy"
+    assert len(runs[2].stdout.splitlines()) == 20
+    assert json.loads(runs[3].stdout)["counts"]["healthy"] == 20
+
+
+@pytest.mark.asyncio
+async def test_a_password_never_shows_in_errors_repr_or_logs(
+    refused_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = make_url(refused_url.replace("http://", "postgresql://")).port
+    url = f"postgresql://monitor:s3cret-pw@127.0.0.1:{port}/health"
+    store = HealthStore(url)
+    assert "s3cret-pw" not in repr(store)
+    with pytest.raises(StorageError) as caught:
+        await store.open()
+    assert "s3cret-pw" not in str(caught.value)
+    assert "127.0.0.1" in str(caught.value)
+    failed = healthmon("status", "--database", url)
+    assert failed.returncode != 0
+    assert "s3cret-pw" not in failed.stdout + failed.stderr + capsys.readouterr().out

@@ -26,13 +26,14 @@ from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.store.sketch import merge_blobs
 
 __all__ = [
     "POSTGRESQL",
     "SQLITE",
+    "after_failure",
     "as_one_snapshot",
     "greatest",
     "histogram_upsert",
@@ -49,6 +50,15 @@ POSTGRESQL = "postgresql"
 def name(conn: AsyncConnection) -> str:
     """The connection's dialect: SQLITE or POSTGRESQL."""
     return conn.dialect.name
+
+
+async def after_failure(engine: AsyncEngine) -> None:
+    """After a failed flush on PostgreSQL, the pool's idle connections are closed: the
+    next flush connects anew, and so picks up what changed on the server (a database
+    made writable again, a failover to a new primary behind the same name). SQLite's
+    connections are files: nothing to do."""
+    if engine.dialect.name == POSTGRESQL:
+        await engine.dispose()
 
 
 async def as_one_snapshot(conn: AsyncConnection) -> AsyncConnection:

@@ -46,7 +46,7 @@ class HealthStore:
     Any number of stores may read one file at once, in this process or others (WAL);
     writes go through one `ResultWriter` at a time, which the monitor owns.
 
-    History settings (see the README's "History"): `retention` per tier (default: raw
+    History settings (see docs/history.md): `retention` per tier (default: raw
     results 7 days, minute aggregates 35 days, hour aggregates with transitions and
     gaps 400 days); `gap_after`, the seconds without a result that make a gap
     (default 10); pruning deletes at most `prune_batch` rows per table in one short
@@ -96,7 +96,7 @@ class HealthStore:
                 await migrate.upgrade(engine)
             else:
                 await migrate.ensure_latest(engine)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # (asyncpg: a refused connection)
             await engine.dispose()
             raise StorageError(f"cannot open {display_url(self.url)}: {exc}") from exc
         except BaseException:
@@ -360,7 +360,7 @@ class HealthStore:
         try:
             async with self.engine.connect() as conn:
                 yield await dialect.as_one_snapshot(conn)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc
 
     def _create_parent_folder(self) -> None:

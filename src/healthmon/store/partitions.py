@@ -154,15 +154,16 @@ async def drop_expired(conn: AsyncConnection, cutoff_us: int) -> Dropped:
             )
         )
         details -= {row["details_id"] for row in kept_rows}
-        await conn.execute(text(f"DROP TABLE {name}"))
-        if kept_rows:
-            await create(conn, day)
-            await conn.execute(insert(check_results), kept_rows)
         gone = sorted(details)
         for first in range(0, len(gone), 10_000):
             await conn.execute(
                 delete(result_details).where(result_details.c.id.in_(gone[first : first + 10_000]))
             )
+        # Last: dropping a partition locks check_results whole until the commit.
+        await conn.execute(text(f"DROP TABLE {name}"))
+        if kept_rows:
+            await create(conn, day)
+            await conn.execute(insert(check_results), kept_rows)
         return Dropped(1, set(gone), index + 1 < len(expired))
     return Dropped(0, set(), False)
 

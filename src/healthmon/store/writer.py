@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
@@ -44,7 +44,7 @@ from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
 from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
-from healthmon.store.schema import STATUS_CODES, services, status_transitions
+from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
 
 __all__ = ["Committed", "Fence", "ResultWriter", "WriterStats"]
 
@@ -162,6 +162,7 @@ class ResultWriter:
         self._details = Details()
         self._keys = ResultKeys()
         self._partitions = Partitions()  # PostgreSQL's days of raw results
+        self._maybe_stored = False  # a COMMIT whose outcome is unknown: look first
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -314,11 +315,13 @@ class ResultWriter:
             batch, self._buffer = self._buffer, _Buffer()
             if not (batch or self._dirty_services()):
                 return True
+            committing = False
             try:
                 if self._recreate_if_lost is not None and await self._recreate_if_lost():
                     self._forget_database()
                 async with self._engine.begin() as conn:
                     written = await self._write(conn, batch)
+                    committing = True  # the block's end commits
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 self._forget_rows()
@@ -328,7 +331,11 @@ class ResultWriter:
                 # Whatever went wrong, what was remembered of the rows may be why (a
                 # details row or a result written behind our back): read it anew.
                 self._forget_rows()
+                if committing:
+                    self._commit_unknown()
+                await dialect.after_failure(self._engine)
                 return False
+            self._maybe_stored = False
             self._ids = written.ids
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
@@ -338,6 +345,20 @@ class ResultWriter:
                 self._rollup.committed()
             self._committed(written.batch)
             return True
+
+    def _commit_unknown(self) -> None:
+        """The COMMIT failed (e.g. the connection dropped during it): the database may
+        have committed the batch or not, and cannot say which. So the next flush first
+        looks for what it already holds (`_already_stored`), and what the writer
+        remembers of its newest results and gaps is read anew."""
+        self._maybe_stored = True
+        if self._rollup is not None:
+            self._rollup.reset()
+        log.warning(
+            "store_commit_unknown",
+            consequence="the batch is written again, but for what the database shows "
+            "it already committed",
+        )
 
     def _forget_database(self) -> None:
         """A new, empty database: ids and service rows are written anew."""
@@ -374,6 +395,8 @@ class ResultWriter:
             batch = await self._fenced(conn, self._fence, batch)
             node_id = self._fence.node_id
         ids = await self._service_ids(conn, batch)
+        if self._maybe_stored:
+            batch = await _already_stored(conn, batch, ids)
         rows: list[dict[str, Any]] = [
             {
                 "service_id": ids[r.service_name],
@@ -550,12 +573,70 @@ class ResultWriter:
             )
 
 
+async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, int]) -> _Buffer:
+    """The batch without the results and transitions the database already holds, alike
+    in every stored field: after a COMMIT whose outcome is unknown, the first flush
+    writes only what did not make it. (A result is keyed by its service and
+    microsecond: two results of one service with the same microsecond, status,
+    latency and error are taken for one.) Transitions are still reported as committed
+    (their subscribers have not heard of them)."""
+    c, t = check_results.c, status_transitions.c
+    stored: set[tuple[Any, ...]] = set()
+    keys = [(ids[r.service_name], to_us(r.timestamp)) for r in batch.results]
+    for first in range(0, len(keys), 500):
+        found = await conn.execute(
+            select(c.service_id, c.ts_us, c.status, c.response_time_us, c.error).where(
+                tuple_(c.service_id, c.ts_us).in_(keys[first : first + 500])
+            )
+        )
+        stored.update(tuple(row) for row in found)
+    results = [
+        r
+        for r, (service_id, ts_us) in zip(batch.results, keys, strict=True)
+        if (service_id, ts_us, STATUS_CODES[r.status], ms_to_us(r.response_time_ms), r.error)
+        not in stored
+    ]
+    seen: set[tuple[Any, ...]] = set()
+    moments = [(ids[tr.service_name], tr.timestamp) for _, tr in batch.transitions]
+    for first in range(0, len(moments), 500):
+        found = await conn.execute(
+            select(t.service_id, t.ts, t.from_status, t.to_status).where(
+                tuple_(t.service_id, t.ts).in_(moments[first : first + 500])
+            )
+        )
+        seen.update(tuple(row) for row in found)
+    written = [
+        (r, tr)
+        for r, tr in batch.transitions
+        if (
+            ids[tr.service_name],
+            tr.timestamp,
+            None if tr.from_status is None else STATUS_CODES[tr.from_status],
+            STATUS_CODES[tr.to_status],
+        )
+        not in seen
+    ]
+    skipped = len(batch.results) - len(results), len(batch.transitions) - len(written)
+    if any(skipped):
+        log.warning(
+            "store_commit_had_succeeded",
+            results=skipped[0],
+            transitions=skipped[1],
+            consequence="not written twice",
+        )
+    return _Buffer(results, written)
+
+
 def _describe(exc: BaseException) -> str:
     """The database's own words (e.g. 'database is locked'), without the SQL; for
     anything that is not the database's, the exception's type says what it is."""
     original = getattr(exc, "orig", None)
     if original is not None:
         exc = original
+        # asyncpg's errors come wrapped: "<class 'asyncpg....Error'>: the server's words"
+        words = str(exc).strip()
+        if words.startswith("<class '") and "'>: " in words:
+            return words.split("'>: ", 1)[1].splitlines()[0]
     elif not isinstance(exc, OSError | StorageError):
         return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
     text = str(exc).strip().splitlines()

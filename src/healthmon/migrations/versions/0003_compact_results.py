@@ -291,9 +291,10 @@ def _upgrade_postgresql() -> None:
     op.execute(
         "ALTER TABLE check_results_0002 RENAME CONSTRAINT pk_check_results TO pk_check_results_0002"
     )
+    # Columns widest first: no padding between them (8 bytes a row less than the
+    # model's order, with PostgreSQL's 8-byte alignment of bigint).
     op.create_table(
         "check_results",
-        sa.Column("service_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column(
             "ts_us",
             sa.BigInteger(),
@@ -301,20 +302,20 @@ def _upgrade_postgresql() -> None:
             nullable=False,
             comment="epoch microseconds, UTC, when the check completed",
         ),
-        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.Column("service_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column(
             "response_time_us",
             sa.Integer(),
             nullable=False,
             comment="microseconds, rounded to the nearest",
         ),
-        sa.Column("error", sa.Text(), nullable=True),
         sa.Column(
             "details_id",
             sa.Integer(),
             nullable=True,
             comment="the body's details (JSON), NULL without any",
         ),
+        sa.Column("status", sa.SmallInteger(), nullable=False),
         sa.Column(
             "answered",
             sa.Boolean(),
@@ -322,6 +323,7 @@ def _upgrade_postgresql() -> None:
             nullable=False,
             comment=_ANSWERED_COMMENT,
         ),
+        sa.Column("error", sa.Text(), nullable=True),
         sa.CheckConstraint("status BETWEEN 0 AND 3", name=op.f("ck_check_results_status_code")),
         sa.ForeignKeyConstraint(
             ["service_id"], ["services.id"], name=op.f("fk_check_results_service_id_services")

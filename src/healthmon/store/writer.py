@@ -590,12 +590,13 @@ async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, 
             )
         )
         stored.update(tuple(row) for row in found)
-    results = [
-        r
-        for r, (service_id, ts_us) in zip(batch.results, keys, strict=True)
+    kept = [
+        (r, epoch)
+        for r, epoch, (service_id, ts_us) in zip(batch.results, batch.epochs, keys, strict=True)
         if (service_id, ts_us, STATUS_CODES[r.status], ms_to_us(r.response_time_ms), r.error)
         not in stored
     ]
+    results = [r for r, _ in kept]
     seen: set[tuple[Any, ...]] = set()
     moments = [(ids[tr.service_name], tr.timestamp) for _, tr in batch.transitions]
     for first in range(0, len(moments), 500):
@@ -624,7 +625,7 @@ async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, 
             transitions=skipped[1],
             consequence="not written twice",
         )
-    return _Buffer(results, written)
+    return _Buffer(results, written, [epoch for _, epoch in kept], batch.fenced)
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,6 +121,13 @@ async def test_two_nodes_split_the_fleet_and_hear_every_transition_once_in_order
             assert report.cluster is not None
             assert {s.node for s in report.services} == {"a", "b"}
             assert sorted(n.services for n in report.cluster.nodes if n.alive) == [3, 4]
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "healthmon.cli", "status", "--database", pg_url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "SERVICE  NODE  STATUS" in shown.stdout
+        assert "NODE  ID  ALIVE  SERVICES  HEARTBEAT" in shown.stdout
     async with HealthStore(pg_url) as store:
         stored = await stored_transitions(store)
         report = await read_status(store, "db")

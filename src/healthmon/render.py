@@ -1,4 +1,5 @@
-"""Plain text for the terminal: times, tables, small charts and the history report."""
+"""Plain text for the terminal: times, tables, small charts, the history report and a
+fleet summary (a line per service)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Start four local HTTP targets on 127.0.0.1 (healthy; ever slower, "
         "crossing its degraded threshold; flapping; down for a while, then recovering), "
         "monitor them at 20 Hz into a SQLite file while a live table shows their status, "
-        "then print the history report and how to query the database. Ctrl-C ends it early.",
+        "then print a line per service, each one's history report, and commands to explore "
+        "the database that run as printed from here. Ctrl-C ends it early.",
     )
     parser.add_argument(
         "--seconds",

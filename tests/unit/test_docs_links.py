@@ -10,7 +10,11 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def pages() -> list[Path]:
-    return [REPO / "README.md", REPO / "bench" / "README.md", *sorted(REPO.glob("docs/*.md"))]
+    return [
+        REPO / "README.md",
+        *sorted(REPO.glob("bench/**/README.md")),
+        *sorted(REPO.glob("docs/*.md")),
+    ]
 
 
 def anchors(page: Path) -> set[str]:

@@ -698,8 +698,11 @@ class HealthMonitor:
         if fence is None or fence.numbered is None:
             return
         first, _count = fence.numbered
+        feed = self._cluster.feed if self._cluster is not None else None
+        heard_up_to = feed.cursor if feed is not None else 0
         for offset, (result, _) in enumerate(committed):
-            self._own_results[first + offset] = result
+            if first + offset > heard_up_to:  # (the feed may have read it already)
+                self._own_results[first + offset] = result
 
     def _heard(self, entries: Sequence[FeedEntry]) -> None:
         """Committed transitions of the whole fleet, in commit order: the cache follows

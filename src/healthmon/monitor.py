@@ -694,15 +694,14 @@ class HealthMonitor:
     def _committed_in_cluster(self, committed: Sequence[tuple[HealthCheckResult, Any]]) -> None:
         """Our transitions committed: remembered by feed position, so that the feed hands
         our subscribers the results themselves (not rebuilt from the rows)."""
-        fence = None if self._cluster is None else self._cluster.fence
-        if fence is None or fence.numbered is None:
+        cluster = self._cluster
+        if cluster is None or cluster.fence is None:
             return
-        first, _count = fence.numbered
-        feed = self._cluster.feed if self._cluster is not None else None
-        heard_up_to = feed.cursor if feed is not None else 0
-        for offset, (result, _) in enumerate(committed):
-            if first + offset > heard_up_to:  # (the feed may have read it already)
-                self._own_results[first + offset] = result
+        heard_up_to = cluster.feed.cursor if cluster.feed is not None else 0
+        for seq, result in cluster.fence.numbered.items():
+            if seq > heard_up_to:  # (the feed may have read it already)
+                self._own_results[seq] = result
+        cluster.fence.numbered = {}
 
     def _heard(self, entries: Sequence[FeedEntry]) -> None:
         """Committed transitions of the whole fleet, in commit order: the cache follows

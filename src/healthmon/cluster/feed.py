@@ -89,9 +89,12 @@ class TransitionFeed:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(SQLAlchemyError, OSError):
-            await self.catch_up()
-        await self._close_listener()
+        try:
+            with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.catch_up()
+        finally:
+            await self._close_listener()
 
     async def catch_up(self) -> int:
         """Read and deliver everything past the cursor; how many entries."""
@@ -158,7 +161,7 @@ class TransitionFeed:
             conn = await asyncpg.connect(_dsn(self._engine.url), timeout=5)
             await conn.add_listener(FEED_CHANNEL, self._notified)
             await conn.add_listener(LEASES_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning(
                 "cluster_listen_failed",
                 error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

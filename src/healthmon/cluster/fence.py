@@ -24,12 +24,13 @@ behind its cursor). The `pg_notify` in the same transaction is delivered at comm
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.cluster.leases import FEED_CHANNEL
+from healthmon.model import HealthCheckResult
 
 __all__ = ["ClusterFence"]
 
@@ -40,13 +41,16 @@ class ClusterFence:
     def __init__(self, node_id: int, lease: float) -> None:
         self.node_id = node_id
         self._idle_limit = str(max(round(lease * 1000), 1))  # ms
-        self.numbered: tuple[int, int] | None = None
-        """(first position, count) given by the last `number` (of the last flush)."""
+        self.numbered: dict[int, HealthCheckResult] = {}
+        """The last `number`'s positions (of the last flush), with the result that caused
+        each transition."""
 
     async def admit(
         self, conn: AsyncConnection, wanted: Collection[tuple[str, int]]
     ) -> set[tuple[str, int]]:
-        """Of the (service, epoch) pairs, those whose lease this node holds now."""
+        """Of the (service, epoch) pairs, those whose lease this node holds now. (First
+        in every flush: what an earlier, rolled-back flush numbered is forgotten.)"""
+        self.numbered = {}
         if not wanted:
             return set()
         await conn.execute(
@@ -64,8 +68,11 @@ class ClusterFence:
         held = {(service, epoch) for service, epoch in rows}
         return held.intersection(wanted)
 
-    async def number(self, conn: AsyncConnection, count: int) -> int:
-        """Feed positions for `count` transitions; the first of them."""
+    async def number(
+        self, conn: AsyncConnection, transitions: Sequence[tuple[HealthCheckResult, object]]
+    ) -> int:
+        """Feed positions for the transitions (with their results); the first of them."""
+        count = len(transitions)
         last = (
             await conn.execute(
                 text(
@@ -80,5 +87,5 @@ class ClusterFence:
             {"channel": FEED_CHANNEL, "last": str(last)},
         )
         first = int(last) - count + 1
-        self.numbered = (first, count)
+        self.numbered = {first + i: result for i, (result, _) in enumerate(transitions)}
         return first

@@ -56,12 +56,12 @@ class Beat:
 
 
 async def register_node(conn: AsyncConnection, name: str) -> int:
-    """A new cluster_nodes row for this process; its id."""
+    """A new cluster_nodes row for this process; its id. Not alive (no heartbeat) until
+    its first `beat`: the other nodes make room for it only once it can take it."""
     row = await conn.execute(
         text(
             "INSERT INTO cluster_nodes (name, started_at, heartbeat_at) "
-            "VALUES (:name, extract(epoch from clock_timestamp()), "
-            "        extract(epoch from clock_timestamp())) RETURNING id"
+            "VALUES (:name, extract(epoch from clock_timestamp()), 0) RETURNING id"
         ),
         {"name": name},
     )
@@ -128,10 +128,17 @@ async def ensure_rows(conn: AsyncConnection, services: Collection[str]) -> None:
 
 
 async def claim(
-    conn: AsyncConnection, node_id: int, services: Collection[str], count: int, lease: float
+    conn: AsyncConnection,
+    node_id: int,
+    services: Collection[str],
+    count: int,
+    lease: float,
+    *,
+    free_for: float = 0.0,
 ) -> dict[str, int]:
-    """Claim up to `count` of `services` whose lease is free or expired; what was claimed,
-    with the new epochs."""
+    """Claim up to `count` of `services` whose lease has been free or expired for
+    `free_for` seconds or more; what was claimed, with the new epochs. (A lease handed
+    back is marked expired at that moment.)"""
     if count <= 0 or not services:
         return {}
     rows = await conn.execute(
@@ -140,11 +147,17 @@ async def claim(
             "expires_at = extract(epoch from clock_timestamp()) + :lease "
             "FROM (SELECT service FROM service_leases "
             "      WHERE service = ANY(CAST(:names AS text[])) "
-            "       AND (node_id IS NULL OR expires_at <= extract(epoch from clock_timestamp())) "
+            "       AND expires_at <= extract(epoch from clock_timestamp()) - :free_for "
             "      ORDER BY service LIMIT :count FOR UPDATE SKIP LOCKED) AS free "
             "WHERE l.service = free.service RETURNING l.service, l.epoch"
         ),
-        {"me": node_id, "names": sorted(services), "count": count, "lease": lease},
+        {
+            "me": node_id,
+            "names": sorted(services),
+            "count": count,
+            "lease": lease,
+            "free_for": free_for,
+        },
     )
     return {service: epoch for service, epoch in rows}
 
@@ -155,7 +168,8 @@ async def release(conn: AsyncConnection, node_id: int, services: Collection[str]
         return
     await conn.execute(
         text(
-            "UPDATE service_leases SET node_id = NULL, expires_at = 0 "
+            "UPDATE service_leases SET node_id = NULL, "
+            "expires_at = extract(epoch from clock_timestamp()) "
             "WHERE node_id = :me AND service = ANY(CAST(:names AS text[]))"
         ),
         {"me": node_id, "names": sorted(services)},

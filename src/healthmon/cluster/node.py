@@ -37,6 +37,8 @@ __all__ = ["ClusterNode", "Member", "Seed"]
 
 log = structlog.get_logger("healthmon.cluster")
 
+_STOP_TIMEOUT = 2.0
+"""Seconds a clean stop waits to hand its leases back (else they expire by themselves)."""
 _DEADLINE_SHARE = 0.8
 """Checks stop at 80 % of the lease after the last renew was sent: well before the
 lease can expire in the database, whatever the delays on the way back."""
@@ -96,7 +98,6 @@ class ClusterNode:
         self._rows_for: frozenset[str] = frozenset()
         self._handing_back: set[str] = set()  # held, no longer checked, being released
         self._hand_back_task: asyncio.Task[None] | None = None
-        self.handovers = 0
 
     def epoch_of(self, service: str) -> int | None:
         return self.held.get(service)
@@ -138,21 +139,26 @@ class ClusterNode:
         self._handing_back.clear()
         held, self.held = self.held, {}
         self._running.clear()
-        if self.node_id is not None:
-            try:
-                async with self._engine.begin() as conn:
-                    await leases.release(conn, self.node_id, held)
-                    await leases.stop_node(conn, self.node_id)
-                log.info("cluster_left", node=self.name, handed_back=len(held))
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning(
-                    "cluster_leave_failed",
-                    node=self.name,
-                    error=str(exc).splitlines()[0],
-                    consequence="its leases expire by themselves",
-                )
-        if self.feed is not None:
-            await self.feed.stop()
+        try:
+            if self.node_id is not None:
+                await self._leave(self.node_id, held)
+        finally:
+            if self.feed is not None:
+                await self.feed.stop()  # bounded: a last read of 1 s at most, then close
+
+    async def _leave(self, node_id: int, held: Collection[str]) -> None:
+        try:
+            async with asyncio.timeout(_STOP_TIMEOUT), self._engine.begin() as conn:
+                await leases.release(conn, node_id, held)
+                await leases.stop_node(conn, node_id)
+            log.info("cluster_left", node=self.name, handed_back=len(held))
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            log.warning(
+                "cluster_leave_failed",
+                node=self.name,
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                consequence="its leases expire by themselves",
+            )
 
     # -- the lease loop -----------------------------------------------------------------
 
@@ -212,6 +218,17 @@ class ClusterNode:
             claimed = await leases.claim(
                 conn, me, names - still.keys(), share - len(kept), settings.lease
             )
+            # Beyond its share, whatever nobody has claimed for a renew period (a node
+            # that joined and died at once, shares seen differently for a moment): no
+            # service stays unchecked for want of a taker; shares even out afterwards.
+            claimed |= await leases.claim(
+                conn,
+                me,
+                names - still.keys() - claimed.keys(),
+                len(names),
+                settings.lease,
+                free_for=settings.renew_every,
+            )
         self._rows_for = names
         # Held in the database but unknown here (a step that failed after its claim
         # committed): taken up as claimed.
@@ -231,7 +248,6 @@ class ClusterNode:
         if claimed:
             seeds = await self._seeds(claimed)
             self.held.update(claimed)
-            self.handovers += len(claimed)
             log.info("cluster_leases_claimed", node=self.name, services=sorted(claimed))
         else:
             seeds = {}

@@ -95,8 +95,8 @@ class Fence(Protocol):
         until the transaction ends."""
         ...
 
-    async def number(self, conn: AsyncConnection, count: int) -> int:
-        """Feed positions for `count` transitions, in commit order; the first of them."""
+    async def number(self, conn: AsyncConnection, transitions: Sequence[Committed]) -> int:
+        """Feed positions for the transitions, in commit order; the first of them."""
         ...
 
 
@@ -112,7 +112,7 @@ class _Written:
     ids: dict[str, int]  # service name -> id
     details: Remembered
     keys: Inserted
-    batch: _Buffer  # what was written: the batch without what the fence refused
+    batch: _Buffer  # what is committed: the batch without what the fence refused
 
 
 @dataclass(slots=True)
@@ -394,6 +394,7 @@ class ResultWriter:
         if self._fence is not None:
             batch = await self._fenced(conn, self._fence, batch)
             node_id = self._fence.node_id
+        reported = batch  # what is committed once this commits, stored before or now
         ids = await self._service_ids(conn, batch)
         if self._maybe_stored:
             batch = await _already_stored(conn, batch, ids)
@@ -419,7 +420,7 @@ class ResultWriter:
             # Last: a fence numbers them under a lock held until the commit.
             first = None
             if self._fence is not None:
-                first = await self._fence.number(conn, len(batch.transitions))
+                first = await self._fence.number(conn, batch.transitions)
             await conn.execute(
                 insert(status_transitions),
                 [
@@ -437,7 +438,7 @@ class ResultWriter:
                     for i, (_, t) in enumerate(batch.transitions)
                 ],
             )
-        return _Written(ids, details, keys, batch)
+        return _Written(ids, details, keys, reported)
 
     async def _fenced(self, conn: AsyncConnection, fence: Fence, batch: _Buffer) -> _Buffer:
         """The batch without the results (and their transitions) of leases this node

@@ -6,8 +6,10 @@ Pure data with validation; nothing here does I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -104,9 +106,10 @@ class StatusTransition:
         object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ServiceDefinition:
-    """A service the monitor knows of.
+    """A service the monitor knows of: a value, validated once as it is built and
+    never changed after (`dataclasses.replace` makes a validated copy).
 
     The first five fields are the seed's. A service without `health_check_url` is
     registered but not probed (its health may come from elsewhere, e.g. an agent).
@@ -114,7 +117,8 @@ class ServiceDefinition:
     The rest override the monitor's defaults for this service; None inherits them.
     `interval` is this service's check period (0.05-1.0 s); the others are
     `CheckPolicy`'s fields (see there). `headers` are sent with every check (an
-    auth token, say) and kept out of reprs, logs and the database.
+    auth token, say) and kept out of reprs, logs and the database; they are held as a
+    read-only copy of the mapping given.
     """
 
     name: str
@@ -133,7 +137,7 @@ class ServiceDefinition:
     follow_redirects: bool | None = None
     trust_env: bool | None = None
     verify_tls: bool | None = None
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         # Written out so that the URL's credentials (and the headers) stay out of logs.
@@ -162,6 +166,8 @@ class ServiceDefinition:
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         _validate_headers(self.headers, where=where)
+        # A copy of its own that nobody can change: validated headers stay valid.
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
 
 _OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}
@@ -170,7 +176,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
 
 
 def _validate_headers(headers: object, *, where: str) -> None:
-    if not isinstance(headers, dict):
+    if not isinstance(headers, Mapping):
         raise TypeError(f"{where}: headers must be a mapping of names to values")
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):

@@ -22,6 +22,7 @@ __all__ = [
     "ServiceDefinition",
     "StatusTransition",
     "redact_url",
+    "redact_urls_in",
     "worst_status",
 ]
 
@@ -222,6 +223,17 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every URL in it redacted (`redact_url`): for third parties' messages,
+    which may quote a URL. Text without a URL is returned as it is."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
 
 
 _SECRET_NAMES = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "credential")

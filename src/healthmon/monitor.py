@@ -31,6 +31,7 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.confirm import Confirmation
+from healthmon.log import guard_http_logs
 from healthmon.model import (
     HealthCheckResult,
     HealthStatus,
@@ -105,6 +106,7 @@ class HealthMonitor:
         self._max_pending = max_pending
         self._freeze_gc = freeze_gc
         self._user_client = http_client
+        guard_http_logs()  # the loggers of the HTTP stack, as imported by now
         self._default_client: httpx.AsyncClient | None = None  # for checks of no service
         self._clients: dict[str, httpx.AsyncClient] = {}  # one per checked service
         self._policies: dict[str, CheckPolicy] = {}
@@ -452,6 +454,7 @@ class HealthMonitor:
         async with self._lifecycle:
             if self._running:
                 return
+            guard_http_logs()  # and of any module of it imported since
             await self._open_session()
             self._running = True
             for service in self.services.values():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import re
 import socket
 import ssl
 import time
@@ -26,11 +25,14 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from healthmon.formats import read_body
-from healthmon.model import HealthCheckResult, HealthStatus, redact_url
+from healthmon.log import guard_http_logs
+from healthmon.model import HealthCheckResult, HealthStatus, redact_urls_in
 from healthmon.policy import CheckPolicy
 from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
 
 __all__ = ["CheckClient", "describe_error", "new_http_client", "probe_http"]
+
+guard_http_logs()
 
 # The cookie forms httpx accepts (its own alias, `CookieTypes`, is private).
 _CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
@@ -52,6 +54,7 @@ def new_http_client(
     with `trust_env`, redirects only with `follow_redirects`, TLS verified unless
     `verify_tls` is off, and never more than `max_body_bytes` of a body read.
     """
+    guard_http_logs()  # the HTTP stack's loggers, some made as it is first used
     proxy = proxy_for(url) if policy.trust_env and url is not None else None
     # httpx's client (the seed's contract patches its `get`) over aiohttp's connection
     # pool: 1.7x less CPU per check than over httpcore (bench/README.md).
@@ -208,9 +211,6 @@ def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     return f"protocol error: {_first_line(exc)}"
 
 
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
     """Parsed once, not at every check (parsing is a few percent of a check's CPU)."""
@@ -235,4 +235,4 @@ def _without_credentials(error: str) -> str:
     """Errors may quote a third-party message, which may quote a URL: redact any URL
     in it as everywhere else (`redact_url`). (Our own texts never contain one, so they
     keep their exact form for grouping.)"""
-    return _URL.sub(lambda url: redact_url(url.group()), error)
+    return redact_urls_in(error)

@@ -90,6 +90,23 @@ async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) 
 
 
 @pytest.mark.asyncio
+async def test_series_has_no_empty_bucket_past_until(db_path: Path) -> None:
+    # Issue 11 #8: (until - since) / bucket was a hair over 1, so a second bucket
+    # [until, until) came back. Buckets are counted on the microsecond grid.
+    since = 1735689599.999999
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, since + 0.5))
+        assert await writer.flush()
+        await writer.stop()
+        for bucket, count in [(0.7, 1), (0.35, 2), (0.7000001, 1), (0.69, 2)]:
+            series = await store.series("api", since, since + 0.7, bucket=bucket)
+            assert len(series) == count, bucket
+            assert all(to_us(b.since) < to_us(b.until) for b in series)
+            assert sum(b.counts.total for b in series) == 1
+
+
+@pytest.mark.asyncio
 async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_path: Path) -> None:
     # Bucket k ended at since + k * bucket + bucket, bucket k + 1 began at since +
     # (k + 1) * bucket: an ulp apart, a microsecond apart once on the stored grid, so

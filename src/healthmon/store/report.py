@@ -40,7 +40,7 @@ from healthmon.store.stats import (
     WindowStats,
 )
 
-__all__ = ["MAX_BUCKETS", "reports", "series", "service_ids"]
+__all__ = ["MAX_BUCKETS", "bucket_edges", "reports", "series", "service_ids"]
 
 MAX_BUCKETS = 100_000
 """The most buckets a series may have: more is a mistake (a bucket far too small)."""
@@ -129,11 +129,7 @@ async def series(
     """Counts and latency per bucket [since + k * bucket, since + (k + 1) * bucket),
     the last one ending at until, summed over the services `ids`."""
     coverage = await load_coverage(conn)
-    count = math.ceil((until - since) / bucket)
-    # Each bucket ends at the very float the next one begins with, so at the same
-    # microsecond (us_at_or_after): no result is counted twice, none missed. (A start
-    # plus a bucket can be an ulp off the next start, and a microsecond off with it.)
-    edges = [min(since + k * bucket, until) for k in range(count)] + [until]
+    edges = bucket_edges(since, until, bucket)
     plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
     sums = await _collect(conn, [(service_id, p) for service_id in ids for p in plans])
     result = []
@@ -143,6 +139,31 @@ async def series(
             total.merge(sums[service_id][index])
         result.append(WindowStats(p.since, p.until, total.counts(), total.latency()))
     return result
+
+
+def bucket_edges(since: float, until: float, bucket: float) -> list[float]:
+    """The edges of the buckets [since + k * bucket, ...) up to until: every bucket
+    that holds at least one microsecond of the window, none more.
+
+    Counted on the stored grid (`us_at_or_after`), not by dividing floats: with since
+    = 1735689599.999999 and until = since + 0.7, (until - since) / 0.7 is a hair over
+    1, and a second bucket [until, until) would follow. Each bucket ends at the very
+    float the next one begins with, so at the same microsecond: no result is counted
+    twice, none missed. (A start plus a bucket can be an ulp off the next start.)
+    """
+    if not until > since:
+        return [until]
+    end = us_at_or_after(until)
+
+    def holds_time(k: int) -> bool:  # bucket k begins before until, on the grid
+        return us_at_or_after(since + k * bucket) < end
+
+    count = max(1, math.ceil((until - since) / bucket))  # a first guess, off by one at most
+    while count > 1 and not holds_time(count - 1):
+        count -= 1
+    while holds_time(count):
+        count += 1
+    return [min(since + k * bucket, until) for k in range(count)] + [until]
 
 
 # -- sums of rows ------------------------------------------------------------------------

@@ -339,11 +339,12 @@ def test_reports_and_series_match_brute_force(
                 if (until - since) / bucket <= 500:
                     buckets = await store.series(None, since, until, bucket=bucket)
                     # Every bucket that holds a microsecond of the window, none more.
-                    starts = itertools.takewhile(
-                        lambda start: us_at_or_after(start) < us_at_or_after(until),
-                        (since + k * bucket for k in itertools.count()),
-                    )
-                    expected = list(starts) or ([since] if since < until else [])
+                    end, expected = us_at_or_after(until), []
+                    for k in itertools.count():
+                        if us_at_or_after(since + k * bucket) >= end:
+                            break
+                        expected.append(since + k * bucket)
+                    expected = expected or ([since] if since < until else [])
                     assert [got.since for got in buckets] == expected
                     # Each ends where the next begins: every result in exactly one.
                     ends = [got.since for got in buckets[1:]] + [until] if buckets else []

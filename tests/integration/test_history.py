@@ -89,6 +89,80 @@ async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) 
         assert empty.latency.p99 is None
 
 
+async def write_stream(
+    store: HealthStore,
+    times: list[float],
+    changes: dict[float, HealthStatus],
+) -> None:
+    """Results at `times`, each at the status the last change at or before it set,
+    with a transition at each change (changes are at times of results)."""
+    writer = store.writer()
+    status: HealthStatus | None = None
+    for ts in times:
+        transition = None
+        if ts in changes:
+            transition = StatusTransition("api", status, changes[ts], ts)
+            status = changes[ts]
+        assert status is not None
+        writer.submit(HealthCheckResult("api", status, 1.0, ts), transition)
+    assert await writer.flush()
+    await writer.stop()
+
+
+T = 1_800_000_000.0
+H, U, D = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.DEGRADED
+
+
+@pytest.mark.asyncio
+async def test_an_incidents_worst_status_is_what_was_in_effect_in_the_window(
+    db_path: Path,
+) -> None:
+    # Issue 11 #6: with since exactly on the DEGRADED transition, the UNHEALTHY one
+    # before it (no longer in effect) was taken as the incident's worst.
+    changes = {T: H, T + 10: U, T + 100: D, T + 200: H}
+    async with HealthStore(db_path) as store:
+        await write_stream(store, [T + i for i in range(301)], changes)
+        for since in (T + 100, T + 100.000001, T + 150):
+            report = await store.report("api", since, T + 300)
+            (incident,) = report.incidents
+            assert (incident.start, incident.end) == (since, T + 200)
+            assert incident.worst_status is D
+            assert incident.began_before  # it began at T + 10
+        (incident,) = (await store.report("api", T + 10, T + 300)).incidents
+        assert (incident.worst_status, incident.began_before) == (U, False)
+
+
+@pytest.mark.asyncio
+async def test_an_incident_open_when_results_stop_ends_at_the_last_one(db_path: Path) -> None:
+    # Issue 11 (a newcomer's history after the demo): the incident open when the
+    # monitor stopped grew to `until` over the gap, and MTBF counted the hour before
+    # the service was first checked as time without failure.
+    async with HealthStore(db_path) as store:
+        await write_stream(store, [T + i for i in range(101)], {T: H, T + 50: U})
+        report = await store.report("api", T - 3600, T + 3700)
+    (incident,) = report.incidents
+    assert (incident.start, incident.end, incident.duration) == (T + 50, None, 50.0)
+    assert (incident.checks, incident.began_before) == (50, False)
+    assert [(g.start, g.end) for g in report.gaps] == [(T + 100, None)]
+    assert report.mttr is None  # not seen to recover
+    assert report.mtbf == 50.0  # observed and up: T to T + 50
+
+
+@pytest.mark.asyncio
+async def test_an_incident_across_a_gap_is_two_observed_parts(db_path: Path) -> None:
+    times = [T + i for i in range(101)] + [T + 600 + i for i in range(101)]
+    async with HealthStore(db_path) as store:
+        await write_stream(store, times, {T: H, T + 50: U, T + 650: H})
+        report = await store.report("api", T, T + 700)
+    assert [(g.start, g.end) for g in report.gaps] == [(T + 100, T + 600)]
+    assert [(i.start, i.end, i.duration, i.began_before) for i in report.incidents] == [
+        (T + 50, None, 50.0, False),  # cut where the results stopped
+        (T + 600, T + 650, 50.0, True),  # already open when they resumed: no new failure
+    ]
+    assert report.mttr is None
+    assert report.mtbf == 100.0  # up while observed: T to T + 50 and T + 650 to T + 700
+
+
 @pytest.mark.asyncio
 async def test_series_has_no_empty_bucket_past_until(db_path: Path) -> None:
     # Issue 11 #8: (until - since) / bucket was a hair over 1, so a second bucket

@@ -163,6 +163,44 @@ async def test_an_incident_across_a_gap_is_two_observed_parts(db_path: Path) -> 
     assert report.mtbf == 100.0  # up while observed: T to T + 50 and T + 650 to T + 700
 
 
+@pytest.mark.parametrize("how", ["same-writer", "new-writer", "same-batch", "before-first"])
+@pytest.mark.asyncio
+async def test_a_late_result_splits_the_gap_it_falls_in(db_path: Path, how: str) -> None:
+    # Issue 11 #7: a result written out of time order (a clock step, a retried batch)
+    # inside a recorded gap left the gap whole, and MTBF with it.
+    def ok(ts: float) -> HealthCheckResult:
+        return HealthCheckResult("api", H, 1.0, ts)
+
+    early = [ok(T + i) for i in range(10)]
+    later = [ok(T + 600 + i) for i in range(10)]
+    late = ok(T + 300)
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        if how == "same-batch":
+            for result in [*early, *later, late]:
+                writer.submit(result)
+        elif how == "before-first":  # older than every stored result
+            for result in later:
+                writer.submit(result)
+            assert await writer.flush()
+            writer.submit(late)
+        else:
+            for result in [*early, *later]:
+                writer.submit(result)
+            assert await writer.flush()
+            if how == "new-writer":
+                await writer.stop()
+                writer = store.writer()
+            writer.submit(late)
+        assert await writer.flush()
+        await writer.stop()
+        report = await store.report("api", T, T + 610)
+    expected = [(T + 9, T + 300), (T + 300, T + 600)]
+    if how == "before-first":
+        expected = [(T + 300, T + 600)]
+    assert [(g.start, g.end) for g in report.gaps] == expected
+
+
 @pytest.mark.asyncio
 async def test_series_has_no_empty_bucket_past_until(db_path: Path) -> None:
     # Issue 11 #8: (until - since) / bucket was a hair over 1, so a second bucket

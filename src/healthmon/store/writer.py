@@ -37,6 +37,7 @@ from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
+from healthmon.store.newest import NewestTimes
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
@@ -128,6 +129,7 @@ class ResultWriter:
         # they were, and any failure clears them (store/details.py, store/keys.py).
         self._details = Details()
         self._keys = ResultKeys()
+        self._newest = NewestTimes()  # each service's newest committed result time
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -287,7 +289,7 @@ class ResultWriter:
             self._ids = written.ids
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
-            self._keys.remember(written.keys.newest)
+            self._newest.remember(written.keys.newest)
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
@@ -318,7 +320,7 @@ class ResultWriter:
 
     def _forget_rows(self) -> None:
         self._details.clear()
-        self._keys.clear()
+        self._newest.clear()
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
         """Insert the batch; return what to remember of it once committed."""
@@ -336,7 +338,8 @@ class ResultWriter:
             for r in batch.results
         ]
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
-        keys = await self._keys.insert(conn, rows) if rows else Inserted({})
+        before = await self._newest.read(conn, {ids[r.service_name] for r in batch.results})
+        keys = await self._keys.insert(conn, rows, before) if rows else Inserted({})
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -354,7 +357,7 @@ class ResultWriter:
                 ],
             )
         if self._rollup is not None:
-            await self._rollup.write(conn, rows)
+            await self._rollup.write(conn, rows, before)
         return _Written(ids, details, keys)
 
     def _dirty_services(self) -> list[str]:

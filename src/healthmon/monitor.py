@@ -101,6 +101,7 @@ class HealthMonitor:
         self.services: dict[str, ServiceDefinition] = {}
         self.subscribers: list[Subscriber] = []
         self._cache = HealthCache()
+        self._unchecked: set[str] = set()  # registered, checkable, no result yet
         self._store = store
         self._flush_interval = flush_interval
         self._max_pending = max_pending
@@ -136,6 +137,11 @@ class HealthMonitor:
     @health_cache.setter
     def health_cache(self, results: Mapping[str, HealthCheckResult]) -> None:
         self._cache = HealthCache(results)
+        self._unchecked = {
+            name
+            for name, service in self.services.items()
+            if service.health_check_url is not None and name not in self._cache
+        }
 
     def get_cluster_health(self) -> dict[str, HealthCheckResult]:
         """A snapshot (a copy) of the latest result per service."""
@@ -143,8 +149,17 @@ class HealthMonitor:
 
     def get_cluster_status(self) -> HealthStatus:
         """The worst confirmed status: UNHEALTHY > DEGRADED > UNKNOWN > HEALTHY;
-        UNKNOWN when there is nothing."""
-        return self._cache.worst_status()
+        UNKNOWN when there is nothing. A registered service with a health_check_url
+        and no result yet counts as UNKNOWN: the cluster is not HEALTHY before every
+        such service has been checked."""
+        status = self._cache.worst_status()
+        if self._unchecked and status.severity < HealthStatus.UNKNOWN.severity:
+            # Kept up to date by _record; a result set in the cache directly is
+            # noticed here (only while some service has none: at start).
+            self._unchecked = {name for name in self._unchecked if name not in self._cache}
+            if self._unchecked:
+                return HealthStatus.UNKNOWN
+        return status
 
     @property
     def running(self) -> bool:
@@ -182,6 +197,8 @@ class HealthMonitor:
         policy = self.policy.with_overrides(service)  # validated by ServiceDefinition already
         self.services[service.name] = service
         self._policies[service.name] = policy
+        if service.health_check_url is not None and service.name not in self._cache:
+            self._unchecked.add(service.name)
         if self._writer is not None:
             self._register_with_writer(self._writer, service)
         if self._running:
@@ -192,6 +209,7 @@ class HealthMonitor:
         recorded) and it leaves the cache. Its stored history stays."""
         self.services.pop(service_name, None)
         self._policies.pop(service_name, None)
+        self._unchecked.discard(service_name)
         self._cache.pop(service_name, None)
         self._schedules.pop(service_name, None)
         self._in_flight.pop(service_name, None)
@@ -357,6 +375,7 @@ class HealthMonitor:
             changed = confirmation.observe(result.status, time.monotonic())
         result = dataclasses.replace(result, confirmed_status=confirmation.current)
         self._cache[name] = result
+        self._unchecked.discard(name)
         transition = None
         if changed:
             transition = StatusTransition(

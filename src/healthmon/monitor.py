@@ -21,7 +21,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -123,6 +123,7 @@ class HealthMonitor:
         self._schedules_started = 0
         self._writer: ResultWriter | None = None
         self._notifier: Notifier | None = None
+        self._untold: list[HealthCheckResult] = []  # changes of one-off checks, to deliver
         self._running = False
         self._lifecycle = asyncio.Lock()
 
@@ -167,8 +168,9 @@ class HealthMonitor:
 
     @property
     def store_stats(self) -> WriterStats | None:
-        """The store writer's counters while monitoring with a store (None otherwise):
-        `healthy`, `last_error`, pending and dropped counts."""
+        """The store writer's counters while monitoring with a store, or after a one-off
+        check with one until stop_monitoring() (None otherwise): `healthy`,
+        `last_error`, pending and dropped counts."""
         return None if self._writer is None else self._writer.stats
 
     @property
@@ -394,8 +396,8 @@ class HealthMonitor:
             )
         if self._writer is not None:
             self._writer.submit(result, transition)
-        elif transition is not None and self._notifier is not None:
-            self._notifier.put((result,))
+        elif transition is not None:
+            self._tell((result,))
         return result
 
     def _confirmation_for(self, name: str) -> Confirmation:
@@ -516,8 +518,10 @@ class HealthMonitor:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[None]:
-        """Around a one-off check: while monitoring, nothing to do; otherwise open the
-        writer and notifier for it and close them after (flush, then deliver)."""
+        """Around a one-off check. While monitoring, nothing to do. Otherwise no task is
+        started: the results go to the store in one flush of a writer kept (without its
+        task) from one one-off check to the next, and the changes it committed are
+        delivered inline, before the check returns."""
         if self._running:
             yield
             return
@@ -525,36 +529,58 @@ class HealthMonitor:
             if self._running:  # started while we waited for the lock
                 yield
                 return
-            await self._open_session()
+            await self._open_writer()
             try:
                 yield
             finally:
-                await self._close_session()
+                writer = self._writer
+                if writer is not None:
+                    await writer.flush()  # refused: it stays pending, for the next flush
+                told, self._untold = self._untold, []
+                for result in told:
+                    await self._deliver(result)
 
     async def _open_session(self) -> None:
-        """Start the notifier and the writer; on failure, stop only what this started."""
+        """Start the notifier and the writer's task (the writer opened if need be)."""
         notifier = Notifier(lambda: list(self.subscribers), self._call)
-        if self._store is None:
-            self._notifier = notifier
-            return
         try:
-            stored = await self._store.current_statuses()
-            writer = self._store.writer(
-                on_commit=lambda committed: notifier.put(result for result, _ in committed),
-                flush_interval=self._flush_interval,
-                max_pending=self._max_pending,
-            )
+            await self._open_writer()
+            if self._writer is not None:
+                await self._writer.start()
         except BaseException:
             await notifier.stop()
             raise
         self._notifier = notifier
+
+    async def _open_writer(self) -> None:
+        """The store's writer, without its task, once the stored statuses are seeded
+        (kept until stop_monitoring(), or until the store closes it)."""
+        if self._store is None or (self._writer is not None and not self._writer.released):
+            return
+        self._writer = None
+        stored = await self._store.current_statuses()
+        writer = self._store.writer(
+            on_commit=self._committed,
+            flush_interval=self._flush_interval,
+            max_pending=self._max_pending,
+        )
         for name, status in stored.items():
             if name not in self._confirmations:  # what this process saw itself wins
                 self._confirmation_for(name).confirmed = status
         for service in self.services.values():
             self._register_with_writer(writer, service)
-        await writer.start()
         self._writer = writer
+
+    def _committed(self, committed: Sequence[tuple[HealthCheckResult, StatusTransition]]) -> None:
+        """The writer committed these transitions: to the notifier, or (one-off checks
+        of a monitor not running) to be delivered inline."""
+        self._tell(result for result, _ in committed)
+
+    def _tell(self, results: Iterable[HealthCheckResult]) -> None:
+        if self._notifier is not None:
+            self._notifier.put(results)
+        else:
+            self._untold.extend(results)
 
     async def _close_session(self) -> None:
         writer, self._writer = self._writer, None
@@ -563,10 +589,15 @@ class HealthMonitor:
                 await writer.stop()  # the last commit hands its transitions to the notifier
         finally:
             notifier, self._notifier = self._notifier, None
+            told, self._untold = self._untold, []  # committed by a writer kept idle
             if notifier is not None:
+                notifier.put(told)
                 # A call in progress may take its full time limit; what is still
                 # queued after that is counted as dropped.
                 await notifier.stop(timeout=self.callback_timeout)
+            else:
+                for result in told:
+                    await self._deliver(result)
 
     @staticmethod
     def _register_with_writer(writer: ResultWriter, service: ServiceDefinition) -> None:

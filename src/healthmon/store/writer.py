@@ -194,6 +194,11 @@ class ResultWriter:
         self._wakeup.set()
 
     @property
+    def released(self) -> bool:
+        """Stopped for good (by its owner, or by the store closing): ask for a new one."""
+        return self._released
+
+    @property
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         stats = self._stats

@@ -68,6 +68,13 @@ class HealthCheckResult:
     `response_time_ms` is measured on the monotonic clock. Both are kept to the
     microsecond, the resolution of the database (micros.py), so a result read back
     from the store equals the one made.
+
+    `answered` says whether the target answered: an HTTP response (its status line
+    and headers) arrived before the check's timeout, so `response_time_ms` measures
+    the service and counts in latency statistics. The probe and the monitor set it;
+    None, for a result made elsewhere, leaves it to the error's form
+    (`store.rollup.is_answered`). It is not compared: a result read back equals the
+    one made whichever way it was decided.
     """
 
     service_name: str
@@ -77,6 +84,7 @@ class HealthCheckResult:
     details: dict[str, Any] | None = None
     error: str | None = None
     confirmed_status: HealthStatus | None = None
+    answered: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))

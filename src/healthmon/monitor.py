@@ -359,6 +359,7 @@ class HealthMonitor:
                     response_time_ms=0.0,
                     timestamp=now,
                     error="agent no longer reported",
+                    answered=False,
                 )
                 self._record(gone, force=True)
 
@@ -466,6 +467,7 @@ class HealthMonitor:
                 response_time_ms=0.0,
                 timestamp=time.time(),
                 error=f"check raised {type(exc).__name__}",
+                answered=False,
             )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -625,6 +627,7 @@ def _agent_result(name: str, report: Any, now: float) -> HealthCheckResult:
         timestamp=now,
         details=details,
         error=error,
+        answered=True,  # the agent's report came, whatever it says
     )
 
 

@@ -56,7 +56,7 @@ from healthmon.store.schema import (
     services,
 )
 
-__all__ = ["DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
+__all__ = ["ANSWERED_ERRORS", "DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
 
 log = structlog.get_logger("healthmon.store")
 
@@ -86,14 +86,33 @@ _Sums = list[Any]
 _OpenMinute = list[Any]
 
 
+ANSWERED_ERRORS = (
+    "HTTP ",
+    "body status ",
+    "health+json status ",
+    "slow: ",
+    "body over ",
+    "too many redirects",
+    "connection closed mid-body",
+    "body could not be decoded",
+    "agent report ",
+)
+"""How the errors of answered failures begin (probe.py, formats.py, monitor.py): for
+results that do not say, and for rows stored before they did (migration 0004)."""
+
+
 def is_answered(result: HealthCheckResult) -> bool:
-    """The target answered, so the response time measures it: every result but a
-    failure without an HTTP status (a timeout, a refused or reset connection, TLS or
-    DNS errors), whose time measures the timeout or the network instead."""
+    """The target answered, so the response time measures it (`result.answered`):
+    an HTTP response arrived before the timeout. A result that does not say is taken
+    by its error: answered unless it is UNHEALTHY with an error other than those of
+    answered failures (`ANSWERED_ERRORS`): a timeout, a refused or reset connection,
+    TLS or DNS errors, whose time measures the timeout or the network instead."""
+    if result.answered is not None:
+        return result.answered
     return (
         result.status is not HealthStatus.UNHEALTHY
         or result.error is None
-        or result.error.startswith("HTTP ")
+        or result.error.startswith(ANSWERED_ERRORS)
     )
 
 

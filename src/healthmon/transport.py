@@ -41,6 +41,7 @@ def responded() -> Iterator[Callable[[], bool]]:
     finally:
         _RESPONDED.reset(token)
 
+
 _DECOMPRESSED = ("gzip", "x-gzip", "deflate")
 
 

@@ -286,6 +286,11 @@ class HealthMonitor:
 
         As in the seed, a name that is not registered, or a service without a
         health_check_url, gives an UNKNOWN result that is not recorded.
+
+        On a monitor that is not running, no task is started: the result is written
+        in one flush and a change is delivered to the subscribers before this
+        returns. With a store, the first such check takes the store's writer, kept
+        (without a task) for the next ones until stop_monitoring().
         """
         service = self.services.get(service_name)
         if service is None or service.health_check_url is None:

@@ -142,7 +142,7 @@ async def test_an_incident_open_when_results_stop_ends_at_the_last_one(db_path: 
         report = await store.report("api", T - 3600, T + 3700)
     (incident,) = report.incidents
     assert (incident.start, incident.end, incident.duration) == (T + 50, None, 50.0)
-    assert (incident.checks, incident.began_before) == (50, False)
+    assert (incident.checks, incident.began_before) == (51, False)  # T + 50 to T + 100
     assert [(g.start, g.end) for g in report.gaps] == [(T + 100, None)]
     assert report.mttr is None  # not seen to recover
     assert report.mtbf == 50.0  # observed and up: T to T + 50

@@ -262,7 +262,7 @@ def check_report(
 
     observed = observed_spans(since, until, first_result(stamps, coverage), gaps)
     changes = [(t.timestamp, t.to_status) for t in stream.transitions if t.service_name == name]
-    expected = expected_incidents(results, changes, observed, coverage)
+    expected = expected_incidents(results, changes, observed, until, coverage)
     got = [
         (i.start, i.end, i.worst_status, i.duration, i.checks, i.began_before)
         for i in report.incidents
@@ -302,6 +302,7 @@ def expected_incidents(
     results: list[HealthCheckResult],
     changes: list[tuple[float, HealthStatus]],
     observed: list[tuple[float, float]],
+    until: float,
     coverage: planning.Coverage,
 ) -> list[tuple[float, float | None, HealthStatus, float, int, bool]]:
     """Runs of status not HEALTHY in each observed span."""
@@ -332,7 +333,9 @@ def expected_incidents(
                 start = run[0][0]
                 stop = a if status is HealthStatus.HEALTHY else b
                 recovered = stop < high  # else cut where observation stops
-                counted = planning.plan(start, stop, coverage)
+                # Cut by a gap, the last result before it is in the incident too.
+                last = stop == high and high < until
+                counted = planning.plan(start, stop + (1e-6 if last else 0.0), coverage)
                 checks = sum(counted.since <= r.timestamp < counted.until for r in results)
                 worst = max((s for _, s in run), key=lambda s: s.severity)
                 began = began_at(low)

@@ -103,7 +103,9 @@ async def reports(
     # Each service's window, then one window per incident to count its checks.
     windows: list[tuple[int, Plan]] = [(service_id, window) for service_id in service_ids]
     for service_id, spans in incidents.items():
-        windows.extend((service_id, plan(span.start, span.stop, coverage)) for span in spans)
+        windows.extend(
+            (service_id, plan(span.start, span.counted_until, coverage)) for span in spans
+        )
     sums = await _collect(conn, windows)
     result = {}
     for name, service_id in ids.items():
@@ -365,9 +367,11 @@ async def _fetch(
 class _Span:
     start: float
     end: float | None
-    stop: float  # end, or the window's end
+    stop: float  # end, the window's end, or the last result before a gap
     worst: HealthStatus
     began_before: bool
+    counted_until: float  # its checks are those before this: stop, or just after
+    # the last result before a gap (that result is in the incident too)
 
 
 async def _transitions(
@@ -422,17 +426,18 @@ def _incidents(
     start: float | None = None
     worst, began_before = _HEALTHY, False
 
-    def close(at: float, end: float | None) -> None:
+    def close(at: float, end: float | None, *, last_result: bool = False) -> None:
         nonlocal start
         if start is not None and at > start:
-            spans.append(_Span(start, end, at, STATUS_BY_CODE[worst], began_before))
+            counted = to_seconds(us_at_or_after(at) + 1) if last_result else at
+            spans.append(_Span(start, end, at, STATUS_BY_CODE[worst], began_before, counted))
         start = None
 
     if observing and status != _HEALTHY:
         start, worst, began_before = since, status, began is not None and began < since
     for ts, kind, code in events:
         if kind == _STOP:
-            close(ts, None)
+            close(ts, None, last_result=True)
             observing = False
         elif kind == _RESUME:
             observing = True

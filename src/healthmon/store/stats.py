@@ -88,8 +88,8 @@ class Incident:
     open when its observation began: at `since` (then `start` is `since`) or when the
     results resumed after a gap (then `start` is the gap's end). `duration` is the
     time observed in it: to `end`, else to `until` or to the last result before the
-    gap; `checks` counts the results in [start, start + duration) (where raw results
-    are pruned: those of the whole minutes in it).
+    gap; `checks` counts the results in it, the last one before a gap included (where
+    raw results are pruned: those of the whole minutes in it).
     """
 
     service_name: str

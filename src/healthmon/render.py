@@ -166,8 +166,10 @@ def render_report(
     if len(incidents) > len(shown):
         lines.append(f"    ... {len(incidents) - len(shown)} earlier ones not shown")
     for incident in shown:
-        end = "ongoing" if incident.end is None else f"to {iso(incident.end)}"
-        before = ", began before the window" if incident.began_before else ""
+        end = f"to {iso(incident.end)}" if incident.end is not None else "ongoing"
+        if incident.end is None and incident.start + incident.duration < report.until:
+            end = "not seen to recover (the results stopped)"
+        before = ", already open when observed" if incident.began_before else ""
         lines.append(
             f"    {iso(incident.start)} {end}, {duration(incident.duration)}, "
             f"{incident.worst_status.value}, {incident.checks} checks{before}"

@@ -183,7 +183,7 @@ async def _next_ids(conn: AsyncConnection, count: int) -> list[int]:
 
     SQLite has one writer: the ids after the largest. PostgreSQL may have several
     (cluster mode, healthmon/cluster/), so they come from the column's sequence, which
-    no two transactions share (migration 0004 set it past the ids given before)."""
+    no two transactions share (migration 0005 set it past the ids given before)."""
     if dialect.name(conn) == dialect.POSTGRESQL:
         found = await conn.scalars(
             select(func.nextval(_SEQUENCE)).select_from(func.generate_series(1, count))

@@ -11,7 +11,11 @@ that is how subscribers hear of a change only once it is durable.
 When the database fails (locked, read-only, full, gone), the batch goes back to the
 front of the buffer and the flush is retried with backoff, so checking goes on and
 nothing is lost while the buffer holds. Beyond `max_pending` the oldest results are
-dropped, counted and logged: never silently.
+dropped, counted and logged: never silently. Only what a database can recover from
+is retried (its errors, I/O errors, a replaced file); anything else is a bug, which
+no retry mends: the writer crashes and says so (a critical `store_writer_crashed`,
+`stats.last_error`, and `stop()` raising StorageError), and what it can no longer
+store is counted as dropped.
 
 Results are keyed by (service, microsecond). Two results of one service on the same
 microsecond (a clock stepped back, or results submitted through the API) are both
@@ -34,6 +38,8 @@ from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import insert, select, tuple_
+from sqlalchemy.exc import DBAPIError, NotSupportedError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
@@ -42,6 +48,7 @@ from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store import dialect
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
+from healthmon.store.newest import NewestTimes
 from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
@@ -161,6 +168,7 @@ class ResultWriter:
         # they were, and any failure clears them (store/details.py, store/keys.py).
         self._details = Details()
         self._keys = ResultKeys()
+        self._newest = NewestTimes()  # each service's newest committed result time
         self._partitions = Partitions()  # PostgreSQL's days of raw results
         self._maybe_stored = False  # a COMMIT whose outcome is unknown: look first
         self._wakeup = asyncio.Event()
@@ -168,6 +176,8 @@ class ResultWriter:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._released = False  # stopped for good: the store may hand out a new writer
+        self._crashed: BaseException | None = None  # not a database error: no retry mends it
+        self._told_dropped = False  # submissions refused: logged once
         self._stats = WriterStats()
 
     # -- the monitor's side: never waits -------------------------------------------------
@@ -192,12 +202,15 @@ class ResultWriter:
 
         With a fence, `epoch` is the lease epoch the result was taken under (None: not
         fenced, e.g. an agent's report)."""
-        if self._released:  # e.g. the store was closed under a running monitor
+        if self._released or self._crashed is not None:
+            # e.g. the store was closed under a running monitor
             self._stats.dropped_results += 1
             self._stats.dropped_transitions += transition is not None
-            if self._stats.last_error != _STOPPED:
-                self._stats.last_error = _STOPPED
-                log.error("results_dropped", count=1, reason=_STOPPED)
+            reason = _STOPPED if self._crashed is None else self._stats.last_error
+            if self._stats.last_error != reason or not self._told_dropped:
+                self._stats.last_error = reason
+                self._told_dropped = True
+                log.error("results_dropped", count=1, reason=reason)
             return
         if not (storable(result.timestamp) and storable(result.response_time_ms)):
             self._stats.dropped_results += 1
@@ -225,6 +238,11 @@ class ResultWriter:
         self._wakeup.set()
 
     @property
+    def released(self) -> bool:
+        """Stopped for good (by its owner, or by the store closing): ask for a new one."""
+        return self._released
+
+    @property
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         stats = self._stats
@@ -248,6 +266,8 @@ class ResultWriter:
     async def start(self) -> None:
         if self._released:
             raise RuntimeError("this writer was stopped; ask the store for a new one")
+        if self._crashed is not None:
+            raise StorageError(f"{self._stats.last_error}; ask the store for a new writer")
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="healthmon-writer")
@@ -269,10 +289,16 @@ class ResultWriter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        except Exception:  # noqa: S110 - the task crashed: `_crashed` holds it, raised below
+            pass
         finally:
             self._drop_all(reason="stopped before the database accepted them")
             if self._on_release is not None:
                 self._on_release()
+        if self._crashed is not None:
+            raise StorageError(
+                f"{self._stats.last_error}; the results since were not stored"
+            ) from self._crashed
 
     async def flush(self) -> bool:
         """Write everything pending now; False if the database refused it (it stays queued)."""
@@ -326,11 +352,15 @@ class ResultWriter:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 self._forget_rows()
                 raise
-            except Exception as exc:  # the database, or anything else: put back, retry
-                self._failed(batch, exc)
+            except Exception as exc:
                 # Whatever went wrong, what was remembered of the rows may be why (a
                 # details row or a result written behind our back): read it anew.
                 self._forget_rows()
+                if not _recoverable(exc):
+                    self._requeue(batch)  # stop() counts it as dropped
+                    self._crash(exc)
+                    raise
+                self._failed(batch, exc)  # put back, retried with backoff
                 if committing:
                     self._commit_unknown()
                 await dialect.after_failure(self._engine)
@@ -339,7 +369,7 @@ class ResultWriter:
             self._ids = written.ids
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
-            self._keys.remember(written.keys.newest)
+            self._newest.remember(written.keys.newest)
             self._partitions.committed()
             if self._rollup is not None:
                 self._rollup.committed()
@@ -358,6 +388,18 @@ class ResultWriter:
             "store_commit_unknown",
             consequence="the batch is written again, but for what the database shows "
             "it already committed",
+        )
+
+    def _crash(self, exc: BaseException) -> None:
+        self._crashed = exc
+        self._stats.last_error = f"the store writer crashed: {_describe(exc)}"
+        log.critical(
+            "store_writer_crashed",
+            error=self._stats.last_error,
+            reason="not an error a database recovers from (a bug?): results are no longer "
+            "stored; please report it with this traceback",
+            pending_results=len(self._buffer.results),
+            exc_info=exc,
         )
 
     def _forget_database(self) -> None:
@@ -385,7 +427,7 @@ class ResultWriter:
 
     def _forget_rows(self) -> None:
         self._details.clear()
-        self._keys.clear()
+        self._newest.clear()
         self._partitions.clear()
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
@@ -413,9 +455,10 @@ class ResultWriter:
         ]
         await self._partitions.ensure(conn, (row["ts_us"] for row in rows))
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
-        keys = await self._keys.insert(conn, rows) if rows else Inserted({})
+        before = await self._newest.read(conn, {ids[r.service_name] for r in batch.results})
+        keys = await self._keys.insert(conn, rows, before) if rows else Inserted({})
         if self._rollup is not None:
-            await self._rollup.write(conn, rows)
+            await self._rollup.write(conn, rows, before)
         if batch.transitions:
             # Last: a fence numbers them under a lock held until the commit.
             first = None
@@ -627,6 +670,16 @@ async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, 
             consequence="not written twice",
         )
     return _Buffer(results, written, [epoch for _, epoch in kept], batch.fenced)
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """What a retry can mend: the database's own errors (locked, read-only, full, gone,
+    a constraint a row written behind our back broke), the pool's, I/O errors, and our
+    StorageError (a replaced file). Not an error in our SQL (ProgrammingError,
+    NotSupportedError), nor any other exception: those are bugs."""
+    if isinstance(exc, ProgrammingError | NotSupportedError):
+        return False
+    return isinstance(exc, DBAPIError | PoolTimeoutError | OSError | StorageError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -719,6 +719,8 @@ class HealthMonitor:
 
     def start_owned(self, seeds: dict[str, Seed | None]) -> None:
         """Start checking services whose lease this node now holds (a Member's)."""
+        if self._writer is not None and any(seed is not None for seed in seeds.values()):
+            self._writer.written_elsewhere()  # their newest results may be another node's
         for name, seed in seeds.items():
             self._owned.add(name)
             if seed is not None:

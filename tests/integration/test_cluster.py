@@ -31,7 +31,7 @@ from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
-LEASE = 1.0
+LEASE = 2.0
 
 
 def service(name: str, url: str) -> ServiceDefinition:

@@ -42,12 +42,10 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 SERVICES = 60
 FLIPPING = 12  # services whose target alternates 200/503: the transitions under test
 INTERVAL = 0.1
-LEASE = 1.5
-CLAIM_SLACK = 0.35
-"""A claim follows an expiry within 50 ms by design (the lease loop wakes for it); the
-rest is the claim's round trips and an event loop busy with 20 services' checks, on
-two cores shared with two other nodes, PostgreSQL and the targets."""
-FAILOVER_BOUND = LEASE + INTERVAL + CLAIM_SLACK
+LEASE = 3.0
+FAILOVER_BOUND = LEASE + INTERVAL
+"""The issue's bound: a dead node's services checked by others within one lease and one
+check interval (lease rows last 75 % of the lease: the takeover fits in the rest)."""
 HANDOVER_BOUND = 1.0
 """A clean stop hands its services over "within about a second"."""
 
@@ -128,6 +126,11 @@ class Cluster:
             and set(counts) == ids
             and all(abs(count - share) < 1 for count in counts.values())
         )
+
+    async def checked_by(self, node: Node, services: set[str], within: float = 1.0) -> bool:
+        """Each of the services has a result of `node` committed in the last `within` s."""
+        found = await self.results_since(time.time() - within)
+        return all(any(n == node.node_id for _, n in found[name]) for name in services)
 
     async def results_since(self, since: float) -> dict[str, list[tuple[int, int]]]:
         """Each service's (ts_us, node_id) results since `since`, in time order."""
@@ -212,7 +215,7 @@ def stop(node: Node, how: signal.Signals = signal.SIGTERM) -> float:
     return node.stopped_at
 
 
-async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_restart(  # noqa: PLR0912 - one story, told in order
+async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_restart(
     own_server: postgres.LocalPostgres, tmp_path: Path, targets: TargetServer
 ) -> None:
     figures: dict[str, float] = {}
@@ -222,8 +225,8 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         began = time.time()
 
         # SIGKILL: a's services resume elsewhere within the lease and one interval.
-        await asyncio.sleep(1.0)
         a_services = {s for s, holder in (await cluster.holders()).items() if holder == a.node_id}
+        await wait_until(lambda: cluster.checked_by(a, a_services), 15, "a checks its services")
         killed = stop(a, signal.SIGKILL)
         await wait_until(lambda: cluster.balanced([b, c]), 15, "b and c took a's services")
 
@@ -232,13 +235,13 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
             return all(any(node != a.node_id for _, node in rows[name]) for name in a_services)
 
         await wait_until(resumed_elsewhere, 10, "a's services checked by b or c")
-        rows = await cluster.results_since(killed - 5)
-        gaps = []
-        for name in a_services:
-            last_a = max((ts for ts, node in rows[name] if node == a.node_id), default=None)
-            assert last_a is not None, f"{name}: held by a, not checked in its last 5 s"
-            first_other = min(ts for ts, node in rows[name] if node != a.node_id and ts > last_a)
-            gaps.append((first_other - last_a) / 1e6)
+        # From the kill to each service's first result by another node (the issue's
+        # bound: checked by the others within one lease plus one check interval).
+        rows = await cluster.results_since(killed)
+        gaps = [
+            min(ts for ts, node in rows[name] if node != a.node_id) / 1e6 - killed
+            for name in a_services
+        ]
         figures["failover_max_s"] = max(gaps)
         assert max(gaps) <= FAILOVER_BOUND, sorted(gaps)[-5:]
 
@@ -246,6 +249,7 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         a = cluster.start("a")
         await wait_until(lambda: cluster.balanced([a, b, c]), 30, "a rejoined")
         b_services = {s for s, holder in (await cluster.holders()).items() if holder == b.node_id}
+        await wait_until(lambda: cluster.checked_by(b, b_services), 15, "b checks its services")
         stopped = stop(b)
         assert b.process.wait(timeout=10) == 0
         await wait_until(lambda: cluster.balanced([a, c]), 10, "a and c took b's services")
@@ -268,6 +272,7 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         b = cluster.start("b")
         await wait_until(lambda: cluster.balanced([a, b, c]), 30, "b rejoined")
         c_services = {s for s, holder in (await cluster.holders()).items() if holder == c.node_id}
+        await wait_until(lambda: cluster.checked_by(c, c_services), 15, "c checks its services")
         paused = stop(c, signal.SIGSTOP)
         await asyncio.sleep(2 * LEASE)
         os.kill(c.process.pid, signal.SIGCONT)

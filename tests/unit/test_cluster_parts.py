@@ -20,6 +20,8 @@ SERVICE = '[[services]]\nname = "api"\nservice_type = "http"\nmodule_path = "m"\
 def test_settings_are_validated() -> None:
     assert ClusterSettings().lease == 5.0
     assert ClusterSettings(lease=1.5).renew_every == pytest.approx(0.5)
+    assert ClusterSettings(lease=2).row_lease == 1.5
+    assert ClusterSettings(lease=8).row_lease == 7.0
     assert ClusterSettings(node="a").node_name == "a"
     assert ":" in ClusterSettings().node_name  # host:pid
     with pytest.raises(ValueError, match=r"lease must be between 1 and 300 seconds, got 0\.5"):

@@ -39,9 +39,12 @@ log = structlog.get_logger("healthmon.cluster")
 
 _STOP_TIMEOUT = 2.0
 """Seconds a clean stop waits to hand its leases back (else they expire by themselves)."""
-_DEADLINE_SHARE = 0.8
-"""Checks stop at 80 % of the lease after the last renew was sent: well before the
-lease can expire in the database, whatever the delays on the way back."""
+_DEADLINE_SHARE = 0.9
+"""Checks stop at 90 % of the lease after the last renew was sent. The database set the
+expiry a lease after it *ran* the renew, which was after the send: the lease cannot
+have expired there yet, whatever the delays on the way back (the 10 % covers clocks
+running at slightly different rates). A result taken after the expiry would be fenced
+anyway; this keeps two nodes from *checking* one service at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class ClusterNode:
         """Register this node and open the feed; the feed's start position."""
         async with self._engine.begin() as conn:
             self.node_id = await leases.register_node(conn, self.name)
-        self.fence = ClusterFence(self.node_id, self.settings.lease)
+        self.fence = ClusterFence(self.node_id, self.settings.row_lease)
         cursor = await last_position(self._engine)
         self.feed = TransitionFeed(
             self._engine,
@@ -177,13 +180,15 @@ class ClusterNode:
                 self._suspend()
             if not woken and loop.time() < next_step:
                 continue
-            soonest = None
+            started, soonest = loop.time(), None
             try:
                 soonest = await self._step()
             except (SQLAlchemyError, OSError, LookupError) as exc:
                 log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
             step = self.settings.renew_every
-            next_step = loop.time() + (step if soonest is None else min(step, soonest))
+            # The next step a renew period after this one began, or when the first lease
+            # held elsewhere expires (`soonest` is from this step's first statement).
+            next_step = started + (step if soonest is None else min(step, soonest))
 
     def _suspend(self) -> None:
         log.error(
@@ -196,8 +201,8 @@ class ClusterNode:
         self._running.clear()
 
     async def _step(self) -> float | None:
-        """One heartbeat, renew and rebalance; seconds until a lease held elsewhere
-        expires (to claim it then), if one does before the next step."""
+        """One heartbeat, renew and rebalance; seconds from the step's start until a
+        lease held elsewhere expires (to claim it then), if one is held elsewhere."""
         assert self.node_id is not None
         settings, me = self.settings, self.node_id
         names = frozenset(self._member.lease_names())
@@ -209,25 +214,26 @@ class ClusterNode:
             conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
             if names != self._rows_for:
                 await leases.ensure_rows(conn, names)
-            beat = await leases.beat(conn, me, settings.lease, names)
-            self._deadline = sent + settings.lease * _DEADLINE_SHARE
+            beat = await leases.beat(conn, me, settings.row_lease, names)
+            self._deadline = sent + settings.row_lease * _DEADLINE_SHARE
             renewed = asyncio.get_running_loop().time()
             still, soonest = beat.held, beat.soonest
             share = leases.fair_share(len(names), beat.alive, me)
             kept = {name: epoch for name, epoch in still.items() if name in names}
             claimed = await leases.claim(
-                conn, me, names - still.keys(), share - len(kept), settings.lease
+                conn, me, names - still.keys(), share - len(kept), settings.row_lease
             )
-            # Beyond its share, whatever nobody has claimed for a renew period (a node
-            # that joined and died at once, shares seen differently for a moment): no
-            # service stays unchecked for want of a taker; shares even out afterwards.
+            # Beyond its share, whatever nobody has claimed for a whole lease (a node that
+            # joined and died at once, shares seen differently for a while): no service
+            # stays unchecked for want of a taker; shares even out afterwards. (Not
+            # sooner: a lease handed back to a slow joiner would bounce back and forth.)
             claimed |= await leases.claim(
                 conn,
                 me,
                 names - still.keys() - claimed.keys(),
                 len(names),
-                settings.lease,
-                free_for=settings.renew_every,
+                settings.row_lease,
+                free_for=settings.row_lease,
             )
         self._rows_for = names
         # Held in the database but unknown here (a step that failed after its claim
@@ -281,7 +287,7 @@ class ClusterNode:
             )
         if soonest is None:
             return None
-        return max(soonest, 0.0) + 0.05
+        return (renewed - sent) + max(soonest, 0.0) + 0.05
 
     async def _hand_back(self, names: Sequence[str]) -> None:
         """Write what is pending (their checks have stopped), then release: the next

@@ -304,6 +304,12 @@ class ResultWriter:
         """Write everything pending now; False if the database refused it (it stays queued)."""
         return await self._flush()
 
+    def written_elsewhere(self) -> None:
+        """Another writer has written these tables' rows for services this one writes now
+        (cluster mode: a service taken over): what is remembered of its rows (newest
+        times, details ids) is read anew from the database."""
+        self._forget_rows()
+
     # -- the writer task ----------------------------------------------------------------
 
     async def _run(self) -> None:

@@ -149,6 +149,7 @@ class HealthMonitor:
         self._owned: set[str] = set()  # cluster mode: the services whose lease we hold
         self._seeded: set[str] = set()  # owned, confirmation set from the database
         self._own_results: dict[int, HealthCheckResult] = {}  # feed position -> our result
+        self._at_once: set[str] = set()  # taken over from another node: first check now
 
     # -- the cache and cluster queries (memory only, never the database) -----------------
 
@@ -484,6 +485,9 @@ class HealthMonitor:
         name = service.name
         interval = service.interval or self.check_interval
         phase = (self._schedules_started * _GOLDEN) % 1.0 * interval
+        if name in self._at_once:  # taken over: it may have gone unchecked for a while
+            self._at_once.discard(name)
+            phase = 0.0
         self._schedules_started += 1
         schedule = FixedRateSchedule(interval, start=asyncio.get_running_loop().time() + phase)
         self._schedules[name] = schedule
@@ -655,6 +659,7 @@ class HealthMonitor:
                 finally:
                     self._owned.clear()
                     self._seeded.clear()
+                    self._at_once.clear()
                     self._own_results.clear()
             notifier, self._notifier = self._notifier, None
             told, self._untold = self._untold, []  # committed by a writer kept idle
@@ -726,6 +731,7 @@ class HealthMonitor:
             if seed is not None:
                 self._confirmations[name] = self._seeded_confirmation(name, seed)
                 self._seeded.add(name)
+                self._at_once.add(name)
             elif name in self._confirmations:
                 self._seeded.add(name)  # resumed: what is in memory is current
             service = self.services.get(name)

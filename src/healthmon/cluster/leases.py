@@ -53,6 +53,8 @@ class Beat:
     alive: tuple[int, ...]
     held: dict[str, int]
     soonest: float | None
+    orphans: int
+    """Leases of the services free or expired for a whole lease: nobody took them."""
 
 
 async def register_node(conn: AsyncConnection, name: str) -> int:
@@ -99,19 +101,23 @@ async def beat(
                 "       ARRAY(SELECT epoch FROM renewed ORDER BY service), "
                 "       (SELECT min(expires_at) - now.t FROM service_leases "
                 "        WHERE node_id <> :me AND service = ANY(CAST(:names AS text[]))), "
-                "       (SELECT count(*) FROM beat) "
+                "       (SELECT count(*) FROM beat), "
+                "       (SELECT count(*) FROM service_leases "
+                "        WHERE service = ANY(CAST(:names AS text[])) "
+                "          AND expires_at <= now.t - :lease) "
                 "FROM now"
             ),
             {"me": node_id, "lease": lease, "names": sorted(services)},
         )
     ).one()
-    alive, names, epochs, soonest, beaten = row
+    alive, names, epochs, soonest, beaten, orphans = row
     if not beaten:
         raise LookupError(f"cluster node {node_id} has no cluster_nodes row (deleted?)")
     return Beat(
         tuple(alive),
         dict(zip(names, epochs, strict=True)),
         None if soonest is None else float(soonest),
+        int(orphans),
     )
 
 

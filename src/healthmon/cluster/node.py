@@ -188,7 +188,10 @@ class ClusterNode:
             step = self.settings.renew_every
             # The next step a renew period after this one began, or when the first lease
             # held elsewhere expires (`soonest` is from this step's first statement).
-            next_step = started + (step if soonest is None else min(step, soonest))
+            # (At least a tenth of a period apart: a lease expired that this node may not
+            # take yet must not make it step without a pause.)
+            soon = step if soonest is None else max(min(step, soonest), step / 10)
+            next_step = started + soon
 
     def _suspend(self) -> None:
         log.error(
@@ -227,14 +230,15 @@ class ClusterNode:
             # joined and died at once, shares seen differently for a while): no service
             # stays unchecked for want of a taker; shares even out afterwards. (Not
             # sooner: a lease handed back to a slow joiner would bounce back and forth.)
-            claimed |= await leases.claim(
-                conn,
-                me,
-                names - still.keys() - claimed.keys(),
-                len(names),
-                settings.row_lease,
-                free_for=settings.row_lease,
-            )
+            if beat.orphans:
+                claimed |= await leases.claim(
+                    conn,
+                    me,
+                    names - still.keys() - claimed.keys(),
+                    len(names),
+                    settings.row_lease,
+                    free_for=settings.row_lease,
+                )
         self._rows_for = names
         # Held in the database but unknown here (a step that failed after its claim
         # committed): taken up as claimed.
@@ -261,20 +265,7 @@ class ClusterNode:
         if started:
             self._running.update(started)
             self._member.start_owned(started)
-        keeping = set(self.held) - self._handing_back
-        unwanted = sorted(name for name in keeping if name not in names)
-        excess = len(keeping) - len(unwanted) - share
-        if excess > 0:  # over its share (a node joined): the last ones by name go
-            unwanted += sorted(keeping.difference(unwanted))[-excess:]
-        if unwanted and self._hand_back_task is None:
-            # Beside the lease loop, which goes on renewing meanwhile (a slow flush must
-            # not make this node miss its own renewals).
-            self._member.stop_owned(set(unwanted) & self._running)
-            self._running.difference_update(unwanted)
-            self._handing_back.update(unwanted)
-            self._hand_back_task = asyncio.create_task(
-                self._hand_back(unwanted), name="healthmon-cluster-hand-back"
-            )
+        unwanted = self._rebalance(names, share)
         took = asyncio.get_running_loop().time() - sent
         if took > settings.renew_every / 2:
             log.warning(
@@ -288,6 +279,26 @@ class ClusterNode:
         if soonest is None:
             return None
         return (renewed - sent) + max(soonest, 0.0) + 0.05
+
+    def _rebalance(self, names: frozenset[str], share: int) -> list[str]:
+        """Hand back what is over this node's share (a node joined) or no longer to be
+        checked; the services handed back."""
+        keeping = set(self.held) - self._handing_back
+        unwanted = sorted(name for name in keeping if name not in names)
+        excess = len(keeping) - len(unwanted) - share
+        if excess > 0:  # the last ones by name go
+            unwanted += sorted(keeping.difference(unwanted))[-excess:]
+        if not unwanted or self._hand_back_task is not None:
+            return []
+        # Beside the lease loop, which goes on renewing meanwhile (a slow flush must not
+        # make this node miss its own renewals).
+        self._member.stop_owned(set(unwanted) & self._running)
+        self._running.difference_update(unwanted)
+        self._handing_back.update(unwanted)
+        self._hand_back_task = asyncio.create_task(
+            self._hand_back(unwanted), name="healthmon-cluster-hand-back"
+        )
+        return unwanted
 
     async def _hand_back(self, names: Sequence[str]) -> None:
         """Write what is pending (their checks have stopped), then release: the next

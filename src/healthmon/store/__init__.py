@@ -4,6 +4,7 @@ The store knows SQL and nothing of HTTP.
 """
 
 from healthmon.store.health_store import HealthStore
+from healthmon.store.history import TransitionRecord
 from healthmon.store.retention import Retention
 from healthmon.store.stats import (
     Gap,
@@ -24,6 +25,7 @@ __all__ = [
     "Retention",
     "ServiceReport",
     "StatusCounts",
+    "TransitionRecord",
     "WindowStats",
     "WriterStats",
 ]

@@ -21,6 +21,7 @@ from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import history, migrate, report
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.history import TransitionRecord
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
 from healthmon.store.stats import ServiceReport, WindowStats
@@ -233,6 +234,39 @@ class HealthStore:
         """Each service's status as its newest stored transition left it."""
         async with self._reading() as conn:
             return await history.current_statuses(conn)
+
+    async def transitions_after(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        service_names: Sequence[str] | None = None,
+    ) -> list[TransitionRecord]:
+        """The first `limit` stored transitions with an id above `after`, in commit
+        order (ids grow with each commit): a cursor to follow the transitions with,
+        paging on from the last id read. Of the named services only, if given."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"after must be a transition id (an integer >= 0), got {after!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        async with self._reading() as conn:
+            return await history.transitions_after(conn, after, limit, service_names)
+
+    async def last_transition_id(self) -> int:
+        """The id of the newest stored transition (0 when there is none)."""
+        async with self._reading() as conn:
+            return await history.last_transition_id(conn)
+
+    async def latest_transitions(self) -> dict[str, TransitionRecord]:
+        """Each service's newest stored transition, with its id: since when a service
+        has had its status."""
+        async with self._reading() as conn:
+            return await history.latest_transitions(conn)
+
+    async def service_names(self) -> list[str]:
+        """Every service the database has rows of, in the order first stored."""
+        async with self._reading() as conn:
+            return await history.service_names(conn)
 
     async def stream_results(
         self,

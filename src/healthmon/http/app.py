@@ -32,6 +32,7 @@ from healthmon.errors import ApiError, StorageError
 from healthmon.http import routes
 from healthmon.http.feed import TransitionFeed
 from healthmon.http.metrics import HttpGauges, MetricsPage
+from healthmon.http.pages import StatusPages
 from healthmon.http.settings import HttpSettings
 from healthmon.http.shapes import error_response
 from healthmon.http.streams import Gate
@@ -71,8 +72,10 @@ class HttpApi:
         self.started = False
         token = self.settings.token
         self._token = None if token is None else token.encode()
+        self.pages = StatusPages(self)  # the status page: /, /services/..., /static/...
         self._app = Starlette(
-            routes=[Route(path, endpoint) for path, endpoint in routes.table(self)],
+            routes=[Route(path, endpoint) for path, endpoint in routes.table(self)]
+            + self.pages.routes(),
             exception_handlers={
                 ApiError: _api_error,
                 StorageError: _storage_error,
@@ -86,11 +89,13 @@ class HttpApi:
         """Start following the store's transitions (the store must be open)."""
         if not self.started:
             await self.feed.start()
+            await self.pages.start()
             self.started = True
 
     async def stop(self) -> None:
         """Stop: event streams and blocked queries end at once. Idempotent."""
         self.started = False
+        await self.pages.stop()
         await self.feed.stop()
 
     async def __aenter__(self) -> Self:

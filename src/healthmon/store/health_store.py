@@ -18,13 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
-from healthmon.store import history, migrate, report
+from healthmon.store import fleet, history, migrate, report
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.fleet import Aggregate, DayCounts
 from healthmon.store.history import TransitionRecord
+from healthmon.store.plan import Coverage, load_coverage
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
-from healthmon.store.stats import ServiceReport, WindowStats
+from healthmon.store.stats import ServiceReport, StatusCounts, WindowStats
 from healthmon.store.writer import Committed, ResultWriter
 
 log = structlog.get_logger("healthmon.store")
@@ -342,6 +344,51 @@ class HealthStore:
         async with self._reading() as conn:
             ids = await report.service_ids(conn, None)
             return await report.reports(conn, ids, since, until, gap_after=self.gap_after)
+
+    async def windows(self, since: float, until: float | None = None) -> dict[str, WindowStats]:
+        """Every service's counts, uptime and latency over [since, until), by name: the
+        figures of `reports()` without incidents and gaps, for a fleet's overview."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await report.windows(conn, ids, since, until)
+
+    async def days(self, since: float, until: float | None = None) -> dict[str, list[DayCounts]]:
+        """Every service's status counts per UTC day of [since, until), by name, oldest
+        day first (days without results left out): the status page's daily bars."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.day_counts(conn, ids, since, until)
+
+    async def coverage(self) -> Coverage:
+        """From when, and until when, each tier of the history is complete: raw results
+        from `raw`; minute and hour aggregates from `minute`/`hour` until
+        `minute_until`/`hour_until` (the writer's open minute and hour begin there)."""
+        async with self._reading() as conn:
+            return await load_coverage(conn)
+
+    async def aggregates(
+        self, width: int, since: float, until: float
+    ) -> dict[str, list[Aggregate]]:
+        """Every service's minute (`width` 60) or hour (3600) aggregate rows starting in
+        [since, until), by name, oldest first: for a reader keeping running sums of a
+        fleet's recent history, which reads each row once."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.aggregates(conn, ids, width, since, until)
+
+    async def minute_counts(
+        self, since: float, until: float | None = None
+    ) -> dict[str, dict[int, StatusCounts]]:
+        """Every service's raw results in [since, until) counted per minute, by name
+        ({minute start: counts}; services without any left out): the minutes the
+        writer has not aggregated yet, for readers keeping running sums."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.minute_counts(conn, ids, since, until)
 
     async def series(
         self,

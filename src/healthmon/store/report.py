@@ -40,7 +40,7 @@ from healthmon.store.stats import (
     WindowStats,
 )
 
-__all__ = ["MAX_BUCKETS", "reports", "series", "service_ids"]
+__all__ = ["MAX_BUCKETS", "reports", "series", "service_ids", "windows"]
 
 MAX_BUCKETS = 100_000
 """The most buckets a series may have: more is a mistake (a bucket far too small)."""
@@ -120,6 +120,20 @@ async def reports(
             mttr=_mttr(found),
             mtbf=_mtbf(found, service_gaps, since, until),
         )
+    return result
+
+
+async def windows(
+    conn: AsyncConnection, ids: dict[str, int], since: float, until: float
+) -> dict[str, WindowStats]:
+    """Each service's counts and latency over [since, until): a report's figures
+    without its incidents and gaps, which cost a query and a window per incident."""
+    window = plan(since, until, await load_coverage(conn))
+    sums = await _collect(conn, [(service_id, window) for service_id in ids.values()])
+    result = {}
+    for name, service_id in ids.items():
+        found = sums[service_id][0]
+        result[name] = WindowStats(window.since, window.until, found.counts(), found.latency())
     return result
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,7 +112,7 @@ async def test_history_endpoints_answer_as_the_store_does(
         assert missed["total"] == 0
 
 
-def _never() -> object:
+def _never() -> Any:
     raise AssertionError("the monitor has no writer")
 
 
@@ -367,7 +368,7 @@ async def test_no_secret_reaches_a_response(targets: TargetServer, db_path: Path
 async def test_a_non_loopback_address_needs_a_token_or_consent(db_path: Path) -> None:
     async with serve(db_path) as served:
         open_api = HttpApi(served.monitor, served.store, HttpSettings(host="0.0.0.0", port=0))
-        with pytest.raises(ServeError, match="refusing to listen on 0.0.0.0 without a token"):
+        with pytest.raises(ServeError, match=r"refusing to listen on 0\.0\.0\.0 without a token"):
             await HttpServer(open_api).start()
         assert not open_api.started
         consented = HttpApi(

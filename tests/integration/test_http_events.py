@@ -135,9 +135,7 @@ async def test_a_hundred_streams_and_fifty_long_polls_hear_one_transition(
                 )
                 for _ in range(50)
             ]
-            await wait_for(
-                lambda: served.api.streams.held == 100 and served.api.waiting.held == 50
-            )
+            await wait_for(lambda: served.api.streams.held == 100 and served.api.waiting.held == 50)
             change = await served.flip("a", "unhealthy")
             answers = await asyncio.gather(*polls)
             assert {int(a.headers["X-Healthmon-Index"]) for a in answers} == {change.id}

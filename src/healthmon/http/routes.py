@@ -190,7 +190,7 @@ class _Routes:
             return
         if self.api.waiting.full():
             raise _busy("blocking queries", self.settings.max_waiting)
-        deadline = asyncio.get_running_loop().time() + (wait or self.settings.default_wait)
+        deadline = asyncio.get_running_loop().time() + (wait or self.settings.wait)
         with self.api.waiting.holding(), self.feed.listening() as listener:
             while not (changed(index) or self.feed.closed or index > self.feed.index):
                 remaining = deadline - asyncio.get_running_loop().time()

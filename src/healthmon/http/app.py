@@ -15,6 +15,7 @@ Read-only: nothing here changes the monitor or the store.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from types import TracebackType
@@ -63,6 +64,9 @@ class HttpApi:
         self.streams = Gate(self.settings.max_streams)
         self.waiting = Gate(self.settings.max_waiting)
         self.exports = Gate(2)  # raw-results exports at once: each takes the loop's CPU
+        # Store reads at once; others queue here. The store's connection pool (15) is
+        # shared with the writer, which must never wait for a connection behind them.
+        self.reading = asyncio.Semaphore(4)
         self.metrics = MetricsPage(
             monitor,
             self.feed,

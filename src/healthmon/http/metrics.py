@@ -19,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from healthmon.http.feed import TransitionFeed
-from healthmon.model import HealthStatus
+from healthmon.model import HealthCheckResult, HealthStatus
 from healthmon.monitor import HealthMonitor
+from healthmon.store import WriterStats
 
 __all__ = ["CONTENT_TYPE", "HttpGauges", "MetricsPage"]
 
@@ -37,19 +38,61 @@ class HttpGauges:
     waiting: Callable[[], int]
 
 
-class _MonitorCollector(Collector):
-    def __init__(self, monitor: HealthMonitor, feed: TransitionFeed, http: HttpGauges) -> None:
-        self._monitor = monitor
-        self._feed = feed
-        self._http = http
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What a scrape reports, copied on the loop in one go (cheap: references and
+    small dicts), so that the formatting can run in a thread without racing it."""
+
+    results: list[tuple[str, HealthCheckResult]]
+    since: dict[str, float]
+    counts: dict[str, dict[HealthStatus, int]]
+    missed: dict[str, int]
+    status_counts: dict[HealthStatus, int]
+    worst: HealthStatus
+    running: bool
+    index: int
+    streams: int
+    waiting: int
+    stats: WriterStats | None
+
+    @classmethod
+    def take(cls, monitor: HealthMonitor, feed: TransitionFeed, http: HttpGauges) -> _Snapshot:
+        cache = monitor.health_cache
+        results = list(cache.items())
+        since = {}
+        for name, _ in results:
+            record = feed.latest(name)
+            if record is not None:
+                since[name] = record.transition.timestamp
+        return cls(
+            results=results,
+            since=since,
+            counts=monitor.check_counts,
+            missed=monitor.missed_checks,
+            status_counts=cache.counts(),
+            worst=cache.worst_status(),
+            running=monitor.running,
+            index=feed.index,
+            streams=http.streams(),
+            waiting=http.waiting(),
+            stats=monitor.store_stats,
+        )
+
+
+class _SnapshotCollector(Collector):
+    """Metric families from the snapshot it is handed before each render."""
+
+    def __init__(self) -> None:
+        self.snapshot: _Snapshot | None = None
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._services()
-        yield from self._cluster()
-        yield from self._store()
+        if self.snapshot is None:
+            return
+        yield from self._services(self.snapshot)
+        yield from self._cluster(self.snapshot)
+        yield from self._store(self.snapshot)
 
-    def _services(self) -> Iterator[Metric]:
-        monitor, feed = self._monitor, self._feed
+    def _services(self, snap: _Snapshot) -> Iterator[Metric]:
         status = GaugeMetricFamily(
             "healthmon_service_status",
             "Confirmed status of the service: 1 for the status it has, 0 for the others.",
@@ -86,60 +129,57 @@ class _MonitorCollector(Collector):
             "Scheduled checks skipped because the previous check overran their slot.",
             labels=["service"],
         )
-        counts = monitor.check_counts
-        for name, result in list(monitor.health_cache.items()):
+        for name, result in snap.results:
             current = result.effective_status
             for value in HealthStatus:
                 status.add_metric([name, value.value], 1.0 if value is current else 0.0)
-            record = feed.latest(name)
-            if record is not None:
-                since.add_metric([name], record.transition.timestamp)
+            if name in snap.since:
+                since.add_metric([name], snap.since[name])
             success.add_metric([name], 1.0 if result.status in _SUCCEEDED else 0.0)
             latency.add_metric([name], result.response_time_ms / 1000)
             last.add_metric([name], result.timestamp)
-            for value, count in counts.get(name, {}).items():
-                checks.add_metric([name, value.value], count)
-        for name, count in monitor.missed_checks.items():
+            # Statuses a service never had are left out (a quarter of the page each).
+            for value, count in snap.counts.get(name, {}).items():
+                if count:
+                    checks.add_metric([name, value.value], count)
+        for name, count in snap.missed.items():
             missed.add_metric([name], count)
         yield from (status, since, success, latency, last, checks, missed)
 
-    def _cluster(self) -> Iterator[Metric]:
-        monitor = self._monitor
-        cache = monitor.health_cache
-        worst = cache.worst_status() if len(cache) else HealthStatus.UNKNOWN
+    def _cluster(self, snap: _Snapshot) -> Iterator[Metric]:
         cluster = GaugeMetricFamily(
             "healthmon_cluster_status",
             "The cluster's status (its worst service's): 1 for the status it has.",
             labels=["status"],
         )
         for value in HealthStatus:
-            cluster.add_metric([value.value], 1.0 if value is worst else 0.0)
+            cluster.add_metric([value.value], 1.0 if value is snap.worst else 0.0)
         services = GaugeMetricFamily(
             "healthmon_services", "Services by confirmed status.", labels=["status"]
         )
-        for value, count in cache.counts().items():
+        for value, count in snap.status_counts.items():
             services.add_metric([value.value], count)
         running = GaugeMetricFamily(
             "healthmon_monitor_running", "1 while the monitor is checking its services."
         )
-        running.add_metric([], 1.0 if monitor.running else 0.0)
+        running.add_metric([], 1.0 if snap.running else 0.0)
         index = GaugeMetricFamily(
             "healthmon_last_transition_id",
             "Id of the newest committed status transition (the API's index).",
         )
-        index.add_metric([], self._feed.index)
+        index.add_metric([], snap.index)
         streams = GaugeMetricFamily(
             "healthmon_http_event_streams", "Clients following the event stream."
         )
-        streams.add_metric([], self._http.streams())
+        streams.add_metric([], snap.streams)
         waiting = GaugeMetricFamily(
             "healthmon_http_blocking_queries", "Blocking queries waiting for a change."
         )
-        waiting.add_metric([], self._http.waiting())
+        waiting.add_metric([], snap.waiting)
         yield from (cluster, services, running, index, streams, waiting)
 
-    def _store(self) -> Iterator[Metric]:
-        stats = self._monitor.store_stats
+    def _store(self, snap: _Snapshot) -> Iterator[Metric]:
+        stats = snap.stats
         writing = GaugeMetricFamily(
             "healthmon_store_writing", "1 while the store's writer runs (monitor started)."
         )
@@ -193,14 +233,20 @@ class _MonitorCollector(Collector):
 
 class MetricsPage:
     """The exposition, rendered at most once per `max_age` seconds however many
-    clients ask at once (rendering reads every service: at 1,000 services it is the
-    costliest request the API answers, and it runs on the monitor's loop)."""
+    clients ask at once. Rendering formats every service's samples (~10 each: tens of
+    milliseconds at 1,000 services), so only the snapshot is taken on the monitor's
+    loop; the text is made in a thread, which holds the GIL for at most the switch
+    interval (5 ms) at a time instead of blocking the loop's checks for all of it."""
 
     def __init__(
         self, monitor: HealthMonitor, feed: TransitionFeed, http: HttpGauges, max_age: float
     ) -> None:
+        self._monitor = monitor
+        self._feed = feed
+        self._http = http
+        self._collector = _SnapshotCollector()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_MonitorCollector(monitor, feed, http))
+        self.registry.register(self._collector)
         ProcessCollector(registry=self.registry)
         self._max_age = max_age
         self._page: bytes | None = None
@@ -213,7 +259,12 @@ class MetricsPage:
             return self._page
         async with self._lock:  # others asking meanwhile get this render
             if not self._fresh():
-                self._page = generate_latest(self.registry)
+                # One render at a time (the lock), so the collector's snapshot is ours.
+                self._collector.snapshot = _Snapshot.take(self._monitor, self._feed, self._http)
+                try:
+                    self._page = await asyncio.to_thread(generate_latest, self.registry)
+                finally:
+                    self._collector.snapshot = None
                 self._rendered_at = time.monotonic()
             assert self._page is not None
             return self._page

@@ -190,7 +190,7 @@ class _Routes:
             return
         if self.api.waiting.full():
             raise _busy("blocking queries", self.settings.max_waiting)
-        deadline = asyncio.get_running_loop().time() + (wait or self.settings.default_wait)
+        deadline = asyncio.get_running_loop().time() + (wait or self.settings.wait)
         with self.api.waiting.holding(), self.feed.listening() as listener:
             while not (changed(index) or self.feed.closed or index > self.feed.index):
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -200,7 +200,11 @@ class _Routes:
     # -- history (the store) ------------------------------------------------------------
 
     async def _known(self, name: str) -> None:
-        if name not in self.monitor.services and not await self.feed.knows(name):
+        if name in self.monitor.services or name in self.monitor.health_cache:
+            return
+        async with self.api.reading:
+            known = await self.feed.knows(name)
+        if not known:
             raise _unknown_service(name, "neither monitored nor in the database")
 
     def _window(self, query: Query, *, default_since: str | None = "24h") -> tuple[float, float]:
@@ -231,7 +235,8 @@ class _Routes:
             )
         await self._known(name)
         try:
-            found = await self.store.report(name, since, until, exact=exact)
+            async with self.api.reading:
+                found = await self.store.report(name, since, until, exact=exact)
         except ValueError as exc:
             raise _from_store(exc) from None
         return self.json(report_shape(found))
@@ -240,7 +245,8 @@ class _Routes:
         query = Query(request.query_params, ("since", "until"))
         since, until = self._window(query)
         try:
-            found = await self.store.reports(since, until)
+            async with self.api.reading:
+                found = await self.store.reports(since, until)
         except ValueError as exc:
             raise _from_store(exc) from None
         return self.json({"reports": [report_shape(report) for report in found.values()]})
@@ -260,7 +266,8 @@ class _Routes:
         if bucket is None:
             raise bad_request("bucket is required: the width of each bucket, e.g. 60 or 5m")
         try:
-            found = await self.store.series(name, since, until, bucket=bucket)
+            async with self.api.reading:
+                found = await self.store.series(name, since, until, bucket=bucket)
         except ValueError as exc:
             raise _from_store(exc) from None
         return self.json(
@@ -277,7 +284,8 @@ class _Routes:
         services = query.texts("service") or None
         for name in services or ():
             await self._known(name)
-        page, cursor = await self.feed.after(after, limit, services)
+        async with self.api.reading:
+            page, cursor = await self.feed.after(after, limit, services)
         if not page and wait is not None and not self.feed.closed:
             if self.api.waiting.full():
                 raise _busy("blocking queries", self.settings.max_waiting)
@@ -287,7 +295,8 @@ class _Routes:
                     remaining = deadline - asyncio.get_running_loop().time()
                     if remaining <= 0 or not await listener.wait(remaining):
                         break
-                    page, cursor = await self.feed.after(cursor, limit, services)
+                    async with self.api.reading:
+                        page, cursor = await self.feed.after(cursor, limit, services)
         return self.json({"transitions": [transition_shape(r) for r in page], "next_after": cursor})
 
     async def store_stats(self, request: Request) -> Response:
@@ -319,7 +328,11 @@ class _Routes:
         except ApiError as error:
             await error_response(error)(scope, receive, send)
             return
-        names = [service] if service is not None else await self.store.service_names()
+        if service is not None:
+            names = [service]
+        else:
+            async with self.api.reading:
+                names = await self.store.service_names()
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
 
         async def chunks() -> AsyncGenerator[bytes]:
@@ -328,7 +341,8 @@ class _Routes:
             for name in names:
                 start = since
                 while not self.feed.closed:
-                    page = await self.store.results(name, start, until, limit=_EXPORT_PAGE)
+                    async with self.api.reading:
+                        page = await self.store.results(name, start, until, limit=_EXPORT_PAGE)
                     if page:
                         yield _encode(page, fmt)
                     if len(page) < _EXPORT_PAGE:
@@ -383,7 +397,11 @@ class _Routes:
             with feed.listening() as listener:
                 while True:
                     cursor = min(cursor, feed.index)  # ids went back: the database is new
-                    page, cursor = await feed.after(cursor, _SSE_PAGE, services)
+                    if feed.recent_after(cursor, 1) is not None:
+                        page, cursor = await feed.after(cursor, _SSE_PAGE, services)
+                    else:  # far behind: a store read, in turn with the others
+                        async with self.api.reading:
+                            page, cursor = await feed.after(cursor, _SSE_PAGE, services)
                     if page:
                         yield "".join(_event(record) for record in page).encode()
                         continue

@@ -26,7 +26,8 @@ class HttpSettings:
     `max_streams` event streams and `max_waiting` blocked queries at once (beyond,
     503), `max_connections` connections in all; a write that a client does not read
     within `send_timeout` seconds ends its response; a blocking query waits at most
-    `max_wait` seconds. `/metrics` is rendered at most once per `metrics_max_age`
+    `max_wait` seconds, and `default_wait` when it does not say (None: 5 minutes, or
+    `max_wait` if shorter). `/metrics` is rendered at most once per `metrics_max_age`
     seconds, however many clients ask (0: every request).
     """
 
@@ -38,7 +39,7 @@ class HttpSettings:
     max_streams: int = 256
     max_waiting: int = 512
     max_wait: float = 600.0
-    default_wait: float = 300.0
+    default_wait: float | None = None
     keepalive: float = 15.0
     send_timeout: float = 30.0
     metrics_max_age: float = 1.0
@@ -60,14 +61,19 @@ class HttpSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("max_wait", "default_wait", "keepalive", "send_timeout"):
             value = getattr(self, name)
-            if not _positive(value):
+            if not _positive(value) and not (name == "default_wait" and value is None):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if not (_number(self.metrics_max_age) and 0 <= self.metrics_max_age <= 60):
             raise ValueError(f"metrics_max_age must be 0-60 seconds, got {self.metrics_max_age!r}")
-        if self.default_wait > self.max_wait:
+        if self.default_wait is not None and self.default_wait > self.max_wait:
             raise ValueError(
                 f"default_wait ({self.default_wait} s) is longer than max_wait ({self.max_wait} s)"
             )
+
+    @property
+    def wait(self) -> float:
+        """How long a blocking query that gives no `wait` waits."""
+        return min(300.0, self.max_wait) if self.default_wait is None else self.default_wait
 
     def token_from_env(self) -> HttpSettings:
         """These settings with the token of $HEALTHMON_HTTP_TOKEN, if it is set."""

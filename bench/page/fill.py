@@ -104,7 +104,9 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
         first = hour0 - 20 * 86_400 if late else start
         down = _incidents(rng, first, hour0)
         now_failing = sid % 31 == 0
-        transitions = [{"service_id": sid, "ts": first, "from_status": None, "to_status": 0}]
+        transitions: list[dict[str, Any]] = [
+            {"service_id": sid, "ts": first, "from_status": None, "to_status": 0}
+        ]
         for begin, end in down:
             transitions.append({"service_id": sid, "ts": begin, "from_status": 0, "to_status": 3,
                                 "cause": "HTTP 503"})  # fmt: skip

@@ -91,7 +91,8 @@ class StatusPages:
         text = (query.text("q") or "").strip()
         page = query.integer("page", minimum=1) or 1
         started = time.perf_counter()
-        read_at, summaries = await self.history.summaries()
+        async with self.api.reading:
+            read_at, summaries = await self.history.summaries()
         rows = [self._row(name, summaries.get(name, EMPTY)) for name in self._names()]
         rows.sort(key=_worst_first)
         counts = {status: 0 for status in SEVERITY}
@@ -144,7 +145,8 @@ class StatusPages:
         name = query.text("service")
         if name is None:
             raise bad_request("service is required: whose days?")
-        _, summaries = await self.history.summaries()
+        async with self.api.reading:
+            _, summaries = await self.history.summaries()
         summary = summaries.get(name)
         if summary is None:
             raise ApiError(404, "unknown_service", f"unknown service {name!r}: no history")
@@ -172,9 +174,10 @@ class StatusPages:
             raise ApiError(404, "unknown_service", f"unknown service {name!r}")
         started = time.perf_counter()
         known = await self.api.feed.knows(name)
-        history = (
-            await read_service(self.api.store, name, window, self.api.now()) if known else None
-        )
+        history = None
+        if known:
+            async with self.api.reading:
+                history = await read_service(self.api.store, name, window, self.api.now())
         definition = monitor.services.get(name)
         url = None
         if definition is not None and definition.health_check_url is not None:

@@ -58,6 +58,10 @@
         const count = (s) => document.querySelector('[data-count="' + s + '"] b');
         if (before && count(before)) count(before).textContent = +count(before).textContent - 1;
         if (count(t.to_status)) count(t.to_status).textContent = +count(t.to_status).textContent + 1;
+        // The fleet's status is its worst service's (as the monitor's cluster status).
+        const fleet = document.querySelector("#fleet-status .badge");
+        const worst = Object.keys(SEVERITY).find((s) => count(s) && +count(s).textContent > 0);
+        if (fleet) badge(fleet, worst || "unknown");
       }
     }
   }
@@ -152,6 +156,7 @@
     };
     const plot = new uPlot(opts, [data.t, data.p50, data.p95, data.p99], holder);
     holder.dataset.points = String(data.t.length);
+    holder.dataset.drawn = String(data.p95.filter((v) => v !== null).length);
     window.addEventListener("resize", () =>
       plot.setSize({ width: Math.max(300, holder.clientWidth), height: 260 }));
   }

@@ -4,6 +4,7 @@ chosen window, read from the store; and the overview's row of a service.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,9 +87,13 @@ async def read_service(store: HealthStore, name: str, window: str, now: float) -
     until = now
     # Buckets aligned to whole minutes/hours (read from aggregates); the last one ends now.
     since = math.ceil(until / bucket) * bucket - seconds
-    report = await store.report(name, since, until)
-    buckets = await store.series(name, since, until, bucket=bucket)
-    transitions = await store.transitions(name, since, until)
+    # Three reads at once, each on a connection of its own: SQLite reads one while
+    # Python sums another's rows.
+    report, buckets, transitions = await asyncio.gather(
+        store.report(name, since, until),
+        store.series(name, since, until, bucket=bucket),
+        store.transitions(name, since, until),
+    )
     return ServiceHistory(
         window=window,
         since=since,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -16,7 +17,7 @@ from sqlalchemy import text
 
 from bench.page.fill import Fleet, fill_fleet
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
-from healthmon.http import HttpApi, HttpSettings
+from healthmon.http import HttpApi, HttpServer, HttpSettings, parse_listen
 from healthmon.http.pages.figures import read_service
 from healthmon.model import ServiceDefinition
 
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000, help="services (1000)")
     parser.add_argument("--repeat", type=int, default=15, help="timings per figure (15)")
     parser.add_argument("--keep", type=Path, help="keep (or reuse) the filled database here")
+    parser.add_argument(
+        "--serve",
+        metavar="HOST:PORT",
+        help="instead of measuring, serve the status page over the fleet until Ctrl-C",
+    )
     args = parser.parse_args(argv)
     asyncio.run(_run(args))
     return 0
@@ -52,7 +58,10 @@ async def _run(args: argparse.Namespace) -> None:
                 fleet = Fleet(names, (newest or 0) / 1e6 + 1e-3, failing, {})
                 print(f"Reusing {path} ({len(names)} services)")
             print(f"({path.stat().st_size / 1e6:,.0f} MB)\n")
-            await _measure(store, fleet, args.repeat)
+            if args.serve:
+                await _serve(store, fleet, args.serve)
+            else:
+                await _measure(store, fleet, args.repeat)
 
 
 def _monitor(fleet: Fleet, store: HealthStore) -> HealthMonitor:
@@ -128,6 +137,16 @@ class _Api(HttpApi):
 
     def now(self) -> float:
         return time.time() + self.zero
+
+
+async def _serve(store: HealthStore, fleet: Fleet, listen: str) -> None:
+    host, port = parse_listen(listen)
+    api = _Api(_monitor(fleet, store), store, HttpSettings(host=host, port=port))
+    api.zero = fleet.now - time.time()
+    async with HttpServer(api) as server:
+        print(f"Status page over the fleet: http://{host}:{server.port}/ (Ctrl-C ends it)")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
 
 
 async def _get(client: httpx.AsyncClient, url: str) -> tuple[float, str]:

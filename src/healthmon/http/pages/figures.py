@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,10 +108,17 @@ async def read_service(store: HealthStore, name: str, window: str, now: float) -
 
 
 def _causes(report: ServiceReport, transitions: Sequence[StatusTransition]) -> list[str | None]:
-    """The cause of each incident: that of the transition that began it (an incident
-    that began before the window has none in it)."""
-    began = {t.timestamp: t.cause for t in transitions if t.to_status is not HealthStatus.HEALTHY}
-    return [None if i.began_before else began.get(i.start) for i in report.incidents]
+    """The cause of each incident: that of the newest transition to a status other
+    than HEALTHY at its start (an incident that began before the window has none in
+    it)."""
+    failing = [t for t in transitions if t.to_status is not HealthStatus.HEALTHY]
+    times = [t.timestamp for t in failing]
+    causes: list[str | None] = []
+    for incident in report.incidents:
+        index = bisect_right(times, incident.start + 1e-6) - 1  # the stored microsecond
+        began = None if incident.began_before or index < 0 else failing[index]
+        causes.append(None if began is None else began.cause)
+    return causes
 
 
 def segments(

@@ -117,7 +117,8 @@
       : d.day + ": " + pct(d.uptime) + " up, " + d.checks.toLocaleString("en") + " checks, "
         + d.failed.toLocaleString("en") + " failed";
     tip.hidden = false;
-    tip.style.left = (window.scrollX + event.clientX + 12) + "px";
+    const left = Math.min(event.clientX + 12, document.documentElement.clientWidth - tip.offsetWidth - 8);
+    tip.style.left = (window.scrollX + Math.max(0, left)) + "px";
     tip.style.top = (window.scrollY + box.bottom + 4) + "px";
   }
   if (tip) {
@@ -137,7 +138,8 @@
     const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
     const axis = { stroke: dark ? "#9aa3b2" : "#5b6475", grid: { stroke: dark ? "#2a2f38" : "#e3e6ec" } };
     const line = (label, stroke) => ({ label, stroke, width: 1.5, spanGaps: false,
-      value: (u, v) => (v === null || v === undefined ? "not observed" : v.toFixed(1) + " ms") });
+      value: (u, v, series, index) => (index === null || index === undefined ? "-"
+        : v === null || v === undefined ? "not observed" : v.toFixed(1) + " ms") });
     const span = data.t.length ? data.t[data.t.length - 1] - data.t[0] : 0;
     const two = (n) => String(n).padStart(2, "0");
     const tick = (ts) => {

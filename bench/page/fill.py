@@ -105,7 +105,8 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
         down = _incidents(rng, first, hour0)
         now_failing = sid % 31 == 0
         transitions: list[dict[str, Any]] = [
-            {"service_id": sid, "ts": first, "from_status": None, "to_status": 0}
+            # Every row names every column: executemany takes the first row's keys.
+            {"service_id": sid, "ts": first, "from_status": None, "to_status": 0, "cause": None}
         ]
         for begin, end in down:
             transitions.append({"service_id": sid, "ts": begin, "from_status": 0, "to_status": 3,

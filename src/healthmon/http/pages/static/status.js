@@ -146,13 +146,14 @@
       const d = new Date(ts * 1000);
       const hm = two(d.getUTCHours()) + ":" + two(d.getUTCMinutes());
       const md = two(d.getUTCMonth() + 1) + "-" + two(d.getUTCDate());
-      return span > 2 * 86400 ? md + (hm === "00:00" ? "" : " " + hm) : hm;
+      return span > 2 * 86400 && hm === "00:00" ? md : span > 2 * 86400 ? md + " " + hm : hm;
     };
     const opts = {
       width: Math.max(300, holder.clientWidth), height: 260,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       series: [{ label: "UTC", value: (u, ts) => (ts === null ? "-" : utc(ts)) }, line("p50", "#2e9e5b"), line("p95", "#f0a202"), line("p99", "#d64545")],
-      axes: [Object.assign({ values: (u, splits) => splits.map(tick) }, axis),
+      axes: [Object.assign({ values: (u, splits) => splits.map(tick),
+        space: span > 2 * 86400 ? 110 : 60 }, axis),
         Object.assign({ label: "ms" }, axis)],
       scales: { y: { range: (u, min, max) => [0, max === null ? 1 : max * 1.1] } },
     };

@@ -47,7 +47,7 @@ class HealthStore:
     Any number of stores may read one file at once, in this process or others (WAL);
     writes go through one `ResultWriter` at a time, which the monitor owns.
 
-    History settings (see the README's "History"): `retention` per tier (default: raw
+    History settings (see docs/history.md): `retention` per tier (default: raw
     results 7 days, minute aggregates 35 days, hour aggregates with transitions and
     gaps 400 days); `gap_after`, the seconds without a result that make a gap
     (default 10); pruning deletes at most `prune_batch` rows per table in one short

@@ -76,7 +76,10 @@ class HttpApi:
         token = self.settings.token
         self._token = None if token is None else token.encode()
         self._app = Starlette(
-            routes=[Route(path, endpoint) for path, endpoint in routes.table(self)],
+            routes=[
+                Route(path, endpoint, methods=["GET"])  # and HEAD: read-only
+                for path, endpoint in routes.table(self)
+            ],
             exception_handlers={
                 ApiError: _api_error,
                 StorageError: _storage_error,

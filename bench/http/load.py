@@ -125,7 +125,7 @@ async def run(p: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     params, out = sys.argv[1:3]
     p = json.loads(params)
-    signal.alarm(int(p["seconds"]) + 30)
+    signal.alarm(int(p["seconds"]) + 120)
     Path(out).write_text(json.dumps(asyncio.run(run(p))))
 
 

@@ -343,9 +343,10 @@ async def test_a_malformed_last_event_id_and_writes_are_refused(db_path: Path) -
         assert response.status_code == 400
         assert "Last-Event-ID must be a transition id" in response.json()["message"]
         for method in ("POST", "PUT", "DELETE", "PATCH"):
-            written = await served.client.request(method, "/api/v1/cluster")
-            assert written.status_code == 405
-            assert "read-only" in written.json()["message"]
+            for path in ("/api/v1/cluster", "/api/v1/events", "/api/v1/results", "/metrics"):
+                written = await served.client.request(method, path)
+                assert written.status_code == 405, (method, path)
+                assert "read-only" in written.json()["message"]
 
 
 async def test_no_secret_reaches_a_response(targets: TargetServer, db_path: Path) -> None:

@@ -78,7 +78,10 @@ class HttpApi:
         self._token = None if token is None else token.encode()
         self.pages = StatusPages(self)  # the status page: /, /services/..., /static/...
         self._app = Starlette(
-            routes=[Route(path, endpoint) for path, endpoint in routes.table(self)]
+            routes=[
+                Route(path, endpoint, methods=["GET"])  # and HEAD: read-only
+                for path, endpoint in routes.table(self)
+            ]
             + self.pages.routes(),
             exception_handlers={
                 ApiError: _api_error,

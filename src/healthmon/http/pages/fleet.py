@@ -237,7 +237,10 @@ class FleetHistory:
 
     async def _refresh(self, now: float) -> None:
         coverage = await self.store.coverage()
+        # No hour closed in the last day (a new database, a monitor stopped for days):
+        # there are no hour rows to read there; minutes are read from a day ago on.
         hour_mark = int(min(coverage.hour_until, now) // HOUR * HOUR)
+        hour_mark = max(hour_mark, int(now // HOUR * HOUR) - 24 * HOUR)
         minute_mark = max(hour_mark, int(min(coverage.minute_until, now) // MINUTE * MINUTE))
         today = int(now // DAY * DAY)
         if self._hour_mark is not None and (hour_mark < self._hour_mark or today < self._today):
@@ -267,7 +270,7 @@ class FleetHistory:
         `hour_mark`; settle the days that passed out of "yesterday and today"."""
         yesterday = today - DAY
         since = yesterday if self._hour_mark is None else max(self._hour_mark, yesterday)
-        found = await self.store.aggregates(HOUR, since, hour_mark)
+        found = await self.store.aggregates(HOUR, since, hour_mark) if since < hour_mark else {}
         old_start = None if self._hour_mark is None else self._hour_mark - 24 * HOUR
         new_start = hour_mark - 24 * HOUR
         if today > self._today and self._hour_mark is not None:

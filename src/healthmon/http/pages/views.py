@@ -170,10 +170,10 @@ class StatusPages:
         query = Query(request.query_params, ("window",))
         window = query.choice("window", tuple(WINDOWS), "24h")
         monitor = self.api.monitor
-        if name not in monitor.services and not await self.api.feed.knows(name):
-            raise ApiError(404, "unknown_service", f"unknown service {name!r}")
         started = time.perf_counter()
-        known = await self.api.feed.knows(name)
+        known = await self.api.feed.knows(name)  # in the database: it has a history
+        if name not in monitor.services and not known:
+            raise ApiError(404, "unknown_service", f"unknown service {name!r}")
         history = None
         if known:
             async with self.api.reading:

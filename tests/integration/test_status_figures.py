@@ -121,7 +121,8 @@ async def test_the_service_page_figures(db_path: Path) -> None:
         found = await read_service(store, "db", "24h", now)
         seconds, bucket = WINDOWS["24h"]
         assert found.until == now
-        assert found.since % bucket == 0 and now - found.since <= seconds
+        assert found.since % bucket == 0
+        assert now - found.since <= seconds
         assert len(found.buckets) == math.ceil((now - found.since) / bucket)
         report = found.report
         assert len(report.incidents) >= 3
@@ -131,7 +132,8 @@ async def test_the_service_page_figures(db_path: Path) -> None:
         kinds = [segment.kind for segment in found.strip]
         assert kinds.count("unhealthy") == len(report.incidents)
         for segment in found.strip:
-            assert 0 <= segment.left and segment.left + segment.width <= 1 + 1e-9
+            assert segment.left >= 0
+            assert segment.left + segment.width <= 1 + 1e-9
 
 
 async def test_the_strip_marks_what_was_not_observed(db_path: Path) -> None:

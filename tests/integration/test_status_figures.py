@@ -136,6 +136,26 @@ async def test_the_service_page_figures(db_path: Path) -> None:
             assert segment.left + segment.width <= 1 + 1e-9
 
 
+@pytest.mark.parametrize(
+    ("since", "until", "bucket"),
+    [
+        (START + 3600 * 2, START + 3600 * 30, 3600.0),  # whole hours: aggregates only
+        (START + 7.25, START + 3600 * 30 + 41.5, 600.0),  # raw results at the edges
+        (START - 86400, START + 3600 * 3 + 1, 900.0),  # starts before anything
+        (START + 100, START + 100, 60.0),  # empty
+    ],
+)
+async def test_a_report_and_its_series_read_at_once_equal_both_read_apart(
+    db_path: Path, since: float, until: float, bucket: float
+) -> None:
+    async with HealthStore(db_path) as store:
+        await _write(store, START, START + 3600 * 31)
+        for name in NAMES:
+            report, series = await store.report_series(name, since, until, bucket=bucket)
+            assert report == await store.report(name, since, until)
+            assert series == await store.series(name, since, until, bucket=bucket)
+
+
 async def test_the_strip_marks_what_was_not_observed(db_path: Path) -> None:
     now = START + 3 * 3600
     async with HealthStore(db_path) as store:

@@ -40,7 +40,7 @@ from healthmon.store.stats import (
     WindowStats,
 )
 
-__all__ = ["MAX_BUCKETS", "reports", "series", "service_ids", "windows"]
+__all__ = ["MAX_BUCKETS", "report_series", "reports", "series", "service_ids", "windows"]
 
 MAX_BUCKETS = 100_000
 """The most buckets a series may have: more is a mistake (a bucket far too small)."""
@@ -92,35 +92,87 @@ async def reports(
     result = {}
     for name, service_id in ids.items():
         main, *span_sums = sums[service_id]
-        found = [
-            Incident(
-                service_name=name,
-                start=span.start,
-                end=span.end,
-                worst_status=span.worst,
-                duration=span.stop - span.start,
-                checks=checked.counts().total,
-                began_before=span.began_before,
-            )
-            for span, checked in zip(incidents[service_id], span_sums, strict=True)
-        ]
-        service_gaps = [
-            Gap(name, start, end, (until if end is None else end) - start)
-            for start, end in gaps.get(service_id, ())
-        ]
-        counts = main.counts()
-        result[name] = ServiceReport(
-            service_name=name,
-            since=since,
-            until=until,
-            counts=counts,
-            latency=main.latency(),
-            incidents=tuple(found),
-            gaps=tuple(service_gaps),
-            mttr=_mttr(found),
-            mtbf=_mtbf(found, service_gaps, since, until),
+        result[name] = _report(
+            name, main, (incidents[service_id], span_sums), gaps.get(service_id, ()), (since, until)
         )
     return result
+
+
+async def report_series(
+    conn: AsyncConnection,
+    ids: dict[str, int],
+    window: tuple[float, float],
+    *,
+    bucket: float,
+    gap_after: float,
+) -> tuple[ServiceReport, list[WindowStats]]:
+    """One service's report over [since, until) and its series in buckets of `bucket`
+    seconds from `since` (as `series()` makes them), from one reading of its rows: the
+    report's sums are the buckets' sums, its histogram the sum of theirs. `ids` holds
+    the one service ({name: id})."""
+    ((name, service_id),) = ids.items()
+    since, until = window
+    coverage = await load_coverage(conn)
+    whole = plan(since, until, coverage)
+    count = math.ceil((until - since) / bucket)
+    edges = [min(since + k * bucket, until) for k in range(count)] + [until]
+    plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
+    since, until = whole.since, whole.until
+    transitions = await _transitions(conn, [service_id], since, until) if since < until else {}
+    spans = _incidents(transitions.get(service_id, ()), since, until)
+    windows = [(service_id, p) for p in plans]
+    windows += [(service_id, plan(span.start, span.stop, coverage)) for span in spans]
+    sums = (await _collect(conn, windows))[service_id]
+    buckets, span_sums = sums[: len(plans)], sums[len(plans) :]
+    main = _Sums()
+    for found in buckets:  # before their latency(), which adds their raw latencies in
+        found.histogram.compact()  # one part a bucket: the report merges 180, not 2,160
+        main.merge(found)
+    series = [
+        WindowStats(p.since, p.until, found.counts(), found.latency())
+        for p, found in zip(plans, buckets, strict=True)
+    ]
+    gaps = await _gaps(conn, [service_id], (since, until), gap_after) if since < until else {}
+    report = _report(name, main, (spans, span_sums), gaps.get(service_id, ()), (since, until))
+    return report, series
+
+
+def _report(
+    name: str,
+    main: _Sums,
+    incidents: tuple[Sequence[_Span], Sequence[_Sums]],
+    gaps: Iterable[tuple[float, float | None]],
+    window: tuple[float, float],
+) -> ServiceReport:
+    """A report from its sums: the window's, and each incident's span and sums."""
+    spans, span_sums = incidents
+    since, until = window
+    found = [
+        Incident(
+            service_name=name,
+            start=span.start,
+            end=span.end,
+            worst_status=span.worst,
+            duration=span.stop - span.start,
+            checks=checked.counts().total,
+            began_before=span.began_before,
+        )
+        for span, checked in zip(spans, span_sums, strict=True)
+    ]
+    service_gaps = [
+        Gap(name, start, end, (until if end is None else end) - start) for start, end in gaps
+    ]
+    return ServiceReport(
+        service_name=name,
+        since=since,
+        until=until,
+        counts=main.counts(),
+        latency=main.latency(),
+        incidents=tuple(found),
+        gaps=tuple(service_gaps),
+        mttr=_mttr(found),
+        mtbf=_mtbf(found, service_gaps, since, until),
+    )
 
 
 async def windows(

@@ -88,11 +88,10 @@ async def read_service(store: HealthStore, name: str, window: str, now: float) -
     until = now
     # Buckets aligned to whole minutes/hours (read from aggregates); the last one ends now.
     since = math.ceil(until / bucket) * bucket - seconds
-    # Three reads at once, each on a connection of its own: SQLite reads one while
-    # Python sums another's rows.
-    report, buckets, transitions = await asyncio.gather(
-        store.report(name, since, until),
-        store.series(name, since, until, bucket=bucket),
+    # The report and the series from one reading of the rows; the transitions (for
+    # the causes) meanwhile, on a connection of their own.
+    (report, buckets), transitions = await asyncio.gather(
+        store.report_series(name, since, until, bucket=bucket),
         store.transitions(name, since, until),
     )
     return ServiceHistory(

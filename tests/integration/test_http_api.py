@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -382,6 +383,16 @@ async def test_a_non_loopback_address_needs_a_token_or_consent(db_path: Path) ->
             async with httpx.AsyncClient() as client:
                 response = await client.get(f"http://127.0.0.1:{server.port}/api/v1/cluster")
             assert response.status_code == 200
+
+
+async def test_accepted_connections_are_tcp_so_asyncio_turns_nagle_off(db_path: Path) -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (accepted
+    # ones inherit the listener's): with proto 0, every response's body waited for the
+    # client's delayed ACK, 40 ms a request.
+    async with serve(db_path) as served:
+        listener = served.server._socket
+        assert listener is not None
+        assert listener.proto == socket.IPPROTO_TCP
 
 
 async def test_an_address_in_use_is_a_serve_error_naming_it(db_path: Path) -> None:

@@ -380,6 +380,7 @@ class _Routes:
                 chunks=chunks,
                 send_timeout=self.settings.send_timeout,
                 what="results export",
+                head=request.method == "HEAD",
             )
 
     async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -442,6 +443,7 @@ class _Routes:
                 chunks=chunks,
                 send_timeout=self.settings.send_timeout,
                 what="event stream",
+                head=request.method == "HEAD",
             )
 
 

@@ -137,6 +137,10 @@ async def test_transitions_are_paged_in_commit_order(db_path: Path) -> None:
             "to_status": "degraded",
             "cause": None,
         }
+        ahead = await served.client.get(
+            "/api/v1/transitions", params={"after": made[3].id + 50, "wait": "30s"}
+        )
+        assert ahead.json() == {"transitions": [], "next_after": made[3].id}
         only_b = await served.client.get("/api/v1/transitions", params={"service": "agent:b"})
         assert [t["id"] for t in only_b.json()["transitions"]] == [made[3].id]
         # The memory ring and the store give the same pages.

@@ -302,6 +302,10 @@ class _Routes:
         services = query.texts("service") or None
         for name in services or ():
             await self._known(name)
+        if after > self.feed.index:
+            # Ahead of every id: the database was replaced and ids started again.
+            # Start the client over from the newest, as a blocking query does.
+            return self.json({"transitions": [], "next_after": self.feed.index})
         async with self.api.reading:
             page, cursor = await self.feed.after(after, limit, services)
         if not page and wait is not None and not self.feed.closed:

@@ -66,14 +66,18 @@ async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
     probes: dict[str, list[float]] = defaultdict(list)
 
     async def stream() -> None:
+        # Events split on the bytes as they arrive (httpx's line decoder would hand
+        # over a line only once it has seen what follows it).
         async with client.stream("GET", "/api/v1/events") as response:
-            data = None
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    data = json.loads(line[6:])
-                elif not line and data is not None:
-                    received.append((data["service"], data["ts"], time.monotonic()))
-                    data = None
+            pending = b""
+            async for chunk in response.aiter_raw():
+                got = time.monotonic()
+                *events, pending = (pending + chunk).split(b"\n\n")
+                for event in events:
+                    for line in event.split(b"\n"):
+                        if line.startswith(b"data: "):
+                            data = json.loads(line[6:])
+                            received.append((data["service"], data["ts"], got))
 
     async def poll() -> None:
         index = int((await client.get("/api/v1/cluster/status")).headers["X-Healthmon-Index"])

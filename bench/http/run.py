@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--fleet", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the smallest run (a few seconds): the harness works"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.services, args.clients, args.think, args.fleet = 5, 5, [0.1], 50
+        args.warmup, args.duration = 0.5, 1.5
     limit = args.warmup + args.duration + 60
-    figures: dict[str, Any] = {"at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    figures: dict[str, Any] = {
+        "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_average_before": os.getloadavg(),
+    }
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the start")
 
     with TargetProcess(ports=args.services, lifetime=3600) as targets:
         common = {"ports": targets.ports, "services": args.services, "hz": 20.0,
@@ -128,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{_f(value['p99_ms'])+' ms':>10}")  # fmt: skip
     print(f"    /metrics page: {fleet['metrics_render']['bytes']} bytes; "
           f"transitions committed: {fleet['transitions_committed']}")  # fmt: skip
+    figures["load_average_after"] = os.getloadavg()
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,10 @@ async def test_transitions_are_paged_in_commit_order(db_path: Path) -> None:
             "to_status": "degraded",
             "cause": None,
         }
+        ahead = await served.client.get(
+            "/api/v1/transitions", params={"after": made[3].id + 50, "wait": "30s"}
+        )
+        assert ahead.json() == {"transitions": [], "next_after": made[3].id}
         only_b = await served.client.get("/api/v1/transitions", params={"service": "agent:b"})
         assert [t["id"] for t in only_b.json()["transitions"]] == [made[3].id]
         # The memory ring and the store give the same pages.
@@ -309,12 +314,13 @@ BAD_INPUT = [
     ("/api/v1/services/agent:a/report?since=nan", 400, "since must be a finite time"),
     ("/api/v1/services/agent:a/report?since=1e300", 400, "since must be between 1970"),
     ("/api/v1/services/agent:a/report?since=1h&until=2h", 400, "is after until"),
-    ("/api/v1/services/agent:a/report?since=2d&exact=true", 400, "at most 86400 s"),
+    ("/api/v1/services/agent:a/report?since=2h&exact=true", 400, "at most 3600 s"),
     ("/api/v1/services/agent:a/report?exact=maybe", 400, "exact must be true or false"),
+    ("/api/v1/services/agent:a/series?since=3650d&bucket=1s", 400, "at most 3600 s (1 h)"),
     (
-        "/api/v1/services/agent:a/series?since=3650d&bucket=1s",
+        "/api/v1/services/agent:a/series?since=3650d&bucket=60",
         400,
-        "buckets of 1.0 s between since and until; at most 100000",
+        "buckets of 60.0 s between since and until; at most 100000",
     ),
     ("/api/v1/series", 400, "bucket is required"),
     ("/api/v1/series?bucket=-5", 400, "bucket must be a positive duration"),
@@ -381,6 +387,16 @@ async def test_a_non_loopback_address_needs_a_token_or_consent(db_path: Path) ->
             async with httpx.AsyncClient() as client:
                 response = await client.get(f"http://127.0.0.1:{server.port}/api/v1/cluster")
             assert response.status_code == 200
+
+
+async def test_accepted_connections_are_tcp_so_asyncio_turns_nagle_off(db_path: Path) -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (accepted
+    # ones inherit the listener's): with proto 0, every response's body waited for the
+    # client's delayed ACK, 40 ms a request.
+    async with serve(db_path) as served:
+        listener = served.server._socket
+        assert listener is not None
+        assert listener.proto == socket.IPPROTO_TCP
 
 
 async def test_an_address_in_use_is_a_serve_error_naming_it(db_path: Path) -> None:

@@ -147,6 +147,17 @@ async def test_a_hundred_streams_and_fifty_long_polls_hear_one_transition(
             assert served.api.waiting.held == 0
 
 
+async def test_a_head_request_gets_the_head_and_no_stream(db_path: Path) -> None:
+    async with serve(db_path) as served:
+        for path in ("/api/v1/events", "/api/v1/results"):
+            response = await served.client.head(path)
+            assert response.status_code == 200
+            assert response.content == b""
+            # The response is over: no stream is left running for it.
+            await wait_for(lambda: served.api.streams.held == 0 == served.api.exports.held)
+        assert (await served.client.get("/api/v1/cluster/status")).status_code == 200
+
+
 async def test_more_streams_than_allowed_are_refused_not_queued(db_path: Path) -> None:
     async with serve(db_path, max_streams=2) as served:
         followers = [Follower(served).start() for _ in range(2)]

@@ -319,7 +319,7 @@ def document() -> dict[str, Any]:
                 _UNTIL,
                 _param(
                     "exact",
-                    "Percentiles from raw results (window at most 24 h).",
+                    "Percentiles from raw results (window at most 1 h).",
                     {"type": "boolean"},
                 ),
             ],

@@ -28,7 +28,7 @@ log = structlog.get_logger("healthmon.http")
 class HttpServer:
     """Serve `api` on host:port (from its settings) until stopped."""
 
-    def __init__(self, api: HttpApi, *, shutdown_timeout: int = 3) -> None:
+    def __init__(self, api: HttpApi, *, shutdown_timeout: int = 1) -> None:
         self.api = api
         self._shutdown_timeout = shutdown_timeout
         self._server: uvicorn.Server | None = None

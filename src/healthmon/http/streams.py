@@ -56,11 +56,16 @@ async def stream(
     chunks: Callable[[], AsyncGenerator[bytes]],
     send_timeout: float,
     what: str,
+    head: bool = False,
 ) -> None:
-    """Send a response whose body is `chunks()`, until it ends or the client leaves."""
+    """Send a response whose body is `chunks()`, until it ends or the client leaves;
+    for a HEAD request, only the head (a stream would otherwise run on, unsent)."""
 
     async def body() -> None:
         await _send(send, {"type": "http.response.start", "status": status, "headers": headers})
+        if head:
+            await _send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+            return
         async with contextlib.aclosing(chunks()) as produced:
             async for chunk in produced:
                 await _send(send, {"type": "http.response.body", "body": chunk, "more_body": True})

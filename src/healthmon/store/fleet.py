@@ -31,7 +31,10 @@ from healthmon.store.stats import StatusCounts
 __all__ = ["DAY", "Aggregate", "DayCounts", "aggregates", "day_counts", "minute_counts"]
 
 DAY = 86_400
-_IDS_PER_QUERY = 500  # each id is a key range; SQLite caps a statement's parameters
+_IDS_PER_QUERY = 100
+"""Services per query: each is a key range; and the rows of one query are made into
+Python objects on the event loop in one go, so a query's rows are kept few (about
+5,000 for a day of hour rows) and the loop runs between queries."""
 
 
 @dataclass(frozen=True, slots=True)

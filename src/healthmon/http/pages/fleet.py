@@ -232,7 +232,7 @@ class FleetHistory:
             if reading is None or not 0 <= now - reading.at < self.max_age:
                 await self._refresh(now)
                 await self._read_tail(now)
-                reading = self._reading = _Reading(now, self._summaries(now))
+                reading = self._reading = _Reading(now, await self._summaries(now))
             return reading.at, reading.summaries
 
     async def _refresh(self, now: float) -> None:
@@ -277,7 +277,9 @@ class FleetHistory:
             self._settle(yesterday)
         for name in found:
             self._services.setdefault(name, _Service())
-        for name, service in self._services.items():
+        for index, (name, service) in enumerate(list(self._services.items())):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the monitor's checks run
             if old_start is not None:
                 for hour in service.hours:  # hours leaving the window
                     if hour.start >= new_start:
@@ -361,11 +363,14 @@ class FleetHistory:
 
     # -- the figures --------------------------------------------------------------------
 
-    def _summaries(self, now: float) -> dict[str, Summary]:
+    async def _summaries(self, now: float) -> dict[str, Summary]:
         today = int(now // DAY * DAY)
         first_day = today - (DAYS - 1) * DAY
         result = {}
-        for name in self._services.keys() | self._tail.keys() | (self._settled or {}).keys():
+        names = self._services.keys() | self._tail.keys() | (self._settled or {}).keys()
+        for turn, name in enumerate(names):
+            if turn % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let the monitor's checks run
             service = self._services.setdefault(name, _Service())
             # What came since the hours: the current hour's minutes, the raw tail.
             extra: dict[int, list[int]] = {
@@ -431,3 +436,5 @@ class FleetHistory:
 
 
 _NONE = StatusCounts()
+_YIELD_EVERY = 100
+"""Services summed between two turns of the event loop (a few milliseconds)."""

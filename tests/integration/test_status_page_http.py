@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,8 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 async def test_the_pages_and_their_files(db_path: Path, targets: TargetServer) -> None:
     async with serve(db_path, targets.url("/healthy"), token=None) as served:
         await wait_for(lambda: "web" in served.monitor.health_cache)
+        # Its first results committed, so that the history read by the first page has it.
+        await wait_for(lambda: (served.monitor.store_stats or _none()).committed_results > 0)
         client = served.client
         page = await client.get("/")
         assert page.status_code == 200
@@ -42,6 +45,10 @@ async def test_the_pages_and_their_files(db_path: Path, targets: TargetServer) -
         assert (await client.get("/days")).status_code == 400
         assert (await client.get("/days?service=nope")).status_code == 404
         assert (await client.post("/")).status_code == 405
+
+
+def _none() -> Any:
+    raise AssertionError("the monitor has no store")
 
 
 async def test_many_services_are_paged_worst_first_and_filtered(

@@ -148,8 +148,10 @@ class StatusPages:
         async with self.api.reading:
             _, summaries = await self.history.summaries()
         summary = summaries.get(name)
-        if summary is None:
-            raise ApiError(404, "unknown_service", f"unknown service {name!r}: no history")
+        if summary is None:  # monitored, nothing read of it yet: no days to show
+            if name not in self._names():
+                raise ApiError(404, "unknown_service", f"unknown service {name!r}")
+            summary = EMPTY
         body = [
             {
                 "day": _day(bar.day),

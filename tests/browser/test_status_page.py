@@ -59,7 +59,10 @@ async def served(db_path: Path, targets: TargetServer, console: Console) -> Asyn
         monitor.add_service(http_service("db", targets.url("/fail")))
         monitor.add_service(http_service("cache", targets.url("/scripted")))
         monitor.add_service(http_service(EVIL, targets.url("/healthy")))
-        await served.flip("queue", "degraded")
+        # Not served.flip(): the other services' first transitions move the feed too.
+        served.agents.health["queue"] = "degraded"
+        await monitor.check_agents_health(served.agents)
+        await wait_for(lambda: served.api.feed.latest("agent:queue") is not None)
         names = {"web", "db", "cache", EVIL, "agent:queue"}
         await wait_for(lambda: names <= monitor.health_cache.keys())
         await wait_for(lambda: monitor.health_cache["db"].effective_status.value == "unhealthy")

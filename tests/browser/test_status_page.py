@@ -52,7 +52,9 @@ async def _history(db_path: Path, url: str) -> None:
 
 
 @pytest_asyncio.fixture
-async def served(db_path: Path, targets: TargetServer, console: Console) -> AsyncIterator[Served]:
+async def served(db_path: Path, targets: TargetServer, browser: Browser) -> AsyncIterator[Served]:
+    """The pages served over a monitor; after `browser`, so that without one the test
+    skips before anything starts."""
     await _history(db_path, targets.url("/healthy"))
     async with serve(db_path, targets.url("/healthy"), token=None) as served:
         monitor = served.monitor

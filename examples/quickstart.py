@@ -16,15 +16,24 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from healthmon import (
-    CheckPolicy,
-    HealthCheckResult,
-    HealthMonitor,
-    HealthStore,
-    ServiceDefinition,
-)
-from healthmon.log import configure_logging
-from healthmon.targets import TargetServer
+try:
+    from healthmon import (
+        CheckPolicy,
+        HealthCheckResult,
+        HealthMonitor,
+        HealthStore,
+        ServiceDefinition,
+    )
+    from healthmon.log import configure_logging
+    from healthmon.targets import TargetServer
+except ModuleNotFoundError as exc:  # run with a Python that lacks healthmon
+    if exc.name != "healthmon":
+        raise
+    sys.exit(
+        f"healthmon is not installed for {sys.executable}. From the clone, run:\n"
+        "  .venv/bin/python examples/quickstart.py\n"
+        "(./scripts/demo or ./scripts/test makes .venv), or `pip install -e .` first."
+    )
 
 RUN_SECONDS = 4.0
 

@@ -35,7 +35,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] \
 sys.exit(importlib.util.find_spec("healthmon") is None)'; then
     rm -f "$stamp"
     echo "== installing healthmon and its dev tools into .venv (pip install -e '.[dev]')," \
-        "as pyproject.toml is new or changed: usually 20-60 s the first time, a few seconds" \
+        "as pyproject.toml is new or changed: usually 20 s to a minute the first time, a few seconds" \
         "after a change; pip's progress follows" >&2
     started=$SECONDS
     .venv/bin/python -m pip install --disable-pip-version-check -e '.[dev]' >&2

@@ -54,6 +54,7 @@ async def fill(engine: AsyncEngine, rollup: Rollup, streams: list[Stream]) -> in
     t = min(stream.start for stream in streams)
     end = max(stream.end for stream in streams)
     written = 0
+    newest: dict[int, int] = {}
     while t < end:
         rows, raw, transitions = [], [], []
         for source in sources:
@@ -66,8 +67,11 @@ async def fill(engine: AsyncEngine, rollup: Rollup, streams: list[Stream]) -> in
                 await conn.execute(insert(check_results), raw)
             if transitions:
                 await conn.execute(insert(status_transitions), transitions)
-            await rollup.write(conn, rows)
+            before = {row["service_id"]: newest.get(row["service_id"]) for row in rows}
+            await rollup.write(conn, rows, before)
         rollup.committed()
+        for row in rows:  # each service's newest written time, as the writer keeps it
+            newest[row["service_id"]] = max(row["ts_us"], newest.get(row["service_id"], 0))
         written += len(rows)
         t += 600
     return written

@@ -160,6 +160,11 @@ def service_keys() -> dict[str, tuple[Any, bool]]:
     }
 
 
+_SECRET_KEYS = frozenset(f.name for f in dataclasses.fields(ServiceDefinition) if not f.repr)
+"""Keys whose values are never shown in a message, whatever their type: the fields a
+ServiceDefinition keeps out of its repr (its headers)."""
+
+
 def _dataclass_in(hint: Any) -> type[Any] | None:
     """The dataclass a hint names (`X` or `X | None`), if any."""
     arms = get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
@@ -244,9 +249,8 @@ class _Loader:
             try:
                 checked[key] = _fit(value, keys[key])
             except _MismatchError as exc:
-                raise self.error(
-                    where, f"must be {exc}, got {_kind(value)} {_show(value)}", key
-                ) from None
+                shown = "" if key in _SECRET_KEYS else f" {_show(value)}"
+                raise self.error(where, f"must be {exc}, got {_kind(value)}{shown}", key) from None
         return checked
 
     def store(self, table: dict[str, Any]) -> dict[str, Any]:

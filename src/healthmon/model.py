@@ -6,8 +6,10 @@ Pure data with validation; nothing here does I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -20,6 +22,7 @@ __all__ = [
     "ServiceDefinition",
     "StatusTransition",
     "redact_url",
+    "redact_urls_in",
     "worst_status",
 ]
 
@@ -65,6 +68,13 @@ class HealthCheckResult:
     `response_time_ms` is measured on the monotonic clock. Both are kept to the
     microsecond, the resolution of the database (micros.py), so a result read back
     from the store equals the one made.
+
+    `answered` says whether the target answered: an HTTP response (its status line
+    and headers) arrived before the check's timeout, so `response_time_ms` measures
+    the service and counts in latency statistics. The probe and the monitor set it;
+    None, for a result made elsewhere, leaves it to the error's form
+    (`store.rollup.is_answered`). It is not compared: a result read back equals the
+    one made whichever way it was decided.
     """
 
     service_name: str
@@ -74,6 +84,7 @@ class HealthCheckResult:
     details: dict[str, Any] | None = None
     error: str | None = None
     confirmed_status: HealthStatus | None = None
+    answered: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))
@@ -104,9 +115,10 @@ class StatusTransition:
         object.__setattr__(self, "timestamp", seconds_on_grid(self.timestamp))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ServiceDefinition:
-    """A service the monitor knows of.
+    """A service the monitor knows of: a value, validated once as it is built and
+    never changed after (`dataclasses.replace` makes a validated copy).
 
     The first five fields are the seed's. A service without `health_check_url` is
     registered but not probed (its health may come from elsewhere, e.g. an agent).
@@ -114,7 +126,8 @@ class ServiceDefinition:
     The rest override the monitor's defaults for this service; None inherits them.
     `interval` is this service's check period (0.05-1.0 s); the others are
     `CheckPolicy`'s fields (see there). `headers` are sent with every check (an
-    auth token, say) and kept out of reprs, logs and the database.
+    auth token, say) and kept out of reprs, logs and the database; they are held as a
+    read-only copy of the mapping given.
     """
 
     name: str
@@ -133,7 +146,7 @@ class ServiceDefinition:
     follow_redirects: bool | None = None
     trust_env: bool | None = None
     verify_tls: bool | None = None
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         # Written out so that the URL's credentials (and the headers) stay out of logs.
@@ -162,6 +175,8 @@ class ServiceDefinition:
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"{where}: {exc}") from exc
         _validate_headers(self.headers, where=where)
+        # A copy of its own that nobody can change: validated headers stay valid.
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
 
 
 _OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}
@@ -170,7 +185,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
 
 
 def _validate_headers(headers: object, *, where: str) -> None:
-    if not isinstance(headers, dict):
+    if not isinstance(headers, Mapping):
         raise TypeError(f"{where}: headers must be a mapping of names to values")
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
@@ -216,6 +231,17 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in(text: str) -> str:
+    """`text` with every URL in it redacted (`redact_url`): for third parties' messages,
+    which may quote a URL. Text without a URL is returned as it is."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
 
 
 _SECRET_NAMES = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "credential")

@@ -21,7 +21,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -31,6 +31,7 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.confirm import Confirmation
+from healthmon.log import guard_http_logs
 from healthmon.model import (
     HealthCheckResult,
     HealthStatus,
@@ -100,11 +101,13 @@ class HealthMonitor:
         self.services: dict[str, ServiceDefinition] = {}
         self.subscribers: list[Subscriber] = []
         self._cache = HealthCache()
+        self._unchecked: set[str] = set()  # registered, checkable, no result yet
         self._store = store
         self._flush_interval = flush_interval
         self._max_pending = max_pending
         self._freeze_gc = freeze_gc
         self._user_client = http_client
+        guard_http_logs()  # the loggers of the HTTP stack, as imported by now
         self._default_client: httpx.AsyncClient | None = None  # for checks of no service
         self._clients: dict[str, httpx.AsyncClient] = {}  # one per checked service
         self._policies: dict[str, CheckPolicy] = {}
@@ -123,6 +126,7 @@ class HealthMonitor:
         self._schedules_started = 0
         self._writer: ResultWriter | None = None
         self._notifier: Notifier | None = None
+        self._untold: list[HealthCheckResult] = []  # changes of one-off checks, to deliver
         self._running = False
         self._lifecycle = asyncio.Lock()
 
@@ -137,6 +141,11 @@ class HealthMonitor:
     @health_cache.setter
     def health_cache(self, results: Mapping[str, HealthCheckResult]) -> None:
         self._cache = HealthCache(results)
+        self._unchecked = {
+            name
+            for name, service in self.services.items()
+            if service.health_check_url is not None and name not in self._cache
+        }
 
     def get_cluster_health(self) -> dict[str, HealthCheckResult]:
         """A snapshot (a copy) of the latest result per service."""
@@ -144,8 +153,17 @@ class HealthMonitor:
 
     def get_cluster_status(self) -> HealthStatus:
         """The worst confirmed status: UNHEALTHY > DEGRADED > UNKNOWN > HEALTHY;
-        UNKNOWN when there is nothing."""
-        return self._cache.worst_status()
+        UNKNOWN when there is nothing. A registered service with a health_check_url
+        and no result yet counts as UNKNOWN: the cluster is not HEALTHY before every
+        such service has been checked."""
+        status = self._cache.worst_status()
+        if self._unchecked and status.severity < HealthStatus.UNKNOWN.severity:
+            # Kept up to date by _record; a result set in the cache directly is
+            # noticed here (only while some service has none: at start).
+            self._unchecked = {name for name in self._unchecked if name not in self._cache}
+            if self._unchecked:
+                return HealthStatus.UNKNOWN
+        return status
 
     @property
     def running(self) -> bool:
@@ -153,8 +171,9 @@ class HealthMonitor:
 
     @property
     def store_stats(self) -> WriterStats | None:
-        """The store writer's counters while monitoring with a store (None otherwise):
-        `healthy`, `last_error`, pending and dropped counts."""
+        """The store writer's counters while monitoring with a store, or after a one-off
+        check with one until stop_monitoring() (None otherwise): `healthy`,
+        `last_error`, pending and dropped counts."""
         return None if self._writer is None else self._writer.stats
 
     @property
@@ -189,6 +208,8 @@ class HealthMonitor:
         policy = self.policy.with_overrides(service)  # validated by ServiceDefinition already
         self.services[service.name] = service
         self._policies[service.name] = policy
+        if service.health_check_url is not None and service.name not in self._cache:
+            self._unchecked.add(service.name)
         if self._writer is not None:
             self._register_with_writer(self._writer, service)
         if self._running:
@@ -199,6 +220,7 @@ class HealthMonitor:
         recorded) and it leaves the cache. Its stored history stays."""
         self.services.pop(service_name, None)
         self._policies.pop(service_name, None)
+        self._unchecked.discard(service_name)
         self._cache.pop(service_name, None)
         self._check_counts.pop(service_name, None)
         self._schedules.pop(service_name, None)
@@ -274,6 +296,11 @@ class HealthMonitor:
 
         As in the seed, a name that is not registered, or a service without a
         health_check_url, gives an UNKNOWN result that is not recorded.
+
+        On a monitor that is not running, no task is started: the result is written
+        in one flush and a change is delivered to the subscribers before this
+        returns. With a store, the first such check takes the store's writer, kept
+        (without a task) for the next ones until stop_monitoring().
         """
         service = self.services.get(service_name)
         if service is None or service.health_check_url is None:
@@ -347,6 +374,7 @@ class HealthMonitor:
                     response_time_ms=0.0,
                     timestamp=now,
                     error="agent no longer reported",
+                    answered=False,
                 )
                 self._record(gone, force=True)
 
@@ -365,6 +393,7 @@ class HealthMonitor:
             changed = confirmation.observe(result.status, time.monotonic())
         result = dataclasses.replace(result, confirmed_status=confirmation.current)
         self._cache[name] = result
+        self._unchecked.discard(name)
         counts = self._check_counts.get(name)
         if counts is None:
             counts = self._check_counts[name] = dict.fromkeys(HealthStatus, 0)
@@ -387,8 +416,8 @@ class HealthMonitor:
             )
         if self._writer is not None:
             self._writer.submit(result, transition)
-        elif transition is not None and self._notifier is not None:
-            self._notifier.put((result,))
+        elif transition is not None:
+            self._tell((result,))
         return result
 
     def _confirmation_for(self, name: str) -> Confirmation:
@@ -457,6 +486,7 @@ class HealthMonitor:
                 response_time_ms=0.0,
                 timestamp=time.time(),
                 error=f"check raised {type(exc).__name__}",
+                answered=False,
             )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -466,6 +496,7 @@ class HealthMonitor:
         async with self._lifecycle:
             if self._running:
                 return
+            guard_http_logs()  # and of any module of it imported since
             await self._open_session()
             self._running = True
             for service in self.services.values():
@@ -508,8 +539,10 @@ class HealthMonitor:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[None]:
-        """Around a one-off check: while monitoring, nothing to do; otherwise open the
-        writer and notifier for it and close them after (flush, then deliver)."""
+        """Around a one-off check. While monitoring, nothing to do. Otherwise no task is
+        started: the results go to the store in one flush of a writer kept (without its
+        task) from one one-off check to the next, and the changes it committed are
+        delivered inline, before the check returns."""
         if self._running:
             yield
             return
@@ -517,36 +550,58 @@ class HealthMonitor:
             if self._running:  # started while we waited for the lock
                 yield
                 return
-            await self._open_session()
+            await self._open_writer()
             try:
                 yield
             finally:
-                await self._close_session()
+                writer = self._writer
+                if writer is not None:
+                    await writer.flush()  # refused: it stays pending, for the next flush
+                told, self._untold = self._untold, []
+                for result in told:
+                    await self._deliver(result)
 
     async def _open_session(self) -> None:
-        """Start the notifier and the writer; on failure, stop only what this started."""
+        """Start the notifier and the writer's task (the writer opened if need be)."""
         notifier = Notifier(lambda: list(self.subscribers), self._call)
-        if self._store is None:
-            self._notifier = notifier
-            return
         try:
-            stored = await self._store.current_statuses()
-            writer = self._store.writer(
-                on_commit=lambda committed: notifier.put(result for result, _ in committed),
-                flush_interval=self._flush_interval,
-                max_pending=self._max_pending,
-            )
+            await self._open_writer()
+            if self._writer is not None:
+                await self._writer.start()
         except BaseException:
             await notifier.stop()
             raise
         self._notifier = notifier
+
+    async def _open_writer(self) -> None:
+        """The store's writer, without its task, once the stored statuses are seeded
+        (kept until stop_monitoring(), or until the store closes it)."""
+        if self._store is None or (self._writer is not None and not self._writer.released):
+            return
+        self._writer = None
+        stored = await self._store.current_statuses()
+        writer = self._store.writer(
+            on_commit=self._committed,
+            flush_interval=self._flush_interval,
+            max_pending=self._max_pending,
+        )
         for name, status in stored.items():
             if name not in self._confirmations:  # what this process saw itself wins
                 self._confirmation_for(name).confirmed = status
         for service in self.services.values():
             self._register_with_writer(writer, service)
-        await writer.start()
         self._writer = writer
+
+    def _committed(self, committed: Sequence[tuple[HealthCheckResult, StatusTransition]]) -> None:
+        """The writer committed these transitions: to the notifier, or (one-off checks
+        of a monitor not running) to be delivered inline."""
+        self._tell(result for result, _ in committed)
+
+    def _tell(self, results: Iterable[HealthCheckResult]) -> None:
+        if self._notifier is not None:
+            self._notifier.put(results)
+        else:
+            self._untold.extend(results)
 
     async def _close_session(self) -> None:
         writer, self._writer = self._writer, None
@@ -555,10 +610,15 @@ class HealthMonitor:
                 await writer.stop()  # the last commit hands its transitions to the notifier
         finally:
             notifier, self._notifier = self._notifier, None
+            told, self._untold = self._untold, []  # committed by a writer kept idle
             if notifier is not None:
+                notifier.put(told)
                 # A call in progress may take its full time limit; what is still
                 # queued after that is counted as dropped.
                 await notifier.stop(timeout=self.callback_timeout)
+            else:
+                for result in told:
+                    await self._deliver(result)
 
     @staticmethod
     def _register_with_writer(writer: ResultWriter, service: ServiceDefinition) -> None:
@@ -586,6 +646,7 @@ def _agent_result(name: str, report: Any, now: float) -> HealthCheckResult:
         timestamp=now,
         details=details,
         error=error,
+        answered=True,  # the agent's report came, whatever it says
     )
 
 

@@ -5,6 +5,12 @@ failed check: every outcome is a `HealthCheckResult` whose error is short, stabl
 and good for grouping: `HTTP 503`, `timeout after 500 ms`, `connection refused`,
 `body over 65536 bytes`, `health+json status fail`, `TLS: certificate verify failed`,
 `connection closed mid-body`.
+
+A result says whether the target `answered`: an HTTP response's status line and
+headers arrived before the timeout. So every HTTP status, a body's verdict
+(`body status DOWN`), `body over N bytes`, `too many redirects`, `connection closed
+mid-body` and `body could not be decoded` are answered; a timeout (even mid-body),
+a refused, reset or closed connection without a response, TLS and DNS errors are not.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import re
 import socket
 import ssl
 import time
@@ -26,11 +31,14 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from healthmon.formats import read_body
-from healthmon.model import HealthCheckResult, HealthStatus, redact_url
+from healthmon.log import guard_http_logs
+from healthmon.model import HealthCheckResult, HealthStatus, redact_urls_in
 from healthmon.policy import CheckPolicy
-from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, ssl_context
+from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, responded, ssl_context
 
 __all__ = ["CheckClient", "describe_error", "new_http_client", "probe_http"]
+
+guard_http_logs()
 
 # The cookie forms httpx accepts (its own alias, `CookieTypes`, is private).
 _CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
@@ -52,6 +60,7 @@ def new_http_client(
     with `trust_env`, redirects only with `follow_redirects`, TLS verified unless
     `verify_tls` is off, and never more than `max_body_bytes` of a body read.
     """
+    guard_http_logs()  # the HTTP stack's loggers, some made as it is first used
     proxy = proxy_for(url) if policy.trust_env and url is not None else None
     # httpx's client (the seed's contract patches its `get`) over aiohttp's connection
     # pool: 1.7x less CPU per check than over httpcore (bench/README.md).
@@ -112,26 +121,34 @@ async def probe_http(
     started = time.perf_counter()
     details = None
     status = HealthStatus.UNHEALTHY
-    error: str | None
-    try:
-        async with asyncio.timeout(policy.timeout):
-            response = await client.get(
-                _parsed(url),
-                headers=headers,
-                timeout=policy.timeout,
-                follow_redirects=policy.follow_redirects,
+    error: str | None = None
+    response: httpx.Response | None = None
+    answered = True  # an HTTP response arrived (and the check did not time out)
+    with responded() as arrived:
+        try:
+            async with asyncio.timeout(policy.timeout):
+                response = await client.get(
+                    _parsed(url),
+                    headers=headers,
+                    timeout=policy.timeout,
+                    follow_redirects=policy.follow_redirects,
+                )
+        except BodyTooLarge as exc:  # the headers came: the body is over the cap
+            error = str(exc)
+        # httpx-aiohttp lets aiohttp errors it has no mapping for through unchanged.
+        except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
+            error = describe_error(exc, policy.timeout)
+            # A redirect answered; a timeout's time is the timeout's, not the service's.
+            answered = isinstance(exc, httpx.TooManyRedirects) or (
+                arrived() and not isinstance(exc, TimeoutError | httpx.TimeoutException)
             )
-    except BodyTooLarge as exc:
-        error = str(exc)
-    # httpx-aiohttp lets aiohttp errors it has no mapping for through unchanged.
-    except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
-        error = describe_error(exc, policy.timeout)
-    except Exception as exc:  # a check never raises: the error says what went wrong
-        # Something the HTTP stack was not expected to raise: still a result, whose
-        # error names it (credentials scrubbed below), rather than a traceback in the
-        # log that may quote the URL.
-        error = f"{type(exc).__name__}: {_first_line(exc)}"
-    else:
+        except Exception as exc:  # a check never raises: the error says what went wrong
+            # Something the HTTP stack was not expected to raise: still a result, whose
+            # error names it (credentials scrubbed below), rather than a traceback in
+            # the log that may quote the URL.
+            error = f"{type(exc).__name__}: {_first_line(exc)}"
+            answered = arrived()
+    if response is not None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if response.status_code not in policy.codes:
             error = f"HTTP {response.status_code}"
@@ -151,6 +168,7 @@ async def probe_http(
         timestamp=time.time(),
         details=details,
         error=None if error is None else _without_credentials(error),
+        answered=answered,
     )
 
 
@@ -208,9 +226,6 @@ def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     return f"protocol error: {_first_line(exc)}"
 
 
-_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
     """Parsed once, not at every check (parsing is a few percent of a check's CPU)."""
@@ -235,4 +250,4 @@ def _without_credentials(error: str) -> str:
     """Errors may quote a third-party message, which may quote a URL: redact any URL
     in it as everywhere else (`redact_url`). (Our own texts never contain one, so they
     keep their exact form for grouping.)"""
-    return _URL.sub(lambda url: redact_url(url.group()), error)
+    return redact_urls_in(error)

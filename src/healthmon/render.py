@@ -1,4 +1,5 @@
-"""Plain text for the terminal: times, tables, small charts and the history report."""
+"""Plain text for the terminal: times, tables, small charts, the history report and a
+fleet summary (a line per service)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,28 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from healthmon.model import HealthStatus
-from healthmon.store import ServiceReport, WindowStats
+from healthmon.store import ServiceReport, StatusCounts, WindowStats
 
 __all__ = [
+    "STATUS_LEGEND",
     "chart_bucket",
     "duration",
     "iso",
+    "render_fleet",
     "render_report",
     "render_table",
     "sparkline",
+    "status_mark",
     "status_strip",
 ]
 
 _BARS = "▁▂▃▄▅▆▇█"
 _ASCII_BARS = "_.-:=+*#"
-# A bucket's worst status, one character each; a space where there was no result.
-_STATUS_MARKS = {
-    HealthStatus.HEALTHY: "_",
-    HealthStatus.UNKNOWN: "?",
-    HealthStatus.DEGRADED: "~",
-    HealthStatus.UNHEALTHY: "X",
-}
+# The status chart: one character a bucket, saying how much of it was down. A bucket
+# with unhealthy results shows their share of its known results in tenths, rounded up
+# (so one failure in a hundred still shows): 1-9, or X when all were unhealthy. Other
+# buckets show their worst status. A space where there was no result.
+STATUS_LEGEND = "_ healthy ~ degraded ? unknown 1-9 tenths unhealthy X all; blank: none"
 # Bucket sizes a chart picks from: round numbers, and whole minutes and hours, which
 # the store answers from its aggregates alone.
 _NICE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
@@ -95,25 +96,23 @@ def sparkline(values: Sequence[float | None], *, top: float, ascii: bool = False
 
 
 def status_strip(buckets: Sequence[WindowStats]) -> str:
-    """One character per bucket: its worst status (see the legend in the report)."""
-    marks = []
-    for bucket in buckets:
-        counts = bucket.counts
-        worst = next(
-            (
-                status
-                for status, count in (
-                    (HealthStatus.UNHEALTHY, counts.unhealthy),
-                    (HealthStatus.DEGRADED, counts.degraded),
-                    (HealthStatus.UNKNOWN, counts.unknown),
-                    (HealthStatus.HEALTHY, counts.healthy),
-                )
-                if count
-            ),
-            None,
-        )
-        marks.append(" " if worst is None else _STATUS_MARKS[worst])
-    return "".join(marks)
+    """One character per bucket, saying how much of it was down (see STATUS_LEGEND)."""
+    return "".join(status_mark(bucket.counts) for bucket in buckets)
+
+
+def status_mark(counts: StatusCounts) -> str:
+    """A bucket's character: the share of its known results that were unhealthy, in
+    tenths rounded up (1-9; X for all), else its worst status; a space for none."""
+    known = counts.healthy + counts.degraded + counts.unhealthy
+    if counts.unhealthy:
+        if counts.unhealthy == known:
+            return "X"
+        return str(min(9, -(-counts.unhealthy * 10 // known)))  # integer ceil: exact
+    if counts.degraded:
+        return "~"
+    if counts.unknown:
+        return "?"
+    return "_" if counts.healthy else " "
 
 
 def _ms(value: float | None) -> str:
@@ -139,8 +138,8 @@ def render_report(
     span = report.until - report.since
     lines = [
         f"{report.service_name}: {iso(report.since)} to {iso(report.until)} ({duration(span)})",
-        f"  uptime     {_percent(report.uptime)} (healthy {_percent(report.healthy_share)})",
-        f"  checks     {counts.total}: {counts.healthy} healthy, {counts.degraded} degraded, "
+        f"  uptime     {_percent(report.uptime)} (healthy {_percent(report.healthy_share)}) "
+        f"of {counts.total} checks: {counts.healthy} healthy, {counts.degraded} degraded, "
         f"{counts.unhealthy} unhealthy, {counts.unknown} unknown",
     ]
     if latency.count:
@@ -167,8 +166,10 @@ def render_report(
     if len(incidents) > len(shown):
         lines.append(f"    ... {len(incidents) - len(shown)} earlier ones not shown")
     for incident in shown:
-        end = "ongoing" if incident.end is None else f"to {iso(incident.end)}"
-        before = ", began before the window" if incident.began_before else ""
+        end = f"to {iso(incident.end)}" if incident.end is not None else "ongoing"
+        if incident.end is None and incident.start + incident.duration < report.until:
+            end = "not seen to recover (the results stopped)"
+        before = ", already open when observed" if incident.began_before else ""
         lines.append(
             f"    {iso(incident.start)} {end}, {duration(incident.duration)}, "
             f"{incident.worst_status.value}, {incident.checks} checks{before}"
@@ -184,6 +185,41 @@ def render_report(
     return "\n".join(lines)
 
 
+def render_fleet(
+    services: Sequence[tuple[ServiceReport, Sequence[WindowStats]]], *, bucket: float
+) -> list[str]:
+    """One line per service: uptime, healthy share, checks, p95 latency, incidents (how
+    many, how long in all) and its status chart over buckets of `bucket` seconds."""
+    size = duration(bucket).replace(" ", "")
+    width = max((len(buckets) for _, buckets in services), default=0)
+    rows = [
+        (
+            "SERVICE",
+            "UPTIME",
+            "HEALTHY",
+            "CHECKS",
+            "P95 MS",
+            "INCIDENTS",
+            f"STATUS ({width} x {size})",
+        )
+    ]
+    for report, buckets in services:
+        incidents = report.incidents
+        down = sum(incident.duration for incident in incidents)
+        rows.append(
+            (
+                report.service_name,
+                _percent(report.uptime),
+                _percent(report.healthy_share),
+                str(report.counts.total),
+                _ms(report.latency.p95),
+                f"{len(incidents)}, {duration(down)}" if incidents else "0",
+                f"|{status_strip(buckets)}|",
+            )
+        )
+    return render_table(rows, right=frozenset({1, 2, 3, 4}))
+
+
 def _chart(buckets: Sequence[WindowStats], bucket: float, *, ascii: bool) -> list[str]:
     p95 = [b.latency.p95 for b in buckets]
     top = max((value for value in p95 if value is not None), default=0.0)
@@ -191,6 +227,5 @@ def _chart(buckets: Sequence[WindowStats], bucket: float, *, ascii: bool) -> lis
     return [
         f"  p95 ms     |{sparkline(p95, top=top, ascii=ascii)}|  top {top:.1f} ms, "
         f"{len(buckets)} buckets of {size}",
-        f"  status     |{status_strip(buckets)}|  _ healthy  ~ degraded  X unhealthy  "
-        "? unknown  (blank: no results)",
+        f"  status     |{status_strip(buckets)}|  {STATUS_LEGEND}",
     ]

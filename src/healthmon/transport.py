@@ -13,16 +13,34 @@ already holds its content spares httpx's stream layers a third of their work.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import urllib.request
 import zlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from functools import cache
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
 
-__all__ = ["BodyTooLarge", "CappedTransport", "proxy_for", "ssl_context"]
+__all__ = ["BodyTooLarge", "CappedTransport", "proxy_for", "responded", "ssl_context"]
+
+_RESPONDED: ContextVar[bool] = ContextVar("healthmon_responded", default=False)
+
+
+@contextlib.contextmanager
+def responded() -> Iterator[Callable[[], bool]]:
+    """Around one request: `responded()()` says whether a response's status line and
+    headers arrived through a `CappedTransport`, even when reading its body failed
+    after (the body over the cap, the connection closed mid-body, a bad encoding)."""
+    token = _RESPONDED.set(False)
+    try:
+        yield _RESPONDED.get
+    finally:
+        _RESPONDED.reset(token)
+
 
 _DECOMPRESSED = ("gzip", "x-gzip", "deflate")
 
@@ -52,6 +70,7 @@ class CappedTransport(httpx.AsyncBaseTransport):
             # aiohttp refuses a request that carries both.
             request.url = request.url.copy_with(userinfo=b"")
         response = await self._inner.handle_async_request(request)
+        _RESPONDED.set(True)  # the target answered, whatever its body does next
         try:
             limit = self.max_body_bytes
             declared = response.headers.get("content-length", "")

@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import os
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -552,16 +554,33 @@ def test_history_report_text_and_json(tmp_path: Path) -> None:
 # -- demo -----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_demo_reports_and_leaves_a_database_that_status_reads(tmp_path: Path) -> None:
-    db = tmp_path / "demo.db"
-    done = healthmon("demo", "--seconds", "5", "--database", db, timeout=45)
+    # As a user runs it: the installed command, in a directory of their own.
+    command = Path(sys.executable).parent / "healthmon"
+    env = {**_env(), "PYTHONWARNINGS": "default"}
+    done = subprocess.run(
+        [str(command), "demo", "--seconds", "5"],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert_clean(done.stderr)
+    db = tmp_path / "healthmon-demo.db"
     out = done.stdout
+    report = "Over the run" + out.split("\nOver the run", 1)[1]
+    # The report fits a 50-line terminal (with the prompt after it), the fleet first.
+    assert len(report.splitlines()) < 50, report
+    lines = report.splitlines()
+    assert lines[1].split()[:3] == ["SERVICE", "UPTIME", "HEALTHY"]
+    assert [line.split()[0] for line in lines[2:6]] == ["api", "search", "checkout", "payments"]
     reports = {
         block.split(":", 1)[0]: block
-        for block in out.split("\n\n")
+        for block in report.split("\n\n")
         if block.split(":", 1)[0] in ("api", "search", "checkout", "payments")
     }
     assert set(reports) == {"api", "search", "checkout", "payments"}
@@ -570,10 +589,41 @@ def test_demo_reports_and_leaves_a_database_that_status_reads(tmp_path: Path) ->
     assert "incidents  0" not in reports["checkout"]
     assert "incidents  0" not in reports["payments"]
     assert f"Everything is in {db}" in out
-    query = out.rsplit("sqlite3 ", 1)[1].split(" ", 1)[1].strip().strip('"')
-    with sqlite3.connect(db) as conn:
-        assert {row[0] for row in conn.execute(query)} == set(reports)
-    conn.close()
+
+    # Every command it prints runs as printed, from where the demo ran.
+    hints = [line.strip() for line in report.split("Explore it from here:\n", 1)[1].splitlines()]
+    assert len(hints) == 4, hints
+    ran = {}
+    for hint in hints:
+        words = shlex.split(hint, comments=True)
+        word = next(w for w in words if w in ("status", "history", "export", "sqlite3"))
+        if word == "sqlite3" and shutil.which("sqlite3") is None:
+            query = words[2]  # no sqlite3 shell here: the same query
+            with sqlite3.connect(db) as conn:
+                assert {row[0] for row in conn.execute(query)} == set(reports)
+            conn.close()
+            continue
+        ran[word] = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", hint],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert_clean(ran[word].stderr)
+    assert ran["status"].returncode in (0, 4, 5), ran["status"].stderr
+    assert ran["status"].stdout.startswith("cluster:")
+    assert ran["history"].returncode == 0, ran["history"].stderr
+    assert ran["history"].stdout.startswith("checkout: ")
+    assert ran["export"].returncode == 0, ran["export"].stderr
+    exported = [json.loads(line) for line in ran["export"].stdout.splitlines()]
+    assert len(exported) == 10
+    assert {row["service"] for row in exported} == {"checkout"}
+    if "sqlite3" in ran:
+        assert ran["sqlite3"].returncode == 0, ran["sqlite3"].stderr
+        assert {row.split("|")[0] for row in ran["sqlite3"].stdout.splitlines()} == set(reports)
 
     status = healthmon("status", "--database", db, "--json")
     assert status.returncode in (0, 4, 5), status.stderr

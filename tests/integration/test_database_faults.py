@@ -16,8 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
-from healthmon import HealthMonitor, HealthStore, ServiceDefinition, WriterStats
+from healthmon import (
+    HealthCheckResult,
+    HealthMonitor,
+    HealthStatus,
+    HealthStore,
+    ServiceDefinition,
+    StorageError,
+    WriterStats,
+)
 from healthmon.targets import TargetServer
 from tests.conftest import wait_for
 
@@ -268,3 +277,38 @@ async def test_a_relative_path_survives_a_change_of_directory(
     assert "database_file_lost" not in capsys.readouterr().out
     assert not (tmp_path / "b" / "health.db").exists()
     assert await stored_count(tmp_path / "a" / "health.db") >= committed + 5
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_a_programming_error_in_a_flush_is_a_crash_not_an_endless_retry(
+    db_path: Path,
+) -> None:
+    # Issue 11: the writer retried any exception, so a bug (here a result whose status
+    # is not a HealthStatus: KeyError) became an endless loop of logged retries.
+    # The bug: a status that is not a HealthStatus (what mypy would refuse).
+    bad = HealthCheckResult("api", "healthy", 1.0, 1_800_000_000.0)  # type: ignore[arg-type]
+    good = HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, 1_800_000_001.0)
+    async with HealthStore(db_path) as store:
+        writer = store.writer(flush_interval=0.01)
+        writer.submit(bad)
+        with pytest.raises(KeyError):  # flush() raises it: it is not the database's
+            await writer.flush()
+        with pytest.raises(StorageError, match="crashed"):
+            await writer.stop()
+        writer = store.writer(flush_interval=0.01)
+        writer.submit(bad)
+        with structlog.testing.capture_logs() as events:
+            await writer.start()  # the task crashes on it too, and says so
+            await wait_for(lambda: writer.stats.last_error is not None)
+            writer.submit(good)  # counted as dropped, never silently kept
+            with pytest.raises(StorageError, match=r"crashed.*KeyError"):
+                await writer.stop()
+        stats = writer.stats
+    assert stats.failed_flushes == 0  # not retried
+    assert stats.last_error is not None
+    assert "KeyError" in stats.last_error
+    assert (stats.dropped_results, stats.committed_results) == (2, 0)
+    crashed = [e for e in events if e["event"] == "store_writer_crashed"]
+    assert len(crashed) == 1
+    assert crashed[0]["log_level"] == "critical"

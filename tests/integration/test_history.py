@@ -89,6 +89,135 @@ async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) 
         assert empty.latency.p99 is None
 
 
+async def write_stream(
+    store: HealthStore,
+    times: list[float],
+    changes: dict[float, HealthStatus],
+) -> None:
+    """Results at `times`, each at the status the last change at or before it set,
+    with a transition at each change (changes are at times of results)."""
+    writer = store.writer()
+    status: HealthStatus | None = None
+    for ts in times:
+        transition = None
+        if ts in changes:
+            transition = StatusTransition("api", status, changes[ts], ts)
+            status = changes[ts]
+        assert status is not None
+        writer.submit(HealthCheckResult("api", status, 1.0, ts), transition)
+    assert await writer.flush()
+    await writer.stop()
+
+
+T = 1_800_000_000.0
+H, U, D = HealthStatus.HEALTHY, HealthStatus.UNHEALTHY, HealthStatus.DEGRADED
+
+
+@pytest.mark.asyncio
+async def test_an_incidents_worst_status_is_what_was_in_effect_in_the_window(
+    db_path: Path,
+) -> None:
+    # Issue 11 #6: with since exactly on the DEGRADED transition, the UNHEALTHY one
+    # before it (no longer in effect) was taken as the incident's worst.
+    changes = {T: H, T + 10: U, T + 100: D, T + 200: H}
+    async with HealthStore(db_path) as store:
+        await write_stream(store, [T + i for i in range(301)], changes)
+        for since in (T + 100, T + 100.000001, T + 150):
+            report = await store.report("api", since, T + 300)
+            (incident,) = report.incidents
+            assert (incident.start, incident.end) == (since, T + 200)
+            assert incident.worst_status is D
+            assert incident.began_before  # it began at T + 10
+        (incident,) = (await store.report("api", T + 10, T + 300)).incidents
+        assert (incident.worst_status, incident.began_before) == (U, False)
+
+
+@pytest.mark.asyncio
+async def test_an_incident_open_when_results_stop_ends_at_the_last_one(db_path: Path) -> None:
+    # Issue 11 (a newcomer's history after the demo): the incident open when the
+    # monitor stopped grew to `until` over the gap, and MTBF counted the hour before
+    # the service was first checked as time without failure.
+    async with HealthStore(db_path) as store:
+        await write_stream(store, [T + i for i in range(101)], {T: H, T + 50: U})
+        report = await store.report("api", T - 3600, T + 3700)
+    (incident,) = report.incidents
+    assert (incident.start, incident.end, incident.duration) == (T + 50, None, 50.0)
+    assert (incident.checks, incident.began_before) == (51, False)  # T + 50 to T + 100
+    assert [(g.start, g.end) for g in report.gaps] == [(T + 100, None)]
+    assert report.mttr is None  # not seen to recover
+    assert report.mtbf == 50.0  # observed and up: T to T + 50
+
+
+@pytest.mark.asyncio
+async def test_an_incident_across_a_gap_is_two_observed_parts(db_path: Path) -> None:
+    times = [T + i for i in range(101)] + [T + 600 + i for i in range(101)]
+    async with HealthStore(db_path) as store:
+        await write_stream(store, times, {T: H, T + 50: U, T + 650: H})
+        report = await store.report("api", T, T + 700)
+    assert [(g.start, g.end) for g in report.gaps] == [(T + 100, T + 600)]
+    assert [(i.start, i.end, i.duration, i.began_before) for i in report.incidents] == [
+        (T + 50, None, 50.0, False),  # cut where the results stopped
+        (T + 600, T + 650, 50.0, True),  # already open when they resumed: no new failure
+    ]
+    assert report.mttr is None
+    assert report.mtbf == 100.0  # up while observed: T to T + 50 and T + 650 to T + 700
+
+
+@pytest.mark.parametrize("how", ["same-writer", "new-writer", "same-batch", "before-first"])
+@pytest.mark.asyncio
+async def test_a_late_result_splits_the_gap_it_falls_in(db_path: Path, how: str) -> None:
+    # Issue 11 #7: a result written out of time order (a clock step, a retried batch)
+    # inside a recorded gap left the gap whole, and MTBF with it.
+    def ok(ts: float) -> HealthCheckResult:
+        return HealthCheckResult("api", H, 1.0, ts)
+
+    early = [ok(T + i) for i in range(10)]
+    later = [ok(T + 600 + i) for i in range(10)]
+    late = ok(T + 300)
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        if how == "same-batch":
+            for result in [*early, *later, late]:
+                writer.submit(result)
+        elif how == "before-first":  # older than every stored result
+            for result in later:
+                writer.submit(result)
+            assert await writer.flush()
+            writer.submit(late)
+        else:
+            for result in [*early, *later]:
+                writer.submit(result)
+            assert await writer.flush()
+            if how == "new-writer":
+                await writer.stop()
+                writer = store.writer()
+            writer.submit(late)
+        assert await writer.flush()
+        await writer.stop()
+        report = await store.report("api", T, T + 610)
+    expected = [(T + 9, T + 300), (T + 300, T + 600)]
+    if how == "before-first":
+        expected = [(T + 300, T + 600)]
+    assert [(g.start, g.end) for g in report.gaps] == expected
+
+
+@pytest.mark.asyncio
+async def test_series_has_no_empty_bucket_past_until(db_path: Path) -> None:
+    # Issue 11 #8: (until - since) / bucket was a hair over 1, so a second bucket
+    # [until, until) came back. Buckets are counted on the microsecond grid.
+    since = 1735689599.999999
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, since + 0.5))
+        assert await writer.flush()
+        await writer.stop()
+        for bucket, count in [(0.7, 1), (0.35, 2), (0.7000001, 1), (0.69, 2)]:
+            series = await store.series("api", since, since + 0.7, bucket=bucket)
+            assert len(series) == count, bucket
+            assert all(to_us(b.since) < to_us(b.until) for b in series)
+            assert sum(b.counts.total for b in series) == 1
+
+
 @pytest.mark.asyncio
 async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_path: Path) -> None:
     # Bucket k ended at since + k * bucket + bucket, bucket k + 1 began at since +

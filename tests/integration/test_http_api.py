@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from healthmon import ServiceDefinition
 from healthmon.errors import ServeError
 from healthmon.http import HttpApi, HttpServer, HttpSettings
 from healthmon.targets import TargetServer
@@ -359,9 +360,10 @@ async def test_no_secret_reaches_a_response(targets: TargetServer, db_path: Path
     url = targets.url("/healthy").replace("http://", "http://user:hunter2@") + "?token=abc123"
     async with serve(db_path) as served:
         served.monitor.add_service(
-            __import__("tests.conftest", fromlist=["http_service"]).http_service("s", url)
+            ServiceDefinition(
+                "s", "http", "tests.s", health_check_url=url, headers={"X-Api-Key": "k-e-y-secret"}
+            )
         )
-        served.monitor.services["s"].headers["X-Api-Key"] = "k-e-y-secret"
         await wait_for(lambda: served.api.feed.latest("s") is not None)
         for path in ("/api/v1/cluster", "/api/v1/services/s", "/metrics", "/api/v1/results"):
             text = (await served.client.get(path)).text

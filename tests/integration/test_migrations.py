@@ -8,12 +8,19 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from healthmon import HealthCheckResult, HealthStore, SchemaVersionError, StorageError
+from healthmon import (
+    HealthCheckResult,
+    HealthStatus,
+    HealthStore,
+    SchemaVersionError,
+    StorageError,
+)
 from healthmon.store.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,6 +228,8 @@ def test_0003_copies_every_result_then_downgrades_to_0002(db_path: Path) -> None
     assert shown[5] == ("api", "2027-01-15T08:01:00.500Z", BASE + 60.5, 2.25, OK)
     assert [details for *_, details in shown] == [d for *_, d, _ in old_rows()]
 
+    alembic(db_path, "upgrade", "head")  # (0004 changes none of these rows)
+
     async def read() -> list[HealthCheckResult]:
         async with HealthStore(db_path, migrate=False) as store:
             return await store.results("api") + await store.results("db")
@@ -256,3 +265,60 @@ def query(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
         rows = conn.execute(sql).fetchall()
     conn.close()
     return rows
+
+
+# -- 0004: answered failures -------------------------------------------------------------
+
+HOUR = 1_800_000_000.0  # a whole hour
+
+
+def _made(ts: float, *, down: bool) -> HealthCheckResult:
+    if down:  # flagged as the writer before 0004 did
+        return HealthCheckResult(
+            "api", HealthStatus.UNHEALTHY, 40.0, ts, error="body status DOWN", answered=False
+        )
+    return HealthCheckResult("api", HealthStatus.HEALTHY, 4.0, ts)
+
+
+async def _latency(db_path: Path, stream: Sequence[HealthCheckResult] = ()) -> tuple[Any, Any]:
+    """Write `stream`, then the hour's latency from the aggregates and from raw results."""
+    async with HealthStore(db_path) as store:
+        if stream:
+            writer = store.writer()
+            for result in stream:
+                writer.submit(result)
+            assert await writer.flush()
+            await writer.stop()
+        aggregated = await store.report("api", HOUR, HOUR + 3600)
+        exact = await store.report("api", HOUR, HOUR + 3600, exact=True)
+    return aggregated.latency, exact.latency
+
+
+def test_0004_counts_the_latency_of_answered_failures_stored_as_unanswered(
+    db_path: Path,
+) -> None:
+    # Issue 11 #3: 10 healthy results at 4 ms and 10 `body status DOWN` at 40 ms gave a
+    # latency count of 10 and a max of 4 ms. Rows so stored (answered 0, as the writer
+    # before 0004 flagged them) are corrected, and so are the aggregates written.
+    stream = [_made(HOUR + 60 * i + 1, down=i % 2 == 1) for i in range(20)]
+    timeout = "timeout after 500 ms"  # stays unanswered
+    stream.append(
+        HealthCheckResult("api", HealthStatus.UNHEALTHY, 500.0, HOUR + 1300, error=timeout)
+    )
+    stream += [_made(HOUR + 3600 + 10 + i, down=False) for i in range(3)]  # closes the hour
+    before, _ = asyncio.run(_latency(db_path, stream))
+    assert (before.count, before.max, before.exact) == (10, 4.0, False)  # from the hour row
+    alembic(db_path, "downgrade", "0003")  # as a database written before 0004 is
+    upgraded = alembic(db_path, "upgrade", "head")
+    assert "answered_failures_corrected" in upgraded.stdout + upgraded.stderr
+
+    aggregated, exact = asyncio.run(_latency(db_path))
+    assert (aggregated.count, aggregated.max, aggregated.min) == (20, 40.0, 4.0)
+    assert (exact.count, exact.max, exact.min) == (20, 40.0, 4.0)
+    assert aggregated.mean == pytest.approx(exact.mean) == pytest.approx(22.0)
+    assert aggregated.p95 == pytest.approx(40.0, rel=0.01)
+    assert query(db_path, "SELECT error, answered FROM check_results WHERE status = 3") == [
+        ("body status DOWN", 1)
+    ] * 10 + [(timeout, 0)]
+    minutes = query(db_path, "SELECT sum(answered), max(latency_max) FROM result_minutes")
+    assert minutes == [(20, 40.0)]  # answered in written minutes: the first 20, now

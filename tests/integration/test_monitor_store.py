@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from healthmon import CheckPolicy, HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
 from healthmon.targets import TargetServer
@@ -232,3 +232,45 @@ async def test_closing_the_store_under_a_running_monitor_counts_what_is_lost(
         await wait_for(lambda: targets.hits("/healthy") >= before + 3)
         assert writer.stats.dropped_results >= 2
         assert writer.stats.last_error is not None
+
+
+@pytest.mark.asyncio
+async def test_a_one_off_check_of_a_stopped_monitor_is_one_transaction(
+    targets: TargetServer, db_path: Path
+) -> None:
+    # Issue 11: each check_health()/check_agents_health() on a monitor not running
+    # opened and closed a whole writer (reloading the history sums) and notifier.
+    class Adapter:
+        def get_agent_statuses(self) -> dict[str, dict[str, str]]:
+            return {"w": {"status": "running", "health": "healthy"}}
+
+    statements: list[str] = []
+    heard: list[tuple[str, bool, int]] = []
+    async with HealthStore(db_path) as store:
+        monitor = HealthMonitor(0.05, store=store)
+        monitor.add_service(http_service("ok", targets.url("/healthy")))
+        caller = asyncio.current_task()
+
+        async def on_change(result: HealthCheckResult) -> None:  # after the commit
+            stored = await store.transitions(result.service_name)
+            heard.append((result.service_name, asyncio.current_task() is caller, len(stored)))
+
+        monitor.subscribe(on_change)
+        await monitor.check_health("ok")
+        await monitor.check_agents_health(Adapter())
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+        for _ in range(5):
+            await monitor.check_health("ok")
+            await monitor.check_agents_health(Adapter())
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+        await monitor.stop_monitoring()
+        assert len(await store.results("ok")) == 6
+        assert len(await store.results("agent:w")) == 6
+    # Told inline, once committed: no notifier task, and the transition is stored.
+    assert heard == [("ok", True, 1), ("agent:w", True, 1)]
+    # Each one-off is one short transaction: the results, nothing read again.
+    assert len(statements) <= 10 * 3, statements

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 MIDNIGHT = 1_800_000_000 // DAY * DAY + 10 * DAY  # a UTC midnight
 START = MIDNIGHT - 40 * 3600 + 17 * 60  # 40 h before it, not on an hour
 STEP = 30.0
+GAP_AFTER = 90.0  # results every STEP s are not gaps (the default 10 s would cut them)
 NAMES = ("api", "db")
 
 
@@ -94,7 +95,7 @@ async def test_the_overview_figures_equal_the_reports_across_hours_and_midnight(
     first_now = MIDNIGHT - 3600 - 7 * 60 - 13.5  # 22:52:46.5, the day before
     later = MIDNIGHT + 2 * 3600 + 31 * 60 + 5.25  # 02:31:05.25, past midnight
     clock = [first_now]
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
         await _write(store, START, first_now)
         history = FleetHistory(store, clock=lambda: clock[0])
         try:
@@ -116,7 +117,7 @@ async def test_the_overview_figures_equal_the_reports_across_hours_and_midnight(
 
 async def test_the_service_page_figures(db_path: Path) -> None:
     now = MIDNIGHT - 3600 - 7 * 60 - 13.5
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
         await _write(store, START, now)
         found = await read_service(store, "db", "24h", now)
         seconds, bucket = WINDOWS["24h"]
@@ -148,7 +149,7 @@ async def test_the_service_page_figures(db_path: Path) -> None:
 async def test_a_report_and_its_series_read_at_once_equal_both_read_apart(
     db_path: Path, since: float, until: float, bucket: float
 ) -> None:
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
         await _write(store, START, START + 3600 * 31)
         for name in NAMES:
             report, series = await store.report_series(name, since, until, bucket=bucket)
@@ -158,7 +159,7 @@ async def test_a_report_and_its_series_read_at_once_equal_both_read_apart(
 
 async def test_the_strip_marks_what_was_not_observed(db_path: Path) -> None:
     now = START + 3 * 3600
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
         await _write(store, START, START + 3600)  # then nothing for two hours
         found = await read_service(store, "api", "24h", now)
         unseen = [s for s in found.strip if s.kind == "none"]

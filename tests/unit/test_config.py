@@ -64,6 +64,21 @@ def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    ['"Bearer s3cret"', '["Bearer s3cret"]', "1234567", "12.5", "true"],
+    ids=["string", "array", "integer", "float", "boolean"],
+)
+def test_a_header_value_of_any_type_is_not_echoed(tmp_path: Path, value: str) -> None:
+    # Issue 11 #5: `headers = "Bearer s3cret"` quoted the secret in the error.
+    path = write(tmp_path, SERVICE + f"headers = {value}\n")
+    with pytest.raises(ConfigError, match="field 'headers': must be a table of strings") as caught:
+        load_config(path)
+    message = str(caught.value)
+    for secret in ("s3cret", "1234567", "12.5", "true"):
+        assert secret not in message
+
+
 def test_a_service_named_like_a_field_does_not_confuse_the_message(tmp_path: Path) -> None:
     path = write(tmp_path, SERVICE.replace('"api"', '"timeout"') + "interval = 5\n")
     with pytest.raises(ConfigError, match="field 'interval'"):

@@ -157,11 +157,23 @@ def test_a_long_window_without_aggregates_is_planned_in_one_step(
         ("HTTP 503", True),
         ("timeout after 500 ms", False),
         ("connection refused", False),
+        ("body status DOWN", True),
+        ("health+json status fail", True),
+        ("body over 65536 bytes", True),
+        ("too many redirects", True),
+        ("connection closed mid-body", True),
     ],
 )
 def test_answered_means_the_target_answered(error: str | None, answered: bool) -> None:
+    # For a result that does not say (made outside the probe): by its error's form.
     status = HealthStatus.HEALTHY if error is None else HealthStatus.UNHEALTHY
     assert is_answered(HealthCheckResult("api", status, 1.0, 0.0, error=error)) is answered
+
+
+def test_a_result_that_says_is_taken_at_its_word() -> None:
+    said = HealthCheckResult("api", HealthStatus.UNHEALTHY, 1.0, 0.0, error="x", answered=True)
+    assert is_answered(said)
+    assert not is_answered(HealthCheckResult("api", HealthStatus.HEALTHY, 1, 0, answered=False))
 
 
 def test_a_degraded_result_with_an_error_text_still_has_a_latency() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from healthmon import HealthMonitor, HealthStatus, ServiceDefinition
@@ -82,3 +85,34 @@ def test_url_errors_do_not_leak_credentials() -> None:
 )
 def test_redact_url(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("interval", 2.0),
+        ("interval", 0.01),
+        ("health_check_url", "ftp://host/health"),
+        ("name", ""),
+        ("headers", {"X-Token": "a\r\nInjected: yes"}),
+    ],
+)
+def test_a_built_service_definition_cannot_be_made_invalid(field: str, value: Any) -> None:
+    # Issue 11 #2: setting a field after validation bypassed it, and add_service ran it.
+    service = ServiceDefinition("api", "http", "m", [], "http://127.0.0.1:1/health")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(service, field, value)
+    with pytest.raises((TypeError, ValueError)):  # a copy is validated as it is built
+        dataclasses.replace(service, **{field: value})
+    assert service == ServiceDefinition("api", "http", "m", [], "http://127.0.0.1:1/health")
+
+
+def test_a_service_definitions_headers_cannot_be_changed_in_place() -> None:
+    given = {"X-Token": "s3cret"}
+    service = ServiceDefinition("api", "http", "m", [], "http://h/", headers=given)
+    given["X-Token"] = "a\r\nInjected: yes"  # the caller's dict is not the service's
+    assert dict(service.headers) == {"X-Token": "s3cret"}
+    with pytest.raises(TypeError):
+        service.headers["X-Token"] = "a\r\nInjected: yes"  # type: ignore[index]
+    copy = dataclasses.replace(service, interval=0.5)
+    assert (copy.interval, dict(copy.headers)) == (0.5, {"X-Token": "s3cret"})

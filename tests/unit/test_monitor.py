@@ -405,3 +405,41 @@ async def test_stop_lets_a_slow_subscriber_finish_within_its_time_limit(
         monitor._record(result("api", U), force=True)
     assert heard == ["api"]
     assert "notifications_dropped" not in capsys.readouterr().out
+
+
+# -- the cluster status ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_registered_service_not_checked_yet_makes_the_cluster_unknown() -> None:
+    # Issue 11: right after start the cluster read HEALTHY while a service had never
+    # been checked.
+    monitor = HealthMonitor()
+    monitor.add_service(service("api"))
+    monitor.add_service(service("db"))
+    monitor.add_service(service("fed-by-agent", url=None))  # not checkable: not waited for
+    monitor._record(result("api", H))
+    assert monitor.get_cluster_status() is K
+    assert set(monitor.get_cluster_health()) == {"api"}  # the snapshot holds results only
+    monitor._record(result("db", H))
+    assert monitor.get_cluster_status() is H
+    monitor.remove_service("db")
+    monitor.add_service(service("db"))  # added again: not checked since
+    assert monitor.get_cluster_status() is K
+    monitor.remove_service("db")
+    assert monitor.get_cluster_status() is H
+    monitor._record(result("api", U))
+    monitor.add_service(service("db"))
+    assert monitor.get_cluster_status() is U  # worse than unknown wins
+
+
+def test_an_assigned_cache_counts_as_checked() -> None:
+    monitor = HealthMonitor()
+    monitor.add_service(service("api"))
+    assert monitor.get_cluster_status() is K
+    monitor.health_cache = {"api": result("api", H)}
+    assert monitor.get_cluster_status() is H
+    monitor.health_cache = {"other": result("other", H)}  # api has no result now
+    assert monitor.get_cluster_status() is K
+    monitor.health_cache["api"] = result("api", D)  # set in place, as a mapping
+    assert monitor.get_cluster_status() is D

@@ -20,7 +20,7 @@ from healthmon.model import HealthStatus
 from healthmon.render import chart_bucket, iso, render_report
 from healthmon.store import HealthStore, ServiceReport, WindowStats
 
-__all__ = ["History", "ascii_only", "history_json", "read_history", "register"]
+__all__ = ["History", "ascii_only", "history_json", "read_history", "read_series", "register"]
 
 DEFAULT_SINCE = "24h"
 
@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "(min, mean, max, p50/p90/p95/p99: exact from raw results, else within 1 % from "
         "the aggregates), incidents (spans not healthy, from transitions) with MTTR and "
         "MTBF, gaps (no results: the monitor was not checking), and a chart of p95 "
-        "latency and the worst status per time bucket.",
+        "latency and how much of each time bucket was down.",
     )
     parser.add_argument("service", metavar="SERVICE", help="the service's name")
     parser.add_argument(
@@ -132,11 +132,17 @@ async def read_history(
     except ValueError as exc:
         raise UnknownServiceError(str(exc)) from exc
     bucket = bucket or chart_bucket(report.until - report.since)
+    return History(report, bucket, await read_series(store, report, bucket))
+
+
+async def read_series(
+    store: HealthStore, report: ServiceReport, bucket: float
+) -> list[WindowStats]:
+    """The chart's buckets over the report's window, `bucket` seconds each."""
     # Buckets aligned to whole multiples of their size: whole minutes and hours are
     # answered from the aggregates alone.
     start = math.floor(report.since / bucket) * bucket
-    buckets = await store.series(service, start, report.until, bucket=bucket)
-    return History(report, bucket, buckets)
+    return await store.series(report.service_name, start, report.until, bucket=bucket)
 
 
 def history_json(history: History) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="each service's status and the cluster status, read from the database",
         description="Show each service's current status, since when it has had it, when it "
         "was last checked, and the cluster status (the worst of them). The exit code is the "
-        "cluster status: 0 healthy, 3 unknown (no results yet), 4 degraded, 5 unhealthy, "
+        "cluster status: 0 healthy, 3 unknown (no confirmed status yet), 4 degraded, 5 unhealthy, "
         "6 stale (no service checked within --stale-after: is the monitor running?); "
         "1 if the database cannot be read, 2 for bad usage.",
     )
@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 class ServiceStatus:
     name: str
     status: HealthStatus
-    """The confirmed status (as the newest transition left it), else the newest result's."""
+    """The confirmed status (as the newest transition left it); UNKNOWN before the first."""
     since: float | None
     """When the service entered `status` (its newest transition), if known."""
     last: HealthCheckResult | None
@@ -120,7 +120,9 @@ async def read_status(
     services = []
     for name in sorted(latest.keys() | confirmed.keys()):
         last = latest.get(name)
-        status = confirmed.get(name) or (last.status if last else HealthStatus.UNKNOWN)
+        # Until a service's first status is confirmed (a start period, a failure
+        # threshold not reached yet) it is UNKNOWN, whatever its newest result says.
+        status = confirmed.get(name, HealthStatus.UNKNOWN)
         services.append(
             ServiceStatus(
                 name=name,

@@ -70,7 +70,7 @@ class _Snapshot:
             counts=monitor.check_counts,
             missed=monitor.missed_checks,
             status_counts=cache.counts(),
-            worst=cache.worst_status(),
+            worst=monitor.get_cluster_status(),  # the monitor's: UNKNOWN while one is unchecked
             running=monitor.running,
             index=feed.index,
             streams=http.streams(),

@@ -306,19 +306,21 @@ class _Routes:
             # Ahead of every id: the database was replaced and ids started again.
             # Start the client over from the newest, as a blocking query does.
             return self.json({"transitions": [], "next_after": self.feed.index})
-        async with self.api.reading:
-            page, cursor = await self.feed.after(after, limit, services)
-        if not page and wait is not None and not self.feed.closed:
-            if self.api.waiting.full():
-                raise _busy("blocking queries", self.settings.max_waiting)
-            deadline = asyncio.get_running_loop().time() + wait
-            with self.api.waiting.holding(), self.feed.listening() as listener:
-                while not page and not self.feed.closed:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0 or not await listener.wait(remaining):
-                        break
-                    async with self.api.reading:
-                        page, cursor = await self.feed.after(cursor, limit, services)
+        # Listening from before the first read: a commit during it is not missed.
+        with self.feed.listening() as listener:
+            async with self.api.reading:
+                page, cursor = await self.feed.after(after, limit, services)
+            if not page and wait is not None and not self.feed.closed:
+                if self.api.waiting.full():
+                    raise _busy("blocking queries", self.settings.max_waiting)
+                deadline = asyncio.get_running_loop().time() + wait
+                with self.api.waiting.holding():
+                    while not page and not self.feed.closed:
+                        remaining = deadline - asyncio.get_running_loop().time()
+                        if remaining <= 0 or not await listener.wait(remaining):
+                            break
+                        async with self.api.reading:
+                            page, cursor = await self.feed.after(cursor, limit, services)
         return self.json({"transitions": [transition_shape(r) for r in page], "next_after": cursor})
 
     async def store_stats(self, request: Request) -> Response:

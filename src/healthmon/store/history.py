@@ -35,8 +35,8 @@ __all__ = [
     "transitions_query",
 ]
 
-ResultRow = tuple[str, int, int, int, dict[str, object] | None, str | None]
-"""name, status code, response time (us), time (epoch us), details, error"""
+ResultRow = tuple[str, int, int, int, dict[str, object] | None, str | None, bool]
+"""name, status code, response time (us), time (epoch us), details, error, answered"""
 TransitionRow = tuple[str, int | None, int, float, str | None]
 
 
@@ -76,7 +76,7 @@ async def transitions(
 
 def results_query(
     service_name: str | None, since: float | None, until: float | None
-) -> Select[str, int, int, int, dict[str, object] | None, str | None]:
+) -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
     """Results in [since, until), in the key's order, which needs no sort: one service's
     oldest first; all services' one service after another (by id, the order they were
     first registered), each oldest first. (All services' in time order would sort the
@@ -168,11 +168,17 @@ async def current_statuses(conn: AsyncConnection) -> dict[str, HealthStatus]:
     return {name: STATUS_BY_CODE[code] for name, code in rows}
 
 
-def _results_query() -> Select[str, int, int, int, dict[str, object] | None, str | None]:
+def _results_query() -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
     c = check_results.c
     return (
         select(
-            services.c.name, c.status, c.response_time_us, c.ts_us, result_details.c.body, c.error
+            services.c.name,
+            c.status,
+            c.response_time_us,
+            c.ts_us,
+            result_details.c.body,
+            c.error,
+            c.answered,
         )
         .select_from(check_results)
         .join(services, services.c.id == c.service_id)
@@ -181,7 +187,7 @@ def _results_query() -> Select[str, int, int, int, dict[str, object] | None, str
 
 
 def result_from_row(row: ResultRow) -> HealthCheckResult:
-    name, code, response_time_us, ts_us, details, error = row
+    name, code, response_time_us, ts_us, details, error, answered = row
     return HealthCheckResult(
         service_name=name,
         status=STATUS_BY_CODE[code],
@@ -189,6 +195,7 @@ def result_from_row(row: ResultRow) -> HealthCheckResult:
         timestamp=to_seconds(ts_us),
         details=details,
         error=error,
+        answered=bool(answered),
     )
 
 

@@ -17,9 +17,8 @@ The writer inserts a batch with one executemany. Guarding every batch with a
 savepoint, so that a conflict can be undone and the batch written again row by row,
 costs two more statements per flush (~5 us per result at 100 results a flush, a
 third of the writer's CPU), so only the services that could conflict are guarded: a
-result later than everything stored of its service cannot. `ResultKeys` remembers
-each service's newest stored time (read once from the database for a service new to
-this writer; retention never deletes it); the rows of services whose every result is
+result later than everything stored of its service cannot. The writer passes in each
+service's newest stored time (store/newest.py owns it); the rows of services whose every result is
 later than their newest go in unguarded, the others under a savepoint, and only
 those are written again row by row after a conflict.
 """
@@ -32,22 +31,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, exists, func, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.store.details import copy_body, unreferenced, window_of
+from healthmon.store.newest import Newest
 from healthmon.store.schema import check_results
 
-__all__ = ["Inserted", "Newest", "ResultKeys"]
+__all__ = ["Inserted", "ResultKeys"]
 
 log = structlog.get_logger("healthmon.store")
-
-Newest = dict[int, int | None]
-"""service id -> the newest stored time (epoch us) of the service; None for none."""
-
-_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +50,7 @@ class Inserted:
     """What `ResultKeys.insert` did that must be remembered once it commits."""
 
     newest: Newest
-    """For `ResultKeys.remember`."""
+    """Each service's newest stored time once this commits (for `NewestTimes.remember`)."""
     moved_details: frozenset[int] = field(default_factory=frozenset)
     """Details rows now referenced in another minute than the one they were made for
     (their results moved there): the writer must not reuse them for that one."""
@@ -65,7 +60,6 @@ class ResultKeys:
     """Inserts check_results rows so that none is lost to a taken key."""
 
     def __init__(self) -> None:
-        self._newest: Newest = {}
         c = check_results.c
         self._insert_or_skip = sqlite_insert(check_results).on_conflict_do_nothing(
             index_elements=[c.service_id, c.ts_us]
@@ -88,10 +82,13 @@ class ResultKeys:
             .values(details_id=bindparam("b_details_id"))
         )
 
-    async def insert(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> Inserted:
+    async def insert(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], before: Newest
+    ) -> Inserted:
         """Insert the rows, moving a colliding one's `ts_us` forward (in the row itself,
-        so that what comes after sees where it went, and its `details_id` with it)."""
-        newest = await self._known(conn, rows)
+        so that what comes after sees where it went, and its `details_id` with it).
+        `before`: the newest stored time of each service of the rows."""
+        newest = dict(before)
         guarded: set[int] = set()  # services with a result not later than their newest
         for row in rows:
             service_id, ts = row["service_id"], row["ts_us"]
@@ -120,30 +117,6 @@ class ResultKeys:
             last = newest[service_id]
             newest[service_id] = ts if last is None else max(last, ts)
         return Inserted(newest, moved_details)
-
-    def remember(self, newest: Newest) -> None:
-        """The transaction of `insert` committed."""
-        self._newest.update(newest)
-
-    def clear(self) -> None:
-        """Forget everything (a failed write, a new database): read again when needed."""
-        self._newest = {}
-
-    async def _known(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> Newest:
-        """The newest stored time of each service of the batch (a copy of the ones
-        remembered, plus those read from the database)."""
-        remembered = self._newest
-        wanted = {row["service_id"] for row in rows}
-        known = {sid: remembered[sid] for sid in wanted if sid in remembered}
-        unknown = sorted(wanted - known.keys())
-        c = check_results.c
-        for first in range(0, len(unknown), _PER_QUERY):
-            queries = [
-                select(literal(sid), func.max(c.ts_us)).where(c.service_id == sid)
-                for sid in unknown[first : first + _PER_QUERY]
-            ]
-            known.update({sid: ts for sid, ts in await conn.execute(union_all(*queries))})
-        return known
 
     async def _one_by_one(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]

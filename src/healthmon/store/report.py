@@ -21,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after
 from healthmon.model import HealthStatus
-from healthmon.store.plan import RAW, Plan, load_coverage, plan
+from healthmon.store.plan import RAW, Coverage, Plan, load_coverage, plan
 from healthmon.store.schema import (
     AGGREGATE_TABLES,
     STATUS_BY_CODE,
     check_results,
     result_gaps,
+    result_hours,
+    result_minutes,
     services,
     status_transitions,
 )
@@ -40,7 +42,15 @@ from healthmon.store.stats import (
     WindowStats,
 )
 
-__all__ = ["MAX_BUCKETS", "report_series", "reports", "series", "service_ids", "windows"]
+__all__ = [
+    "MAX_BUCKETS",
+    "bucket_edges",
+    "report_series",
+    "reports",
+    "series",
+    "service_ids",
+    "windows",
+]
 
 MAX_BUCKETS = 100_000
 """The most buckets a series may have: more is a mistake (a bucket far too small)."""
@@ -71,31 +81,15 @@ async def reports(
     gap_after: float,
     exact: bool = False,
 ) -> dict[str, ServiceReport]:
-    """A report over [since, until) for each of `ids` ({name: service id})."""
-    coverage = await load_coverage(conn)
-    window = plan(since, until, coverage.raw_only() if exact else coverage)
-    since, until = window.since, window.until
-    # An empty window (all of it before what retention kept) has no incidents or gaps.
-    transitions = (
-        await _transitions(conn, list(ids.values()), since, until) if since < until else {}
-    )
-    incidents = {
-        service_id: _incidents(transitions.get(service_id, ()), since, until)
-        for service_id in ids.values()
-    }
-    # Each service's window, then one window per incident to count its checks.
-    windows: list[tuple[int, Plan]] = [(service_id, window) for service_id in ids.values()]
-    for service_id, spans in incidents.items():
-        windows.extend((service_id, plan(span.start, span.stop, coverage)) for span in spans)
-    sums = await _collect(conn, windows)
-    gaps = await _gaps(conn, list(ids.values()), (since, until), gap_after) if since < until else {}
-    result = {}
-    for name, service_id in ids.items():
-        main, *span_sums = sums[service_id]
-        result[name] = _report(
-            name, main, (incidents[service_id], span_sums), gaps.get(service_id, ()), (since, until)
-        )
-    return result
+    """A report over [since, until) for each of `ids` ({name: service id}).
+
+    Incidents, MTTR and MTBF say only what was observed: time before a service's
+    first result and inside gaps is neither up nor down, so an incident is cut where
+    results stop (it ends at the last one before a gap) and one still open when they
+    resume is counted as already open (`began_before`), not as a new failure.
+    """
+    found, _ = await _reports(conn, ids, (since, until), gap_after=gap_after, exact=exact)
+    return found
 
 
 async def report_series(
@@ -106,73 +100,112 @@ async def report_series(
     bucket: float,
     gap_after: float,
 ) -> tuple[ServiceReport, list[WindowStats]]:
-    """One service's report over [since, until) and its series in buckets of `bucket`
-    seconds from `since` (as `series()` makes them), from one reading of its rows: the
-    report's sums are the buckets' sums, its histogram the sum of theirs. `ids` holds
-    the one service ({name: id})."""
+    """One service's report over the window and its series in buckets of `bucket`
+    seconds (as `series()` makes them), from one reading of its rows: the report's
+    sums are the buckets' sums, its histogram the sum of theirs. `ids` holds the one
+    service ({name: id})."""
     ((name, service_id),) = ids.items()
+    found, series = await _reports(conn, ids, window, gap_after=gap_after, bucket=bucket)
+    return found[name], series[service_id]
+
+
+async def _reports(
+    conn: AsyncConnection,
+    ids: dict[str, int],
+    window: tuple[float, float],
+    *,
+    gap_after: float,
+    exact: bool = False,
+    bucket: float | None = None,
+) -> tuple[dict[str, ServiceReport], dict[int, list[WindowStats]]]:
+    """Reports (see `reports()`); with `bucket`, each service's window is read as the
+    series' buckets, and their series comes too.
+
+    Incidents, MTTR and MTBF say only what was observed: time before a service's
+    first result and inside gaps is neither up nor down, so an incident is cut where
+    results stop (it ends at the last one before a gap) and one still open when they
+    resume is counted as already open (`began_before`), not as a new failure.
+    """
     since, until = window
     coverage = await load_coverage(conn)
-    whole = plan(since, until, coverage)
-    count = math.ceil((until - since) / bucket)
-    edges = [min(since + k * bucket, until) for k in range(count)] + [until]
-    plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
+    whole = plan(since, until, coverage.raw_only() if exact else coverage)
+    plans = []  # the series' buckets, as series() plans them
+    if bucket is not None:
+        edges = bucket_edges(since, until, bucket)
+        plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
     since, until = whole.since, whole.until
-    transitions = await _transitions(conn, [service_id], since, until) if since < until else {}
-    spans = _incidents(transitions.get(service_id, ()), since, until)
-    windows = [(service_id, p) for p in plans]
-    windows += [(service_id, plan(span.start, span.stop, coverage)) for span in spans]
-    sums = (await _collect(conn, windows))[service_id]
-    buckets, span_sums = sums[: len(plans)], sums[len(plans) :]
-    main = _Sums()
-    for found in buckets:  # before their latency(), which adds their raw latencies in
-        found.histogram.compact()  # one part a bucket: the report merges 180, not 2,160
-        main.merge(found)
-    series = [
-        WindowStats(p.since, p.until, found.counts(), found.latency())
-        for p, found in zip(plans, buckets, strict=True)
-    ]
-    gaps = await _gaps(conn, [service_id], (since, until), gap_after) if since < until else {}
-    report = _report(name, main, (spans, span_sums), gaps.get(service_id, ()), (since, until))
-    return report, series
-
-
-def _report(
-    name: str,
-    main: _Sums,
-    incidents: tuple[Sequence[_Span], Sequence[_Sums]],
-    gaps: Iterable[tuple[float, float | None]],
-    window: tuple[float, float],
-) -> ServiceReport:
-    """A report from its sums: the window's, and each incident's span and sums."""
-    spans, span_sums = incidents
-    since, until = window
-    found = [
-        Incident(
-            service_name=name,
-            start=span.start,
-            end=span.end,
-            worst_status=span.worst,
-            duration=span.stop - span.start,
-            checks=checked.counts().total,
-            began_before=span.began_before,
+    service_ids = list(ids.values())
+    # An empty window (all of it before what retention kept) has no incidents or gaps.
+    transitions, gaps, first = {}, {}, {}
+    if since < until:
+        transitions = await _transitions(conn, service_ids, since, until)
+        gaps = await _gaps(conn, service_ids, (since, until), gap_after)
+        first = await _first_results(conn, service_ids, coverage)
+    unobserved = {
+        service_id: _unobserved(since, until, first.get(service_id), gaps.get(service_id, ()))
+        for service_id in service_ids
+    }
+    incidents = {
+        service_id: _incidents(
+            transitions.get(service_id, ()), since, until, unobserved[service_id]
         )
-        for span, checked in zip(spans, span_sums, strict=True)
-    ]
-    service_gaps = [
-        Gap(name, start, end, (until if end is None else end) - start) for start, end in gaps
-    ]
-    return ServiceReport(
-        service_name=name,
-        since=since,
-        until=until,
-        counts=main.counts(),
-        latency=main.latency(),
-        incidents=tuple(found),
-        gaps=tuple(service_gaps),
-        mttr=_mttr(found),
-        mtbf=_mtbf(found, service_gaps, since, until),
-    )
+        for service_id in service_ids
+    }
+    # Each service's window, then one window per incident to count its checks.
+    windows: list[tuple[int, Plan]] = []
+    for service_id in service_ids:
+        windows.extend(
+            [(service_id, whole)] if bucket is None else [(service_id, p) for p in plans]
+        )
+    for service_id, spans in incidents.items():
+        windows.extend(
+            (service_id, plan(span.start, span.counted_until, coverage)) for span in spans
+        )
+    sums = await _collect(conn, windows)
+    result = {}
+    series: dict[int, list[WindowStats]] = {}
+    for name, service_id in ids.items():
+        if bucket is None:
+            main, *span_sums = sums[service_id]
+        else:
+            buckets, span_sums = sums[service_id][: len(plans)], sums[service_id][len(plans) :]
+            main = _Sums()
+            for part in buckets:  # before their latency(), which adds raw latencies in
+                part.histogram.compact()  # a part a bucket: the report merges 180, not 2,160
+                main.merge(part)
+            series[service_id] = [
+                WindowStats(p.since, p.until, part.counts(), part.latency())
+                for p, part in zip(plans, buckets, strict=True)
+            ]
+        found = [
+            Incident(
+                service_name=name,
+                start=span.start,
+                end=span.end,
+                worst_status=span.worst,
+                duration=span.stop - span.start,
+                checks=checked.counts().total,
+                began_before=span.began_before,
+            )
+            for span, checked in zip(incidents[service_id], span_sums, strict=True)
+        ]
+        service_gaps = [
+            Gap(name, start, end, (until if end is None else end) - start)
+            for start, end in gaps.get(service_id, ())
+        ]
+        counts = main.counts()
+        result[name] = ServiceReport(
+            service_name=name,
+            since=since,
+            until=until,
+            counts=counts,
+            latency=main.latency(),
+            incidents=tuple(found),
+            gaps=tuple(service_gaps),
+            mttr=_mttr(found),
+            mtbf=_mtbf(found, unobserved[service_id], since, until),
+        )
+    return result, series
 
 
 async def windows(
@@ -195,11 +228,7 @@ async def series(
     """Counts and latency per bucket [since + k * bucket, since + (k + 1) * bucket),
     the last one ending at until, summed over the services `ids`."""
     coverage = await load_coverage(conn)
-    count = math.ceil((until - since) / bucket)
-    # Each bucket ends at the very float the next one begins with, so at the same
-    # microsecond (us_at_or_after): no result is counted twice, none missed. (A start
-    # plus a bucket can be an ulp off the next start, and a microsecond off with it.)
-    edges = [min(since + k * bucket, until) for k in range(count)] + [until]
+    edges = bucket_edges(since, until, bucket)
     plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
     sums = await _collect(conn, [(service_id, p) for service_id in ids for p in plans])
     result = []
@@ -209,6 +238,31 @@ async def series(
             total.merge(sums[service_id][index])
         result.append(WindowStats(p.since, p.until, total.counts(), total.latency()))
     return result
+
+
+def bucket_edges(since: float, until: float, bucket: float) -> list[float]:
+    """The edges of the buckets [since + k * bucket, ...) up to until: every bucket
+    that holds at least one microsecond of the window, none more.
+
+    Counted on the stored grid (`us_at_or_after`), not by dividing floats: with since
+    = 1735689599.999999 and until = since + 0.7, (until - since) / 0.7 is a hair over
+    1, and a second bucket [until, until) would follow. Each bucket ends at the very
+    float the next one begins with, so at the same microsecond: no result is counted
+    twice, none missed. (A start plus a bucket can be an ulp off the next start.)
+    """
+    if not until > since:
+        return [until]
+    end = us_at_or_after(until)
+
+    def holds_time(k: int) -> bool:  # bucket k begins before until, on the grid
+        return us_at_or_after(since + k * bucket) < end
+
+    count = max(1, math.ceil((until - since) / bucket))  # a first guess, off by one at most
+    while count > 1 and not holds_time(count - 1):
+        count -= 1
+    while holds_time(count):
+        count += 1
+    return [min(since + k * bucket, until) for k in range(count)] + [until]
 
 
 # -- sums of rows ------------------------------------------------------------------------
@@ -394,9 +448,11 @@ async def _fetch(
 class _Span:
     start: float
     end: float | None
-    stop: float  # end, or the window's end
+    stop: float  # end, the window's end, or the last result before a gap
     worst: HealthStatus
     began_before: bool
+    counted_until: float  # its checks are those before this: stop, or just after
+    # the last result before a gap (that result is in the incident too)
 
 
 async def _transitions(
@@ -424,24 +480,115 @@ async def _transitions(
     return found
 
 
-def _incidents(transitions: Iterable[tuple[float, int]], since: float, until: float) -> list[_Span]:
+def _incidents(
+    transitions: Iterable[tuple[float, int]], since: float, until: float, unobserved: Spans
+) -> list[_Span]:
+    """The observed spans of [since, until) in which the confirmed status was not
+    HEALTHY.
+
+    `transitions` are the newest before since, then those in the window, in order.
+    The status in effect at since is the newest transition at or before it (one on
+    since itself replaces the one before, which is then not in effect inside the
+    window), though an incident open across since began before the window.
+
+    Only observed time is in an incident (`unobserved`: before the first result, and
+    gaps): one open when the results stop ends there, unrecovered (`end` None), and
+    one still open when they resume is already open then (`began_before`), not a new
+    failure. Each part's worst status is the worst in effect in it.
+    """
+    items = list(transitions)
+    at_start = 0  # transitions at or before since
+    while at_start < len(items) and items[at_start][0] <= since:
+        at_start += 1
+    status, began = _in_effect(items[:at_start])
+    events = _events(items[at_start:], since, until, unobserved)
+    observing = not (unobserved and unobserved[0][0] <= since)
     spans: list[_Span] = []
     start: float | None = None
-    worst = _HEALTHY
-    began_before = False
-    for ts, status in transitions:
-        at = max(ts, since)
-        if status == _HEALTHY:
-            if start is not None and at > start:
-                spans.append(_Span(start, at, at, STATUS_BY_CODE[worst], began_before))
-            start = None
-        elif start is None:
-            start, worst, began_before = at, status, ts < since
+    worst, began_before = _HEALTHY, False
+
+    def close(at: float, end: float | None, *, last_result: bool = False) -> None:
+        nonlocal start
+        if start is not None and at > start:
+            counted = to_seconds(us_at_or_after(at) + 1) if last_result else at
+            spans.append(_Span(start, end, at, STATUS_BY_CODE[worst], began_before, counted))
+        start = None
+
+    if observing and status != _HEALTHY:
+        start, worst, began_before = since, status, began is not None and began < since
+    for ts, kind, code in events:
+        if kind == _STOP:
+            close(ts, None, last_result=True)
+            observing = False
+        elif kind == _RESUME:
+            observing = True
+            if status != _HEALTHY:
+                start, worst, began_before = ts, status, True
         else:
-            worst = max(worst, status)
-    if start is not None and until > start:
-        spans.append(_Span(start, None, until, STATUS_BY_CODE[worst], began_before))
+            if observing:
+                if code == _HEALTHY:
+                    close(ts, ts)
+                elif start is None:
+                    start, worst, began_before = ts, code, False
+                else:  # a change where the span starts replaces its status there
+                    worst = code if ts == start else max(worst, code)
+            status = code
+    if observing:
+        close(until, None)
     return spans
+
+
+def _in_effect(transitions: list[tuple[float, int]]) -> tuple[int, float | None]:
+    """The status the transitions leave in effect, and when its incident began."""
+    status, began = _HEALTHY, None
+    for ts, code in transitions:
+        if code == _HEALTHY:
+            began = None
+        elif began is None:
+            began = ts
+        status = code
+    return status, began
+
+
+_RESUME, _STOP, _CHANGE = 0, 1, 2
+
+
+def _events(
+    transitions: list[tuple[float, int]], since: float, until: float, unobserved: Spans
+) -> list[tuple[float, int, int]]:
+    """(time, kind, status) in time order. Observed time is half-open like the
+    window: [first result or gap end, gap start or until). So at one time,
+    observation resumes or stops before a transition there takes effect: one on a
+    gap's end is observed, one on its start (the last result before it) is not."""
+    events = [(ts, _CHANGE, code) for ts, code in transitions]
+    for gap_start, gap_stop in unobserved:
+        if gap_start > since:
+            events.append((gap_start, _STOP, 0))
+        if gap_stop < until:
+            events.append((gap_stop, _RESUME, 0))
+    events.sort(key=lambda event: (event[0], event[1]))
+    return events
+
+
+Spans = list[tuple[float, float]]
+"""Sorted, disjoint [start, stop) spans."""
+
+
+def _unobserved(
+    since: float,
+    until: float,
+    first: float | None,
+    gaps: Iterable[tuple[float, float | None]],
+) -> Spans:
+    """The parts of [since, until) the monitor did not observe the service in: before
+    its first result (all of it without one) and its gaps."""
+    spans: Spans = []
+    if first is None or first >= until:
+        return [(since, until)] if since < until else []
+    if first > since:
+        spans.append((since, first))
+    spans += [(start, until if end is None else end) for start, end in gaps]
+    return _merge(spans)
 
 
 def _mttr(incidents: list[Incident]) -> float | None:
@@ -449,19 +596,49 @@ def _mttr(incidents: list[Incident]) -> float | None:
     return sum(repaired) / len(repaired) if repaired else None
 
 
-def _mtbf(incidents: list[Incident], gaps: list[Gap], since: float, until: float) -> float | None:
+def _mtbf(incidents: list[Incident], unobserved: Spans, since: float, until: float) -> float | None:
+    """The observed time outside incidents, per incident that began in the window."""
     failures = sum(not i.began_before for i in incidents)
     if not failures:
         return None
-    spans = [(i.start, until if i.end is None else i.end) for i in incidents]
-    spans += [(g.start, until if g.end is None else g.end) for g in gaps]
-    down = 0.0
-    reach = since
-    for start, end in sorted(spans):
-        if end > reach:
-            down += end - max(start, reach)
-            reach = end
+    spans = [(i.start, i.start + i.duration) for i in incidents] + unobserved
+    down = math.fsum(stop - start for start, stop in _merge(spans))
     return (until - since - down) / failures
+
+
+async def _first_results(
+    conn: AsyncConnection, ids: list[int], coverage: Coverage
+) -> dict[int, float]:
+    """Each service's first result: its oldest raw result or, where retention pruned
+    older ones, the start of its oldest minute (or hour) row wholly before the raw (or
+    minute) rows kept: to the minute (hour) there. (A minute that straddles the raw
+    cut-off is not looked at: the first result is then its oldest kept, at most a
+    minute late.)"""
+    r, m, h = check_results.c, result_minutes.c, result_hours.c
+    columns = [
+        select(func.min(r.ts_us))
+        .where(r.service_id == services.c.id)
+        .correlate(services)
+        .scalar_subquery()
+    ]
+    for tier, width, pruned_before in ((m, 60, coverage.raw), (h, 3600, coverage.minute)):
+        if math.isfinite(pruned_before):
+            columns.append(
+                select(func.min(tier.start))
+                .where(tier.service_id == services.c.id, tier.start + width <= pruned_before)
+                .correlate(services)
+                .scalar_subquery()
+            )
+    found: dict[int, float] = {}
+    for service_id, raw_us, *aggregated in await conn.execute(
+        select(services.c.id, *columns).where(services.c.id.in_(ids))
+    ):
+        times = [t for t in aggregated if t is not None]
+        if raw_us is not None:
+            times.append(to_seconds(raw_us))
+        if times:
+            found[service_id] = min(times)
+    return found
 
 
 # -- gaps --------------------------------------------------------------------------------

@@ -17,11 +17,15 @@ the hour mark.
 
 It also records gaps: a span longer than `gap_after` between a result and the newest
 earlier one of its service. Results come in time order per service (one check in
-flight at a time); one older than its service's newest does not split a recorded gap.
+flight at a time), but not always: one older than its service's newest (a clock
+stepped back, a batch retried) splits the gap it falls in, if any, into the parts
+still longer than `gap_after`; one older than every result of its service makes a
+gap to the next one if that is longer.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
@@ -32,7 +36,7 @@ from operator import mul
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, func, insert, literal, select, union_all, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,6 +45,7 @@ from healthmon.micros import to_seconds, to_us, us_at_or_after
 from healthmon.model import HealthCheckResult, HealthStatus
 from healthmon.store import sketch
 from healthmon.store.engine import begin_unchecked
+from healthmon.store.newest import Newest
 from healthmon.store.retention import Retention, prune_step
 from healthmon.store.schema import (
     check_results,
@@ -51,7 +56,7 @@ from healthmon.store.schema import (
     services,
 )
 
-__all__ = ["DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
+__all__ = ["ANSWERED_ERRORS", "DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
 
 log = structlog.get_logger("healthmon.store")
 
@@ -81,14 +86,33 @@ _Sums = list[Any]
 _OpenMinute = list[Any]
 
 
+ANSWERED_ERRORS = (
+    "HTTP ",
+    "body status ",
+    "health+json status ",
+    "slow: ",
+    "body over ",
+    "too many redirects",
+    "connection closed mid-body",
+    "body could not be decoded",
+    "agent report ",
+)
+"""How the errors of answered failures begin (probe.py, formats.py, monitor.py): for
+results that do not say, and for rows stored before they did (migration 0004)."""
+
+
 def is_answered(result: HealthCheckResult) -> bool:
-    """The target answered, so the response time measures it: every result but a
-    failure without an HTTP status (a timeout, a refused or reset connection, TLS or
-    DNS errors), whose time measures the timeout or the network instead."""
+    """The target answered, so the response time measures it (`result.answered`):
+    an HTTP response arrived before the timeout. A result that does not say is taken
+    by its error: answered unless it is UNHEALTHY with an error other than those of
+    answered failures (`ANSWERED_ERRORS`): a timeout, a refused or reset connection,
+    TLS or DNS errors, whose time measures the timeout or the network instead."""
+    if result.answered is not None:
+        return result.answered
     return (
         result.status is not HealthStatus.UNHEALTHY
         or result.error is None
-        or result.error.startswith("HTTP ")
+        or result.error.startswith(ANSWERED_ERRORS)
     )
 
 
@@ -116,19 +140,15 @@ class Rollup:
         self.prune_interval = prune_interval
         self._state: _Open | None = None  # None until loaded from the database
         self._uncommitted = False  # a write whose transaction has not committed (yet)
-        self._last_ts: dict[int, int] = {}  # each service's newest committed result (us)
-        self._pending_last_ts: dict[int, int] = {}
         self._next_prune = 0.0
 
     def reset(self) -> None:
         """Forget what was learnt of the database (it was recreated: new service ids)."""
         self._state = None
-        self._last_ts = {}
-        self._pending_last_ts = {}
 
-    async def write(self, conn: AsyncConnection, rows: Sequence[Row]) -> None:
-        """Account for a batch of check_results rows just inserted in this transaction."""
-        self._pending_last_ts = {}
+    async def write(self, conn: AsyncConnection, rows: Sequence[Row], before: Newest) -> None:
+        """Account for a batch of check_results rows just inserted in this transaction;
+        `before`: each of their services' newest time stored before them (None: none)."""
         if not rows:
             return
         if self._uncommitted:  # the last write rolled back: its sums are in the state
@@ -138,14 +158,12 @@ class Rollup:
         if state is None:  # the open buckets as committed, this batch included
             state = self._state = await _load(conn)
             fresh = True
-        last = dict(self._last_ts)
         minutes = None if fresh else state.minutes  # (a fresh load counted this batch)
-        late, newest, gaps, first_seen = _scan(
-            rows, minutes, us_at_or_after(state.minute_mark), last, self._gap_after_us
+        late, newest, gaps, out_of_order = _scan(
+            rows, minutes, us_at_or_after(state.minute_mark), dict(before), self._gap_after_us
         )
-        if first_seen:  # services new to this writer: their newest earlier result
-            gaps += await self._gaps_before(conn, first_seen)
-        self._pending_last_ts = last
+        if out_of_order:
+            gaps = await self._regap(conn, gaps, out_of_order)
         if late:  # results of buckets already written: added to their rows directly
             collected: dict[Key, _OpenMinute] = {}
             _add_rows(collected, late)
@@ -160,10 +178,8 @@ class Rollup:
             await conn.execute(insert(result_gaps), gaps)
 
     def committed(self) -> None:
-        """The transaction of the last `write` committed: remember what it ended with."""
+        """The transaction of the last `write` committed."""
         self._uncommitted = False
-        self._last_ts.update(self._pending_last_ts)
-        self._pending_last_ts = {}
 
     async def maintain(self, engine: AsyncEngine, now: float | None = None) -> frozenset[int]:
         """One pruning step when one is due; returns the ids of the result_details rows
@@ -208,24 +224,52 @@ class Rollup:
                 .values(complete_until=mark)
             )
 
-    async def _gaps_before(
-        self, conn: AsyncConnection, first_seen: dict[int, int]
+    async def _regap(
+        self,
+        conn: AsyncConnection,
+        gaps: list[dict[str, Any]],
+        out_of_order: dict[int, list[int]],
     ) -> list[dict[str, Any]]:
-        """Gaps before the first results of services new to this writer: one query for
-        each 400 of them (SQLite allows 500 terms in a compound SELECT)."""
-        c = check_results.c
-        newest = [
-            select(literal(service_id), func.max(c.ts_us)).where(
-                c.service_id == service_id, c.ts_us < first
+        """Results older than their service's newest (`out_of_order`: service id ->
+        times, us) change the gaps around them: from the result before the oldest of
+        them to the one after the newest, the gaps (recorded, or of this batch) are
+        made anew from the results there. The batch's rows are inserted already, so
+        the database holds all of them. (Rare: a clock stepped back, results submitted
+        out of order; a few index reads each.)"""
+        g, r = result_gaps.c, check_results.c
+        for service_id, times in out_of_order.items():
+            oldest, newest = min(times), max(times)
+            before = await conn.scalar(
+                select(func.max(r.ts_us)).where(r.service_id == service_id, r.ts_us < oldest)
             )
-            for service_id, first in first_seen.items()
-        ]
-        gaps = []
-        for chunk in range(0, len(newest), 400):
-            for service_id, found in await conn.execute(union_all(*newest[chunk : chunk + 400])):
-                first = first_seen[service_id]
-                if found is not None and first - found > self._gap_after_us:
-                    gaps.append(_gap(service_id, found, first))
+            after = await conn.scalar(
+                select(func.min(r.ts_us)).where(r.service_id == service_id, r.ts_us > newest)
+            )
+            first = oldest if before is None else before
+            last = newest if after is None else after
+            around = await conn.scalars(
+                select(r.ts_us)
+                .where(r.service_id == service_id, r.ts_us >= first, r.ts_us <= last)
+                .order_by(r.ts_us)
+            )
+            await conn.execute(
+                delete(result_gaps).where(
+                    g.service_id == service_id,
+                    g.start_ts >= to_seconds(first),
+                    g.end_ts <= to_seconds(last),
+                )
+            )
+            gaps = [
+                gap
+                for gap in gaps
+                if gap["service_id"] != service_id
+                or not first <= to_us(gap["start_ts"]) <= to_us(gap["end_ts"]) <= last
+            ]
+            gaps += [
+                _gap(service_id, a, b)
+                for a, b in itertools.pairwise(around.all())
+                if b - a > self._gap_after_us
+            ]
         return gaps
 
 
@@ -287,26 +331,29 @@ def _scan(
     rows: Sequence[Row],
     minutes: dict[Key, _OpenMinute] | None,
     mark: int,
-    last: dict[int, int],
+    last: Newest,
     gap_after: int,
-) -> tuple[list[Row], int, list[dict[str, Any]], dict[int, int]]:
+) -> tuple[list[Row], int, list[dict[str, Any]], dict[int, list[int]]]:
     """The hot path, one pass over a batch: count each result into its open minute
     (as `_add_rows` does, inlined), and return the late rows (before `mark`), the
-    newest time, the gaps before the results, and the first time of services not in
-    `last` (each service's newest time, brought up to date). Times in microseconds."""
+    newest time, the gaps before the results (after `last`: each service's newest
+    time, brought up to date), and the times of results older than their service's
+    newest, per service. Times in microseconds."""
     late, gaps, newest = [], [], -(2**63)
-    first_seen: dict[int, int] = {}
+    out_of_order: dict[int, list[int]] = {}
     for row in rows:
         ts, service_id = row["ts_us"], row["service_id"]
         if ts > newest:  # noqa: PLR1730 - a comparison costs less than a call here
             newest = ts
         before = last.get(service_id)
-        if before is None:
-            first_seen[service_id] = last[service_id] = ts
+        if before is None:  # its first result: nothing before it
+            last[service_id] = ts
         elif ts > before:
             if ts - before > gap_after:
                 gaps.append(_gap(service_id, before, ts))
             last[service_id] = ts
+        else:
+            out_of_order.setdefault(service_id, []).append(ts)
         if ts < mark:
             late.append(row)
         elif minutes is not None:
@@ -317,7 +364,7 @@ def _scan(
             minute[row["status"]] += 1
             if row["answered"]:
                 minute[4].append(row["response_time_us"])
-    return late, newest, gaps, first_seen
+    return late, newest, gaps, out_of_order
 
 
 def _gap(service_id: int, start_us: int, end_us: int) -> dict[str, Any]:

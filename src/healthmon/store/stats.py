@@ -79,12 +79,17 @@ class WindowStats:
 @dataclass(frozen=True, slots=True)
 class Incident:
     """A span in which a service's confirmed status (its transitions) was not HEALTHY,
-    clipped to the report's window.
+    as observed: clipped to the report's window, and cut out of the time without
+    results (before the service's first result, and gaps), which is neither up nor
+    down.
 
-    `end` is the time of the recovery, None if it had not recovered by `until`;
-    `began_before` says the incident was already open at `since` (then `start` is
-    `since`). `duration` runs to `end` or `until`; `checks` counts the results in it
-    (where raw results are pruned: those of the whole minutes in it).
+    `end` is the time of the recovery, None if it was not seen to recover: by `until`,
+    or before the results stopped (a gap follows). `began_before` says it was already
+    open when its observation began: at `since` (then `start` is `since`) or when the
+    results resumed after a gap (then `start` is the gap's end). `duration` is the
+    time observed in it: to `end`, else to `until` or to the last result before the
+    gap; `checks` counts the results in it, the last one before a gap included (where
+    raw results are pruned: those of the whole minutes in it).
     """
 
     service_name: str
@@ -114,9 +119,10 @@ class Gap:
 class ServiceReport:
     """One service's history over [since, until).
 
-    `mttr`: mean duration of the incidents that began and ended in the window (None
-    without any). `mtbf`: the time in the window outside incidents and gaps, divided
-    by the number of incidents that began in it (None without any).
+    `mttr`: mean duration of the incidents seen to begin and to end in the window
+    (None without any). `mtbf`: the observed time in the window (from the service's
+    first result on, outside gaps) outside incidents, divided by the number of
+    incidents seen to begin in it (None without any).
     """
 
     service_name: str

@@ -11,7 +11,11 @@ that is how subscribers hear of a change only once it is durable.
 When the database fails (locked, read-only, full, gone), the batch goes back to the
 front of the buffer and the flush is retried with backoff, so checking goes on and
 nothing is lost while the buffer holds. Beyond `max_pending` the oldest results are
-dropped, counted and logged: never silently.
+dropped, counted and logged: never silently. Only what a database can recover from
+is retried (its errors, I/O errors, a replaced file); anything else is a bug, which
+no retry mends: the writer crashes and says so (a critical `store_writer_crashed`,
+`stats.last_error`, and `stop()` raising StorageError), and what it can no longer
+store is counted as dropped.
 
 Results are keyed by (service, microsecond). Two results of one service on the same
 microsecond (a clock stepped back, or results submitted through the API) are both
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, NotSupportedError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
@@ -37,6 +43,7 @@ from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
+from healthmon.store.newest import NewestTimes
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 
@@ -128,11 +135,14 @@ class ResultWriter:
         # they were, and any failure clears them (store/details.py, store/keys.py).
         self._details = Details()
         self._keys = ResultKeys()
+        self._newest = NewestTimes()  # each service's newest committed result time
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._released = False  # stopped for good: the store may hand out a new writer
+        self._crashed: BaseException | None = None  # not a database error: no retry mends it
+        self._told_dropped = False  # submissions refused: logged once
         self._stats = WriterStats()
 
     # -- the monitor's side: never waits -------------------------------------------------
@@ -149,12 +159,15 @@ class ResultWriter:
 
     def submit(self, result: HealthCheckResult, transition: StatusTransition | None = None) -> None:
         """Queue a result (and the transition it caused) for the next group commit."""
-        if self._released:  # e.g. the store was closed under a running monitor
+        if self._released or self._crashed is not None:
+            # e.g. the store was closed under a running monitor
             self._stats.dropped_results += 1
             self._stats.dropped_transitions += transition is not None
-            if self._stats.last_error != _STOPPED:
-                self._stats.last_error = _STOPPED
-                log.error("results_dropped", count=1, reason=_STOPPED)
+            reason = _STOPPED if self._crashed is None else self._stats.last_error
+            if self._stats.last_error != reason or not self._told_dropped:
+                self._stats.last_error = reason
+                self._told_dropped = True
+                log.error("results_dropped", count=1, reason=reason)
             return
         if not (storable(result.timestamp) and storable(result.response_time_ms)):
             self._stats.dropped_results += 1
@@ -181,6 +194,11 @@ class ResultWriter:
         self._wakeup.set()
 
     @property
+    def released(self) -> bool:
+        """Stopped for good (by its owner, or by the store closing): ask for a new one."""
+        return self._released
+
+    @property
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
         stats = self._stats
@@ -202,6 +220,8 @@ class ResultWriter:
     async def start(self) -> None:
         if self._released:
             raise RuntimeError("this writer was stopped; ask the store for a new one")
+        if self._crashed is not None:
+            raise StorageError(f"{self._stats.last_error}; ask the store for a new writer")
         if self._task is None:
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name="healthmon-writer")
@@ -223,10 +243,16 @@ class ResultWriter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        except Exception:  # noqa: S110 - the task crashed: `_crashed` holds it, raised below
+            pass
         finally:
             self._drop_all(reason="stopped before the database accepted them")
             if self._on_release is not None:
                 self._on_release()
+        if self._crashed is not None:
+            raise StorageError(
+                f"{self._stats.last_error}; the results since were not stored"
+            ) from self._crashed
 
     async def flush(self) -> bool:
         """Write everything pending now; False if the database refused it (it stays queued)."""
@@ -278,20 +304,36 @@ class ResultWriter:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 self._forget_rows()
                 raise
-            except Exception as exc:  # the database, or anything else: put back, retry
-                self._failed(batch, exc)
+            except Exception as exc:
                 # Whatever went wrong, what was remembered of the rows may be why (a
                 # details row or a result written behind our back): read it anew.
                 self._forget_rows()
+                if not _recoverable(exc):
+                    self._requeue(batch)  # stop() counts it as dropped
+                    self._crash(exc)
+                    raise
+                self._failed(batch, exc)  # put back, retried with backoff
                 return False
             self._ids = written.ids
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
-            self._keys.remember(written.keys.newest)
+            self._newest.remember(written.keys.newest)
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
             return True
+
+    def _crash(self, exc: BaseException) -> None:
+        self._crashed = exc
+        self._stats.last_error = f"the store writer crashed: {_describe(exc)}"
+        log.critical(
+            "store_writer_crashed",
+            error=self._stats.last_error,
+            reason="not an error a database recovers from (a bug?): results are no longer "
+            "stored; please report it with this traceback",
+            pending_results=len(self._buffer.results),
+            exc_info=exc,
+        )
 
     def _forget_database(self) -> None:
         """A new, empty database: ids and service rows are written anew."""
@@ -318,7 +360,7 @@ class ResultWriter:
 
     def _forget_rows(self) -> None:
         self._details.clear()
-        self._keys.clear()
+        self._newest.clear()
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
         """Insert the batch; return what to remember of it once committed."""
@@ -336,7 +378,8 @@ class ResultWriter:
             for r in batch.results
         ]
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
-        keys = await self._keys.insert(conn, rows) if rows else Inserted({})
+        before = await self._newest.read(conn, {ids[r.service_name] for r in batch.results})
+        keys = await self._keys.insert(conn, rows, before) if rows else Inserted({})
         if batch.transitions:
             await conn.execute(
                 insert(status_transitions),
@@ -354,7 +397,7 @@ class ResultWriter:
                 ],
             )
         if self._rollup is not None:
-            await self._rollup.write(conn, rows)
+            await self._rollup.write(conn, rows, before)
         return _Written(ids, details, keys)
 
     def _dirty_services(self) -> list[str]:
@@ -445,6 +488,16 @@ class ResultWriter:
                 transitions=len(buffer.transitions),
                 reason=reason,
             )
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """What a retry can mend: the database's own errors (locked, read-only, full, gone,
+    a constraint a row written behind our back broke), the pool's, I/O errors, and our
+    StorageError (a replaced file). Not an error in our SQL (ProgrammingError,
+    NotSupportedError), nor any other exception: those are bugs."""
+    if isinstance(exc, ProgrammingError | NotSupportedError):
+        return False
+    return isinstance(exc, DBAPIError | PoolTimeoutError | OSError | StorageError)
 
 
 def _describe(exc: BaseException) -> str:

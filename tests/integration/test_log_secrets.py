@@ -1,0 +1,107 @@
+"""No log record carries a secret while healthmon checks, whatever the application's
+logging setup: the root logger at DEBUG, every third-party logger let through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from healthmon import HealthMonitor, HealthStore, ServiceDefinition
+from healthmon.log import RedactingFilter, guard_http_logs
+from healthmon.targets import TargetServer
+from tests.conftest import wait_for
+
+SECRETS = ("QUERYSECRET", "USERPASS", "HEADERSECRET")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def root_at_debug() -> Iterator[_Records]:
+    """As `logging.basicConfig(level=logging.DEBUG)` would set it up."""
+    root = logging.getLogger()
+    handler, level = _Records(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _secret_urls(targets: TargetServer) -> dict[str, str]:
+    base = f"http://user:USERPASS@127.0.0.1:{targets.port}"
+    return {
+        "ok": f"{base}/healthy?token=QUERYSECRET&region=eu",
+        "fails": f"{base}/fail?api_key=QUERYSECRET",
+        "redirects": f"{base}/redirect?sig=QUERYSECRET",
+    }
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_no_record_carries_a_secret_with_root_at_debug(
+    targets: TargetServer, root_at_debug: _Records, tmp_path: Path
+) -> None:
+    # Issue 11 #1: httpx logged `HTTP Request: GET http://...?token=SECRET ...` at INFO.
+    headers = {"Authorization": "Bearer HEADERSECRET"}
+    with structlog.testing.capture_logs() as events:
+        async with HealthStore(f"{tmp_path}/health.db") as store:
+            monitor = HealthMonitor(check_interval=0.05, store=store)
+            for name, url in _secret_urls(targets).items():
+                monitor.add_service(ServiceDefinition(name, "http", "m", [], url, headers=headers))
+            await monitor.check_health("ok")  # a one-off check of a monitor not running
+            async with monitor:
+                await wait_for(lambda: targets.hits("/healthy") >= 5 and targets.hits("/fail") >= 5)
+        # A client of the application's own (httpx over httpcore), given to the monitor.
+        async with httpx.AsyncClient() as client:
+            monitor = HealthMonitor(http_client=client)
+            own = _secret_urls(targets)["ok"]
+            monitor.add_service(ServiceDefinition("own", "http", "m", [], own, headers=headers))
+            await monitor.check_health("own")
+    lines = root_at_debug.lines + [repr(event) for event in events]
+    leaked = [line for line in lines if any(secret in line for secret in SECRETS)]
+    assert not leaked, leaked[:5]
+    assert any("HTTP Request" in line and "token=***" in line for line in lines)  # it was logging
+    assert any(line.startswith("httpcore") for line in lines)
+    httpcore = [
+        logger
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if name.startswith("httpcore.") and isinstance(logger, logging.Logger)
+    ]
+    assert httpcore
+    assert all(any(isinstance(f, RedactingFilter) for f in lg.filters) for lg in httpcore)
+
+
+def test_the_filter_redacts_messages_arguments_and_tracebacks() -> None:
+    logger = logging.getLogger("httpx.test_log_secrets")
+    guard_http_logs()
+    assert any(isinstance(f, RedactingFilter) for f in logger.filters)
+    handler = _Records()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("GET %s", httpx.URL("http://u:USERPASS@h/p?token=QUERYSECRET"))
+        try:
+            raise ValueError("fetching http://h/p?password=QUERYSECRET failed")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    assert handler.lines[0].endswith("GET http://***@h/p?token=***")
+    assert "password=***" in handler.lines[1]
+    assert not any(secret in "".join(handler.lines) for secret in SECRETS)

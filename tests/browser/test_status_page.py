@@ -48,6 +48,7 @@ async def _history(db_path: Path, url: str) -> None:
                 transition = StatusTransition(EVIL, status, new, ts, cause=error)
                 status = new
             writer.submit(result, transition)
+        await writer.flush()  # all of it now: stop() gives a flush only 2 s
         await writer.stop()
 
 

@@ -50,6 +50,9 @@ async def _write(store: HealthStore, since: float, until: float) -> None:
                 last[name] = status
             writer.submit(result, transition)
         ts += STEP
+        if int(ts // STEP) % 2000 == 0:
+            await writer.flush()  # in steps: stop() gives its last flush only 2 s
+    await writer.flush()
     await writer.stop()
 
 

@@ -65,6 +65,17 @@ async def test_cluster_and_services_show_the_monitor_now(
         assert one.json()["status"] == "unhealthy"
 
 
+async def test_a_large_cluster_is_answered_whole_and_in_order(db_path: Path) -> None:
+    async with serve(db_path) as served:
+        served.agents.health.update({f"n{i:04d}": "healthy" for i in range(600)})
+        served.agents.health["n0599"] = "degraded"
+        await served.monitor.check_agents_health(served.agents)
+        body = (await served.client.get("/api/v1/cluster")).json()
+        assert [s["name"] for s in body["services"]] == [f"agent:n{i:04d}" for i in range(600)]
+        assert body["services"][-1]["status"] == "degraded"
+        assert body["counts"] == {"healthy": 599, "unhealthy": 0, "degraded": 1, "unknown": 0}
+
+
 async def test_history_endpoints_answer_as_the_store_does(
     targets: TargetServer, db_path: Path
 ) -> None:

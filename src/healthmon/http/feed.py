@@ -156,6 +156,10 @@ class TransitionFeed:
         had its status."""
         return self._latest.get(service_name)
 
+    def latest_copy(self) -> dict[str, TransitionRecord]:
+        """Every service's newest transition read so far (a copy)."""
+        return self._latest.copy()
+
     def recent_after(self, after: int, limit: int) -> list[TransitionRecord] | None:
         """Transitions with an id above `after` from memory, at most `limit`; None if
         some of them are no longer in memory (read the store instead)."""

@@ -17,6 +17,9 @@
     [cluster]                      # optional: cluster mode on PostgreSQL (docs/cluster.md)
     node = "a"                     # ClusterSettings' fields
     lease = 5.0
+    [http]                         # optional: serve the HTTP face (HttpSettings' fields)
+    host = "127.0.0.1"
+    port = 8080
 
     [[services]]                   # one table per service: ServiceDefinition's fields
     name = "api"
@@ -26,7 +29,8 @@
 
 The keys come from the code, not from lists kept here: `[store]` takes HealthStore's
 keyword arguments, `[monitor]` HealthMonitor's (except `store` and `http_client`),
-`[[services]]` ServiceDefinition's fields, each value checked against its type hint.
+`[[services]]` ServiceDefinition's fields, `[http]` HttpSettings' fields, each value
+checked against its type hint.
 A settings dataclass among them is a sub-table (`[store.retention]`), except the
 monitor's `policy`, whose fields sit in `[monitor]` itself under the names that
 `[[services]]` uses to override them. A field added to any of these classes is
@@ -52,6 +56,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from healthmon.cluster import ClusterSettings
 from healthmon.errors import ConfigError
+from healthmon.http.settings import HttpSettings
 from healthmon.log import LogFormat
 from healthmon.model import ServiceDefinition
 from healthmon.monitor import HealthMonitor
@@ -62,6 +67,7 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
+    "http_keys",
     "load_config",
     "monitor_keys",
     "service_keys",
@@ -93,6 +99,8 @@ class Config:
     log_format: LogFormat | None = None
     cluster: ClusterSettings | None = None
     """`[cluster]`: run as a cluster node (None without the table)."""
+    http: HttpSettings | None = None
+    """The `[http]` table's settings; None without one (no HTTP face unless --http)."""
 
 
 def load_config(path: str | Path) -> Config:
@@ -139,6 +147,11 @@ def store_keys() -> dict[str, Any]:
     return {"database": str, **_keywords(HealthStore.__init__, {"self", "url", "migrate"})}
 
 
+def http_keys() -> dict[str, Any]:
+    """`[http]` keys and their type hints: HttpSettings' fields."""
+    return _fields(HttpSettings)
+
+
 def service_keys() -> dict[str, tuple[Any, bool]]:
     """`[[services]]` keys: each ServiceDefinition field's type hint, and whether it
     is required."""
@@ -179,7 +192,7 @@ class _Loader:
 
     def config(self, data: dict[str, Any]) -> Config:
         self.refuse_unknown(
-            "the top level", data, ["cluster", "log", "monitor", "services", "store"]
+            "the top level", data, ["cluster", "http", "log", "monitor", "services", "store"]
         )
         log = self.keyed("[log]", self.table(data, "log"), {"level": str, "format": str})
         for key, allowed in (("level", LOG_LEVELS), ("format", LOG_FORMATS)):
@@ -201,6 +214,10 @@ class _Loader:
         if "cluster" in data:
             values = self.keyed("[cluster]", self.table(data, "cluster"), _fields(ClusterSettings))
             cluster = self.build("[cluster]", ClusterSettings, values)
+        http = None
+        if "http" in data:
+            values = self.keyed("[http]", self.table(data, "http"), http_keys())
+            http = self.build("[http]", HttpSettings, values)
         return Config(
             path=self.path,
             services=tuple(services),
@@ -210,6 +227,7 @@ class _Loader:
             log_level=log.get("level"),
             log_format=log.get("format"),
             cluster=cluster,
+            http=http,
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:

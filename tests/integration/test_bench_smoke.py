@@ -39,3 +39,28 @@ def test_smallest_capacity_run_commits_everything_and_prints_its_table(tmp_path:
     assert run["storage"]["rows"] == run["committed_results"]
     assert run["lateness"]["scheduled"] > 0
     assert run["lateness"]["started"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_the_status_page_bench_runs_on_a_small_fleet(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.page",
+            "--services",
+            "3",
+            "--repeat",
+            "2",
+            "--keep",
+            tmp_path / "fleet.db",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "service page's 90-day data" in completed.stdout
+    assert "Page weight" in completed.stdout

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import importlib.util
 import signal
 import time
 
@@ -15,6 +17,7 @@ from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.cluster import ClusterSettings
 from healthmon.config import Config, load_config
 from healthmon.errors import ConfigError
+from healthmon.http.settings import TOKEN_ENV, HttpSettings, parse_listen
 from healthmon.model import HealthCheckResult
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
@@ -40,6 +43,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="TOML config file (see examples/services.toml)",
     )
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API, event stream and /metrics on this address (e.g. "
+        "127.0.0.1:8080; overrides [http]'s host and port). Needs healthmon[http]. A "
+        f"bearer token comes from ${TOKEN_ENV} or [http] token; without one only a "
+        "loopback address is served",
+    )
+    parser.add_argument(
+        "--http-allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without a token (anyone reaching it reads the monitor)",
+    )
     add_database_argument(parser, default=False)
     parser.add_argument(
         "--node",
@@ -54,6 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
+    http = http_settings(args, config)
     setup_logging(args, config.log_level, config.log_format, default_level="info")
     cluster = config.cluster
     if args.node is not None:
@@ -66,11 +83,39 @@ def command(args: argparse.Namespace) -> int:
             f"cluster mode (--node or [cluster]) needs a PostgreSQL database; "
             f"{display_url(database_url(database))!r} is SQLite, which one process uses alone"
         )
-    return asyncio.run(monitor_until_signalled(config, database, cluster))
+    return asyncio.run(monitor_until_signalled(config, database, http, cluster))
+
+
+def http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:
+    """The HTTP face's settings from [http], --http and the environment; None when
+    neither asks for it. ConfigError (exit 2) when they cannot be served safely."""
+    settings = config.http
+    if args.http is None and settings is None and not args.http_allow_unauthenticated:
+        return None
+    try:
+        settings = settings or HttpSettings()
+        if args.http is not None:
+            host, port = parse_listen(args.http)
+            settings = dataclasses.replace(settings, host=host, port=port)
+        if args.http_allow_unauthenticated:
+            settings = dataclasses.replace(settings, allow_unauthenticated=True)
+        settings = settings.token_from_env()
+        settings.check_exposure()
+    except ValueError as exc:
+        raise ConfigError(f"--http: {exc}") from None
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("starlette") is None:
+        raise ConfigError(
+            "--http needs the http extra: pip install 'healthmon[http]' (Starlette, uvicorn, "
+            "prometheus_client)"
+        )
+    return settings
 
 
 async def monitor_until_signalled(
-    config: Config, database: str, cluster: ClusterSettings | None = None
+    config: Config,
+    database: str,
+    http: HttpSettings | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> int:
     stop = asyncio.Event()
     received: list[str] = []
@@ -90,7 +135,7 @@ async def monitor_until_signalled(
                 monitor.add_service(service)
             if cluster is not None:
                 monitor.subscribe(_log_heard)
-            async with monitor:
+            async with monitor, contextlib.AsyncExitStack() as serving:
                 log.info(
                     "monitor_started",
                     config=str(config.path),
@@ -99,6 +144,10 @@ async def monitor_until_signalled(
                     check_interval=monitor.check_interval,
                     node=None if monitor.cluster is None else monitor.cluster.name,
                 )
+                if http is not None:
+                    from healthmon.http import HttpApi, HttpServer  # noqa: PLC0415 - the extra
+
+                    await serving.enter_async_context(HttpServer(HttpApi(monitor, store, http)))
                 await stop.wait()
                 stopping_at = time.perf_counter()
                 log.info("monitor_stopping", signal=received[0])

@@ -181,18 +181,24 @@ class ServiceDefinition:
 
 _OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+# RFC 9110 field-value in ASCII: visible characters, spaces and tabs inside only. An
+# HTTP stack refuses anything else at every check, and h11's error quotes the value.
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
 
 
 def _validate_headers(headers: object, *, where: str) -> None:
     if not isinstance(headers, Mapping):
         raise TypeError(f"{where}: headers must be a mapping of names to values")
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"{where}: header name {name!r} is not a valid HTTP token")
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
             # The value is not echoed: it may be a secret.
-            raise ValueError(f"{where}: header {name!r} must be a single-line string")
+            raise ValueError(
+                f"{where}: header {name!r} must be a single-line string of visible ASCII"
+                " characters, without leading or trailing spaces"
+            )
 
 
 def validate_http_url(url: str, *, where: str) -> None:

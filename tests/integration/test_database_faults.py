@@ -312,3 +312,25 @@ async def test_a_programming_error_in_a_flush_is_a_crash_not_an_endless_retry(
     crashed = [e for e in events if e["event"] == "store_writer_crashed"]
     assert len(crashed) == 1
     assert crashed[0]["log_level"] == "critical"
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_closing_a_store_whose_writer_crashed_still_closes_its_connections(
+    db_path: Path,
+) -> None:
+    # Review of issue 11: HealthStore.close() let the crashed writer's StorageError out
+    # before it disposed of the engine, so the store's connections outlived close().
+    bad = HealthCheckResult("api", "healthy", 1.0, 1_800_000_000.0)  # type: ignore[arg-type]
+    store = HealthStore(db_path)
+    await store.open()
+    writer = store.writer(flush_interval=0.01)
+    writer.submit(bad)
+    await writer.start()
+    await wait_for(lambda: writer.stats.last_error is not None)
+    with pytest.raises(StorageError, match="crashed"):
+        await store.close()
+    with pytest.raises(RuntimeError, match="is not open"):
+        store.engine  # noqa: B018 - the property raises once the store is closed
+    await store.close()  # closed already: nothing left to do, nothing raised
+

@@ -133,11 +133,13 @@ class HealthStore:
 
     async def close(self) -> None:
         """Close every connection. A writer still open is stopped (and flushed) first."""
-        if self._writer is not None:
-            await self._writer.stop()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.dispose()
+        try:
+            if self._writer is not None:
+                await self._writer.stop()  # raises if it crashed: after it let go
+        finally:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                await engine.dispose()
 
     async def __aenter__(self) -> Self:
         await self.open()

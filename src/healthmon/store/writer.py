@@ -261,6 +261,14 @@ class ResultWriter:
     # -- the writer task ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:  # a flush's crash is told already; anything else here
+            if self._crashed is None:  # (pruning, say) is one too, and says so
+                self._crash(exc)
+            raise
+
+    async def _loop(self) -> None:
         retry_delay = _RETRY_FIRST
         while True:
             if not (self._buffer or self._dirty_services()):

@@ -242,21 +242,34 @@ def redact_url(url: str) -> str:
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
+# A query parameter of a relative reference too (`Location: /next?token=...`).
+_QUERY_PAIR_IN_TEXT = re.compile(r"(?<=[?&])([^=&?#\s'\"<>]+)=([^&#\s'\"<>]*)")
+
+
 def redact_urls_in(text: str) -> str:
-    """`text` with every URL in it redacted (`redact_url`): for third parties' messages,
-    which may quote a URL. Text without a URL is returned as it is."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
+    """`text` with every URL in it redacted (`redact_url`), and the secret-named query
+    parameters of relative references too: for third parties' messages, which may
+    quote a URL. Text without either is returned as it is."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY_PAIR_IN_TEXT.sub(
+            lambda pair: f"{pair[1]}=***" if _secret_name(pair[1]) else pair[0], text
+        )
+    return text
 
 
 _SECRET_NAMES = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "credential")
 
 
+def _secret_name(name: str) -> bool:
+    return any(word in unquote_plus(name).lower() for word in _SECRET_NAMES)
+
+
 def _redact_query(query: str) -> str:
     def redacted(pair: str) -> str:
         name, equals, _value = pair.partition("=")
-        if equals and any(word in unquote_plus(name).lower() for word in _SECRET_NAMES):
+        if equals and _secret_name(name):
             return f"{name}=***"
         return pair
 

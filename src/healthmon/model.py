@@ -9,8 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from healthmon.micros import ms_on_grid, seconds_on_grid
@@ -176,7 +175,23 @@ class ServiceDefinition:
             raise type(exc)(f"{where}: {exc}") from exc
         _validate_headers(self.headers, where=where)
         # A copy of its own that nobody can change: validated headers stay valid.
-        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "headers", _FrozenHeaders(self.headers))
+
+
+class _FrozenHeaders(dict[str, str]):
+    """A service's headers: a dict nobody can change (a read-only view would make
+    copy.deepcopy, pickle and dataclasses.asdict of a definition fail)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a ServiceDefinition's headers cannot be changed: use dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_FrozenHeaders], tuple[dict[str, str]]]:
+        return type(self), (dict(self),)  # rebuilt whole, not item by item
 
 
 _OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}

@@ -168,8 +168,9 @@ class HealthStore:
         flush_interval: float = 0.1,
         max_pending: int = 100_000,
     ) -> ResultWriter:
-        """The store's single writer (one at a time; released when it stops)."""
-        if self._writer is not None:
+        """The store's single writer (one at a time; released when it stops, or taken
+        over from an idle one: no task, nothing pending)."""
+        if self._writer is not None and not self._writer.release_if_idle():
             raise RuntimeError(
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
             )

@@ -207,12 +207,12 @@ def _validate_headers(headers: object, *, where: str) -> None:
         raise TypeError(f"{where}: headers must be a mapping of names to values")
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise ValueError(f"{where}: header name {name!r} is not a valid HTTP token")
+            raise ValueError(f"{where}: headers: the name {name!r} is not a valid HTTP token")
         if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
             # The value is not echoed: it may be a secret.
             raise ValueError(
-                f"{where}: header {name!r} must be a single-line string of visible ASCII"
-                " characters, without leading or trailing spaces"
+                f"{where}: headers: the value of {name!r} must be a single-line string of"
+                " visible ASCII characters, without leading or trailing spaces"
             )
 
 

@@ -138,7 +138,7 @@ def test_a_header_value_no_http_stack_sends_is_refused_without_echo(value: str) 
     # Review of issue 11: such a value was accepted, and an application's own httpx
     # client (h11) failed every check with `Illegal header value b'Bearer s3cret '`:
     # the secret in the result's error, the `status_changed` log and the database.
-    with pytest.raises(ValueError, match="header 'Authorization' must be") as caught:
+    with pytest.raises(ValueError, match="headers: the value of 'Authorization' must be") as caught:
         ServiceDefinition("api", "http", "m", [], "http://h/", headers={"Authorization": value})
     assert "s3cret" not in str(caught.value)
 

@@ -31,7 +31,7 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.confirm import Confirmation
-from healthmon.log import guard_http_logs
+from healthmon.log import guard_http_logs, keep_out_of_logs
 from healthmon.model import (
     HealthCheckResult,
     HealthStatus,
@@ -196,6 +196,7 @@ class HealthMonitor:
             raise ValueError(
                 f"service name {service.name!r}: the {AGENT_PREFIX!r} prefix is kept for agents"
             )
+        keep_out_of_logs(service.headers.values())
         policy = self.policy.with_overrides(service)  # validated by ServiceDefinition already
         self.services[service.name] = service
         self._policies[service.name] = policy

@@ -150,3 +150,29 @@ async def test_a_relative_redirect_target_is_redacted_too(root_at_debug: _Record
     lines = root_at_debug.lines
     assert any("/done?token=***" in line for line in lines)  # it was logged, redacted
     assert not [line for line in lines if "LOCATIONSECRET" in line]
+
+
+def test_a_registered_header_value_is_redacted_from_the_http_stack_s_records() -> None:
+    # Review of issue 11: hpack (HTTP/2, under an application's own httpx client with
+    # http2=True) logs every header it encodes at DEBUG, `Authorization` included:
+    # `Adding (b'authorization', b'Bearer HEADERSECRET') to the header table`.
+    monitor = HealthMonitor()
+    headers = {"Authorization": "Bearer HEADERSECRET", "X-Debug": "1"}
+    monitor.add_service(ServiceDefinition("api", "http", "m", [], "http://h/", headers=headers))
+    logger = logging.getLogger("hpack.hpack")
+    guard_http_logs()
+    handler = _Records()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        pair = (b"authorization", b"Bearer HEADERSECRET")
+        logger.debug("Adding %s to the header table, sensitive:%s, huffman:%s", pair, True, True)
+        logger.debug("Encoding %d with %d bits", 1, 7)  # a short value is left alone
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert handler.lines == [
+        "hpack.hpack DEBUG Adding (b'authorization', b'***') to the header table, "
+        "sensitive:True, huffman:True",
+        "hpack.hpack DEBUG Encoding 1 with 7 bits",
+    ]

@@ -136,11 +136,13 @@ class HealthStore:
 
     async def close(self) -> None:
         """Close every connection. A writer still open is stopped (and flushed) first."""
-        if self._writer is not None:
-            await self._writer.stop()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.dispose()
+        try:
+            if self._writer is not None:
+                await self._writer.stop()  # raises if it crashed: after it let go
+        finally:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                await engine.dispose()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -170,13 +172,14 @@ class HealthStore:
         max_pending: int = 100_000,
         fence: Fence | None = None,
     ) -> ResultWriter:
-        """The store's single writer (one at a time; released when it stops).
+        """The store's single writer (one at a time; released when it stops, or taken
+        over from an idle one: no task, nothing pending).
 
         With a `fence` (cluster mode, PostgreSQL) every flush is checked against this
         node's leases. Several nodes then write at once, so the writer keeps no
         aggregates, gaps or pruning of its own (their bookkeeping assumes one writer):
         reports read raw results, exactly (docs/cluster.md)."""
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.release_if_idle():
             raise RuntimeError(
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
             )

@@ -162,6 +162,8 @@ _SCHEMAS: dict[str, Any] = {
             "last_error": _OPT_STR,
             "pending_results": {"type": "integer"},
             "pending_transitions": {"type": "integer"},
+            "fenced_results": {"type": "integer"},
+            "fenced_transitions": {"type": "integer"},
         },
         "required": ["writing", "healthy"],
         "additionalProperties": False,

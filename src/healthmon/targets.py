@@ -272,6 +272,12 @@ def _zeros_gzipped(megabytes: int) -> bytes:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a hanging handler must not hold up stop()
+    # socketserver's default listen backlog is 5: when more clients connect at once
+    # than the one accepting thread takes (a cluster node starting ten checks of
+    # services taken over), Linux drops the extra SYNs and each client retries only
+    # after TCP's first retransmission timeout, one second later. Real servers queue
+    # hundreds (somaxconn); so does this one.
+    request_queue_size = 1024
 
     def __init__(self, tls: ssl.SSLContext | None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 
 import structlog
 
 from healthmon.cli.database import add_database_argument, default_database
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.config import Config, load_config
+from healthmon.errors import ConfigError
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
 from healthmon.store.engine import display_url
@@ -37,6 +39,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="TOML config file (see examples/services.toml)",
     )
     add_database_argument(parser, default=False)
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop: asyncio's (default) or uvloop's, if installed "
+        "(pip install 'healthmon[uvloop]'; see docs/performance.md for what it gains)",
+    )
     add_logging_arguments(parser, default_level="info", config=True)
     parser.set_defaults(handler=command)
 
@@ -45,7 +54,22 @@ def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
     setup_logging(args, config.log_level, config.log_format, default_level="info")
-    return asyncio.run(monitor_until_signalled(config, database))
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        return runner.run(monitor_until_signalled(config, database))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None for asyncio's own loop; uvloop's when asked for (an optional extra)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: only when asked for
+    except ImportError as exc:
+        raise ConfigError(
+            "--loop uvloop needs the uvloop package: pip install 'healthmon[uvloop]'"
+        ) from exc
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def monitor_until_signalled(config: Config, database: str) -> int:

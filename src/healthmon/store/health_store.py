@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import history, migrate, report
+from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.retention import Retention
@@ -178,6 +179,9 @@ class HealthStore:
             on_commit=on_commit,
             on_release=self._release_writer,
             recreate_if_lost=self._recreate_if_lost,
+            checkpoints=None
+            if self._file.path is None
+            else Checkpoints(Path(f"{self._file.path}-wal")),
             rollup=Rollup(
                 gap_after=self.gap_after,
                 retention=self.retention,

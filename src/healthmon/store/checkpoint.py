@@ -95,8 +95,11 @@ async def _checkpoint(engine: AsyncEngine) -> bool:
     try:
         async with engine.connect() as conn:
             busy, frames, copied = await conn.run_sync(_passive)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError) as exc:  # the database's: e.g. a disk full
         log.warning("wal_checkpoint_failed", error=str(exc).splitlines()[0])
+        return False
+    except Exception as exc:  # a bug: said loudly, but the writer goes on (no data at stake)
+        log.error("wal_checkpoint_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
         return False
     log.debug(
         "wal_checkpoint",
@@ -112,7 +115,8 @@ def _passive(connection: Connection) -> tuple[int, int, int]:
     # On the driver's connection, outside any transaction (SQLAlchemy would BEGIN one).
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        busy, frames, copied = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        busy, frames, copied = cursor.fetchone()
     finally:
         cursor.close()
     return int(busy), int(frames), int(copied)

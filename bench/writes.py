@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import event
 
 from healthmon import HealthCheckResult, HealthStatus, HealthStore
+from healthmon.log import configure_logging
 
 __all__ = ["main", "measure"]
 
@@ -137,6 +138,7 @@ async def measure(
 
 def _one(args: list[str]) -> None:
     services, hz, variant, prefill, window, out = args
+    configure_logging("warning", "json")  # as an application would; no debug lines
     with tempfile.TemporaryDirectory(prefix="healthmon-writes-") as folder:
         figures = asyncio.run(
             measure(

@@ -45,8 +45,10 @@ def test_smallest_capacity_run_commits_everything_and_prints_its_table(tmp_path:
 def test_the_store_write_bench_and_the_scenario_table_still_run(tmp_path: Path) -> None:
     writes = tmp_path / "writes.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.writes", "--only", "100x1", "--window", "1"]
-        + ["--prefill", "2", "--variants", "healthmon", "--json", writes],
+        [
+            *(sys.executable, "-m", "bench.writes", "--only", "100x1", "--window", "1"),
+            *("--prefill", "2", "--variants", "healthmon", "--json", writes),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,8 +63,10 @@ def test_the_store_write_bench_and_the_scenario_table_still_run(tmp_path: Path) 
 
     scenarios = tmp_path / "scenarios.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.scenarios", "--only", "100x1", "--window", "2"]
-        + ["--warmup", "2", "--prefill", "2", "--no-bare", "--json", scenarios],
+        [
+            *(sys.executable, "-m", "bench.scenarios", "--only", "100x1", "--window", "2"),
+            *("--warmup", "2", "--prefill", "2", "--no-bare", "--json", scenarios),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -116,7 +116,10 @@ def _passive(connection: Connection) -> tuple[int, int, int]:
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        busy, frames, copied = cursor.fetchone()
+        row = cursor.fetchone()
+        if row is None:  # (the pragma always answers one row)
+            return 0, 0, 0
+        busy, frames, copied = row
     finally:
         cursor.close()
     return int(busy), int(frames), int(copied)

@@ -179,8 +179,9 @@ class HealthStore:
             on_commit=on_commit,
             on_release=self._release_writer,
             recreate_if_lost=self._recreate_if_lost,
+            # SQLite's WAL (a file database only): checkpoints beside the writer.
             checkpoints=None
-            if self._file.path is None
+            if self._file.path is None or self.url.get_backend_name() != "sqlite"
             else Checkpoints(Path(f"{self._file.path}-wal")),
             rollup=Rollup(
                 gap_after=self.gap_after,

@@ -14,6 +14,10 @@
     check_interval = 0.1
     timeout = 2.0                  # its `policy`'s fields: defaults for every service
 
+    [http]                         # optional: serve the HTTP face (HttpSettings' fields)
+    host = "127.0.0.1"
+    port = 8080
+
     [[services]]                   # one table per service: ServiceDefinition's fields
     name = "api"
     service_type = "http"
@@ -22,7 +26,8 @@
 
 The keys come from the code, not from lists kept here: `[store]` takes HealthStore's
 keyword arguments, `[monitor]` HealthMonitor's (except `store` and `http_client`),
-`[[services]]` ServiceDefinition's fields, each value checked against its type hint.
+`[[services]]` ServiceDefinition's fields, `[http]` HttpSettings' fields, each value
+checked against its type hint.
 A settings dataclass among them is a sub-table (`[store.retention]`), except the
 monitor's `policy`, whose fields sit in `[monitor]` itself under the names that
 `[[services]]` uses to override them. A field added to any of these classes is
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from healthmon.errors import ConfigError
+from healthmon.http.settings import HttpSettings
 from healthmon.log import LogFormat
 from healthmon.model import ServiceDefinition
 from healthmon.monitor import HealthMonitor
@@ -57,6 +63,7 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "Config",
+    "http_keys",
     "load_config",
     "monitor_keys",
     "service_keys",
@@ -86,6 +93,8 @@ class Config:
     """As written in the file, a relative path resolved against the file's folder."""
     log_level: str | None = None
     log_format: LogFormat | None = None
+    http: HttpSettings | None = None
+    """The `[http]` table's settings; None without one (no HTTP face unless --http)."""
 
 
 def load_config(path: str | Path) -> Config:
@@ -132,6 +141,11 @@ def store_keys() -> dict[str, Any]:
     return {"database": str, **_keywords(HealthStore.__init__, {"self", "url", "migrate"})}
 
 
+def http_keys() -> dict[str, Any]:
+    """`[http]` keys and their type hints: HttpSettings' fields."""
+    return _fields(HttpSettings)
+
+
 def service_keys() -> dict[str, tuple[Any, bool]]:
     """`[[services]]` keys: each ServiceDefinition field's type hint, and whether it
     is required."""
@@ -171,7 +185,7 @@ class _Loader:
         return ConfigError(f"{self.path}: {where}{field_text}: {message}")
 
     def config(self, data: dict[str, Any]) -> Config:
-        self.refuse_unknown("the top level", data, ["log", "monitor", "services", "store"])
+        self.refuse_unknown("the top level", data, ["http", "log", "monitor", "services", "store"])
         log = self.keyed("[log]", self.table(data, "log"), {"level": str, "format": str})
         for key, allowed in (("level", LOG_LEVELS), ("format", LOG_FORMATS)):
             if key in log and log[key] not in allowed:
@@ -188,6 +202,10 @@ class _Loader:
             raise self.error("services", "must be [[services]] tables, one per service")
         services = self.services(tables)
         self.validate(store, monitor, services, tables)
+        http = None
+        if "http" in data:
+            values = self.keyed("[http]", self.table(data, "http"), http_keys())
+            http = self.build("[http]", HttpSettings, values)
         return Config(
             path=self.path,
             services=tuple(services),
@@ -196,6 +214,7 @@ class _Loader:
             database=database,
             log_level=log.get("level"),
             log_format=log.get("format"),
+            http=http,
         )
 
     def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:

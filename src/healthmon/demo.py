@@ -18,7 +18,7 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -76,10 +76,16 @@ def demo_services(targets: TargetServer, seconds: float) -> list[ServiceDefiniti
 
 
 async def run_demo(
-    seconds: float, database: Path, out: TextIO, *, live: bool | None = None
+    seconds: float,
+    database: Path,
+    out: TextIO,
+    *,
+    live: bool | None = None,
+    http: tuple[str, int] | None = None,
 ) -> DemoRun:
     """Monitor the demo targets for `seconds` (or until Ctrl-C), showing a live table:
-    redrawn in place on a terminal, a plain line a second otherwise."""
+    redrawn in place on a terminal, a plain line a second otherwise. With `http`
+    (host, port), the status page is served there meanwhile (its address printed)."""
     live = out.isatty() if live is None else live
     changes: Counter[str] = Counter()
 
@@ -99,7 +105,7 @@ async def run_demo(
                 file=out,
             )
             started = time.time()
-            async with monitor:
+            async with monitor, _status_page(monitor, store, http, out):
                 with _until_interrupted() as interrupted:
                     display = _LiveTable(out) if live else _PlainLines(out)
                     loop = asyncio.get_running_loop()
@@ -118,6 +124,27 @@ async def run_demo(
         ended=ended,
         changes=changes,
     )
+
+
+@contextlib.asynccontextmanager
+async def _status_page(
+    monitor: HealthMonitor, store: HealthStore, listen: tuple[str, int] | None, out: TextIO
+) -> AsyncIterator[None]:
+    """The status page served while the demo runs, if asked for and installed."""
+    if listen is None:
+        yield
+        return
+    try:
+        from healthmon.http import HttpApi, HttpServer, HttpSettings  # noqa: PLC0415 - extra
+    except ImportError:
+        print("(the status page needs the http extra: pip install 'healthmon[http]')\n", file=out)
+        yield
+        return
+    settings = HttpSettings(host=listen[0], port=listen[1])
+    async with HttpServer(HttpApi(monitor, store, settings)) as server:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        print(f"Status page: http://{host}:{server.port}/\n", file=out)
+        yield
 
 
 @contextlib.contextmanager

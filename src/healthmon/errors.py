@@ -3,7 +3,9 @@
     HealthmonError
     ├── StorageError            the database could not be opened, read or written
     │   └── SchemaVersionError  the database is not at the schema this version expects
-    └── ConfigError             a configuration file or value is wrong (names where)
+    ├── ConfigError             a configuration file or value is wrong (names where)
+    ├── ServeError              the HTTP face cannot listen (address in use, no permission)
+    └── ApiError                a request to the HTTP API is refused (a 4xx/5xx answer)
 
 Misuse of the API (a bad argument) raises ValueError or TypeError, as the seed does.
 A failed health check is not an exception: it is an UNHEALTHY `HealthCheckResult`.
@@ -12,7 +14,14 @@ Third-party errors are mapped where they happen and chained (`raise ... from exc
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HealthmonError", "SchemaVersionError", "StorageError"]
+__all__ = [
+    "ApiError",
+    "ConfigError",
+    "HealthmonError",
+    "SchemaVersionError",
+    "ServeError",
+    "StorageError",
+]
 
 
 class HealthmonError(Exception):
@@ -38,3 +47,18 @@ class SchemaVersionError(StorageError):
 
 class ConfigError(HealthmonError):
     """A configuration value is wrong; the message names the file, service and field."""
+
+
+class ServeError(HealthmonError):
+    """The HTTP face could not start serving; the message names the address and why."""
+
+
+class ApiError(HealthmonError):
+    """A request the HTTP API answers with an error: `status` is the HTTP status,
+    `code` a short machine-readable word, the message says what is wrong."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message

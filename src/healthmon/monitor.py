@@ -115,6 +115,9 @@ class HealthMonitor:
         # restart records no spurious transition. Kept when a service is removed: a
         # service added again under its name carries on from its last status.
         self._confirmations: dict[str, Confirmation] = {}
+        # Results recorded per service and observed status, since this monitor was made
+        # (the HTTP face's counters); a removed service's go with it.
+        self._check_counts: dict[str, dict[HealthStatus, int]] = {}
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._in_flight: dict[str, asyncio.Lock] = {}  # one check per service at a time
@@ -178,6 +181,12 @@ class HealthMonitor:
         """Slots skipped per service because its previous check overran them."""
         return {name: schedule.missed for name, schedule in self._schedules.items()}
 
+    @property
+    def check_counts(self) -> dict[str, dict[HealthStatus, int]]:
+        """Results recorded per service (and agent) by observed status, since this
+        monitor was made: monotonic counters (a copy)."""
+        return {name: counts.copy() for name, counts in self._check_counts.items()}
+
     def policy_for(self, service_name: str) -> CheckPolicy:
         """The settings a service is checked with: the monitor's, with its overrides."""
         return self._policies.get(service_name, self.policy)
@@ -213,6 +222,7 @@ class HealthMonitor:
         self._policies.pop(service_name, None)
         self._unchecked.discard(service_name)
         self._cache.pop(service_name, None)
+        self._check_counts.pop(service_name, None)
         self._schedules.pop(service_name, None)
         self._in_flight.pop(service_name, None)
         task = self._checks.pop(service_name, None)
@@ -384,6 +394,10 @@ class HealthMonitor:
         result = dataclasses.replace(result, confirmed_status=confirmation.current)
         self._cache[name] = result
         self._unchecked.discard(name)
+        counts = self._check_counts.get(name)
+        if counts is None:
+            counts = self._check_counts[name] = dict.fromkeys(HealthStatus, 0)
+        counts[result.status] += 1
         transition = None
         if changed:
             transition = StatusTransition(

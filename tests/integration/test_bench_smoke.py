@@ -42,6 +42,31 @@ def test_smallest_capacity_run_commits_everything_and_prints_its_table(tmp_path:
 
 
 @pytest.mark.timeout(90)
+def test_the_status_page_bench_runs_on_a_small_fleet(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.page",
+            "--services",
+            "3",
+            "--repeat",
+            "2",
+            "--keep",
+            tmp_path / "fleet.db",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "service page's 90-day data" in completed.stdout
+    assert "Page weight" in completed.stdout
+
+
+@pytest.mark.timeout(90)
 def test_the_store_write_bench_and_the_scenario_table_still_run(tmp_path: Path) -> None:
     writes = tmp_path / "writes.json"
     completed = subprocess.run(

@@ -50,6 +50,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="PATH",
         help=f"SQLite file to write (created or upgraded; default: ./{DEFAULT_DATABASE})",
     )
+    parser.add_argument(
+        "--http",
+        type=_listen,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="serve the status page there while the demo runs (default: 127.0.0.1 and a "
+        "free port, printed); --no-http to serve none",
+    )
+    parser.add_argument("--no-http", dest="http", action="store_const", const=None)
     add_logging_arguments(parser)
     parser.set_defaults(handler=command)
 
@@ -64,9 +73,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def command(args: argparse.Namespace) -> int:
     setup_logging(args)
-    run = asyncio.run(run_demo(args.seconds, args.database, sys.stdout))
+    run = asyncio.run(run_demo(args.seconds, args.database, sys.stdout, http=args.http))
     print(asyncio.run(_report(run)))
     return 0
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import importlib.util
 import signal
 import time
 from collections.abc import Callable
@@ -14,6 +17,7 @@ from healthmon.cli.database import add_database_argument, default_database
 from healthmon.cli.logsetup import add_logging_arguments, setup_logging
 from healthmon.config import Config, load_config
 from healthmon.errors import ConfigError
+from healthmon.http.settings import TOKEN_ENV, HttpSettings, parse_listen
 from healthmon.monitor import HealthMonitor
 from healthmon.store import HealthStore
 from healthmon.store.engine import display_url
@@ -38,6 +42,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="TOML config file (see examples/services.toml)",
     )
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API, event stream and /metrics on this address (e.g. "
+        "127.0.0.1:8080; overrides [http]'s host and port). Needs healthmon[http]. A "
+        f"bearer token comes from ${TOKEN_ENV} or [http] token; without one only a "
+        "loopback address is served",
+    )
+    parser.add_argument(
+        "--http-allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without a token (anyone reaching it reads the monitor)",
+    )
     add_database_argument(parser, default=False)
     parser.add_argument(
         "--loop",
@@ -53,9 +70,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = args.database or config.database or default_database()
+    http = http_settings(args, config)
     setup_logging(args, config.log_level, config.log_format, default_level="info")
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-        return runner.run(monitor_until_signalled(config, database))
+        return runner.run(monitor_until_signalled(config, database, http))
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -72,7 +90,34 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-async def monitor_until_signalled(config: Config, database: str) -> int:
+def http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:
+    """The HTTP face's settings from [http], --http and the environment; None when
+    neither asks for it. ConfigError (exit 2) when they cannot be served safely."""
+    settings = config.http
+    if args.http is None and settings is None and not args.http_allow_unauthenticated:
+        return None
+    try:
+        settings = settings or HttpSettings()
+        if args.http is not None:
+            host, port = parse_listen(args.http)
+            settings = dataclasses.replace(settings, host=host, port=port)
+        if args.http_allow_unauthenticated:
+            settings = dataclasses.replace(settings, allow_unauthenticated=True)
+        settings = settings.token_from_env()
+        settings.check_exposure()
+    except ValueError as exc:
+        raise ConfigError(f"--http: {exc}") from None
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("starlette") is None:
+        raise ConfigError(
+            "--http needs the http extra: pip install 'healthmon[http]' (Starlette, uvicorn, "
+            "prometheus_client)"
+        )
+    return settings
+
+
+async def monitor_until_signalled(
+    config: Config, database: str, http: HttpSettings | None = None
+) -> int:
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -89,7 +134,7 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
             monitor = HealthMonitor(store=store, **config.monitor)
             for service in config.services:
                 monitor.add_service(service)
-            async with monitor:
+            async with monitor, contextlib.AsyncExitStack() as serving:
                 log.info(
                     "monitor_started",
                     config=str(config.path),
@@ -97,6 +142,10 @@ async def monitor_until_signalled(config: Config, database: str) -> int:
                     services=[service.name for service in config.services],
                     check_interval=monitor.check_interval,
                 )
+                if http is not None:
+                    from healthmon.http import HttpApi, HttpServer  # noqa: PLC0415 - the extra
+
+                    await serving.enter_async_context(HttpServer(HttpApi(monitor, store, http)))
                 await stop.wait()
                 stopping_at = time.perf_counter()
                 log.info("monitor_stopping", signal=received[0])

@@ -3,7 +3,10 @@
 The store knows SQL and nothing of HTTP.
 """
 
+from healthmon.store.fleet import Aggregate, DayCounts
 from healthmon.store.health_store import HealthStore
+from healthmon.store.history import TransitionRecord
+from healthmon.store.plan import Coverage
 from healthmon.store.retention import Retention
 from healthmon.store.stats import (
     Gap,
@@ -16,6 +19,9 @@ from healthmon.store.stats import (
 from healthmon.store.writer import ResultWriter, WriterStats
 
 __all__ = [
+    "Aggregate",
+    "Coverage",
+    "DayCounts",
     "Gap",
     "HealthStore",
     "Incident",
@@ -24,6 +30,7 @@ __all__ = [
     "Retention",
     "ServiceReport",
     "StatusCounts",
+    "TransitionRecord",
     "WindowStats",
     "WriterStats",
 ]

@@ -18,13 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
-from healthmon.store import history, migrate, report
+from healthmon.store import fleet, history, migrate, report
 from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.fleet import Aggregate, DayCounts
+from healthmon.store.history import TransitionRecord
+from healthmon.store.plan import Coverage, load_coverage
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
-from healthmon.store.stats import ServiceReport, WindowStats
+from healthmon.store.stats import ServiceReport, StatusCounts, WindowStats
 from healthmon.store.writer import Committed, ResultWriter
 
 log = structlog.get_logger("healthmon.store")
@@ -239,6 +242,39 @@ class HealthStore:
         async with self._reading() as conn:
             return await history.current_statuses(conn)
 
+    async def transitions_after(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        service_names: Sequence[str] | None = None,
+    ) -> list[TransitionRecord]:
+        """The first `limit` stored transitions with an id above `after`, in commit
+        order (ids grow with each commit): a cursor to follow the transitions with,
+        paging on from the last id read. Of the named services only, if given."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValueError(f"after must be a transition id (an integer >= 0), got {after!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        async with self._reading() as conn:
+            return await history.transitions_after(conn, after, limit, service_names)
+
+    async def last_transition_id(self) -> int:
+        """The id of the newest stored transition (0 when there is none)."""
+        async with self._reading() as conn:
+            return await history.last_transition_id(conn)
+
+    async def latest_transitions(self) -> dict[str, TransitionRecord]:
+        """Each service's newest stored transition, with its id: since when a service
+        has had its status."""
+        async with self._reading() as conn:
+            return await history.latest_transitions(conn)
+
+    async def service_names(self) -> list[str]:
+        """Every service the database has rows of, in the order first stored."""
+        async with self._reading() as conn:
+            return await history.service_names(conn)
+
     async def stream_results(
         self,
         service_name: str | None = None,
@@ -314,6 +350,65 @@ class HealthStore:
             ids = await report.service_ids(conn, None)
             return await report.reports(conn, ids, since, until, gap_after=self.gap_after)
 
+    async def report_series(
+        self, service_name: str, since: float, until: float | None = None, *, bucket: float
+    ) -> tuple[ServiceReport, list[WindowStats]]:
+        """`report()` and `series()` of one service over the same window, from one
+        reading of its rows (what a service's page shows): the same figures as the
+        two calls give, for about half the work on long windows."""
+        since, until = _window(since, until)
+        _check_buckets(since, until, bucket)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, [service_name])
+            return await report.report_series(
+                conn, ids, (since, until), bucket=bucket, gap_after=self.gap_after
+            )
+
+    async def windows(self, since: float, until: float | None = None) -> dict[str, WindowStats]:
+        """Every service's counts, uptime and latency over [since, until), by name: the
+        figures of `reports()` without incidents and gaps, for a fleet's overview."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await report.windows(conn, ids, since, until)
+
+    async def days(self, since: float, until: float | None = None) -> dict[str, list[DayCounts]]:
+        """Every service's status counts per UTC day of [since, until), by name, oldest
+        day first (days without results left out): the status page's daily bars."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.day_counts(conn, ids, since, until)
+
+    async def coverage(self) -> Coverage:
+        """From when, and until when, each tier of the history is complete: raw results
+        from `raw`; minute and hour aggregates from `minute`/`hour` until
+        `minute_until`/`hour_until` (the writer's open minute and hour begin there)."""
+        async with self._reading() as conn:
+            return await load_coverage(conn)
+
+    async def aggregates(
+        self, width: int, since: float, until: float
+    ) -> dict[str, list[Aggregate]]:
+        """Every service's minute (`width` 60) or hour (3600) aggregate rows starting in
+        [since, until), by name, oldest first: for a reader keeping running sums of a
+        fleet's recent history, which reads each row once."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.aggregates(conn, ids, width, since, until)
+
+    async def minute_counts(
+        self, since: float, until: float | None = None
+    ) -> dict[str, dict[int, StatusCounts]]:
+        """Every service's raw results in [since, until) counted per minute, by name
+        ({minute start: counts}; services without any left out): the minutes the
+        writer has not aggregated yet, for readers keeping running sums."""
+        since, until = _window(since, until)
+        async with self._reading() as conn:
+            ids = await report.service_ids(conn, None)
+            return await fleet.minute_counts(conn, ids, since, until)
+
     async def series(
         self,
         service_name: str | None,
@@ -326,15 +421,7 @@ class HealthStore:
         of one service, or of all together with None. Buckets aligned to whole
         minutes or hours read only aggregates."""
         since, until = _window(since, until)
-        if isinstance(bucket, bool) or not isinstance(bucket, int | float):
-            raise TypeError(f"bucket must be a number of seconds, got {bucket!r}")
-        if not (math.isfinite(bucket) and bucket > 0):
-            raise ValueError(f"bucket must be a positive number of seconds, got {bucket!r}")
-        if (until - since) / bucket > report.MAX_BUCKETS:
-            raise ValueError(
-                f"{(until - since) / bucket:.0f} buckets of {bucket} s between since and "
-                f"until; at most {report.MAX_BUCKETS}: choose a larger bucket"
-            )
+        _check_buckets(since, until, bucket)
         async with self._reading() as conn:
             names = None if service_name is None else [service_name]
             ids = await report.service_ids(conn, names)
@@ -352,6 +439,18 @@ class HealthStore:
     def _create_parent_folder(self) -> None:
         if self._file.path is not None:
             self._file.path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_buckets(since: float, until: float, bucket: float) -> None:
+    if isinstance(bucket, bool) or not isinstance(bucket, int | float):
+        raise TypeError(f"bucket must be a number of seconds, got {bucket!r}")
+    if not (math.isfinite(bucket) and bucket > 0):
+        raise ValueError(f"bucket must be a positive number of seconds, got {bucket!r}")
+    if (until - since) / bucket > report.MAX_BUCKETS:
+        raise ValueError(
+            f"{(until - since) / bucket:.0f} buckets of {bucket} s between since and "
+            f"until; at most {report.MAX_BUCKETS}: choose a larger bucket"
+        )
 
 
 def _window(since: float, until: float | None) -> tuple[float, float]:

@@ -3,6 +3,9 @@ half-open [since, until), rows come oldest first."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,19 +20,33 @@ from healthmon.store.schema import (
 )
 
 __all__ = [
+    "TransitionRecord",
     "current_statuses",
+    "last_transition_id",
     "latest_results",
+    "latest_transitions",
     "result_from_row",
     "results",
     "results_query",
+    "service_names",
     "transition_from_row",
     "transitions",
+    "transitions_after",
     "transitions_query",
 ]
 
 ResultRow = tuple[str, int, int, int, dict[str, object] | None, str | None, bool]
 """name, status code, response time (us), time (epoch us), details, error, answered"""
 TransitionRow = tuple[str, int | None, int, float, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """A stored transition and its id. Ids grow in commit order (one writer inserts
+    them), so "every transition after id N" is a cursor a reader can follow."""
+
+    id: int
+    transition: StatusTransition
 
 
 async def results(
@@ -180,3 +197,45 @@ def result_from_row(row: ResultRow) -> HealthCheckResult:
         error=error,
         answered=bool(answered),
     )
+
+
+async def transitions_after(
+    conn: AsyncConnection, after: int, limit: int, service_names: Sequence[str] | None = None
+) -> list[TransitionRecord]:
+    """The first `limit` transitions whose id is above `after`, in id (commit) order;
+    of the named services only, if given."""
+    t = status_transitions.c
+    query = (
+        select(t.id, services.c.name, t.from_status, t.to_status, t.ts, t.cause)
+        .join(services, services.c.id == t.service_id)
+        .where(t.id > after)
+        .order_by(t.id)
+        .limit(limit)
+    )
+    if service_names is not None:
+        query = query.where(services.c.name.in_(service_names))
+    rows = await conn.execute(query)
+    return [TransitionRecord(row[0], transition_from_row(row[1:])) for row in rows]
+
+
+async def last_transition_id(conn: AsyncConnection) -> int:
+    """The id of the newest transition; 0 when there is none."""
+    found = await conn.scalar(select(func.max(status_transitions.c.id)))
+    return 0 if found is None else int(found)
+
+
+async def latest_transitions(conn: AsyncConnection) -> dict[str, TransitionRecord]:
+    """Each service's newest transition (the highest id: the last committed)."""
+    t = status_transitions.c
+    newest = select(func.max(t.id)).group_by(t.service_id).scalar_subquery()
+    rows = await conn.execute(
+        select(t.id, services.c.name, t.from_status, t.to_status, t.ts, t.cause)
+        .join(services, services.c.id == t.service_id)
+        .where(t.id.in_(newest))
+    )
+    return {row[1]: TransitionRecord(row[0], transition_from_row(row[1:])) for row in rows}
+
+
+async def service_names(conn: AsyncConnection) -> list[str]:
+    """Every service the database knows, in the order they were first stored."""
+    return list(await conn.scalars(select(services.c.name).order_by(services.c.id)))

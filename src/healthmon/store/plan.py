@@ -86,6 +86,13 @@ def plan(since: float, until: float, coverage: Coverage) -> Plan:
             end = _next(t, 60)
             if end < coverage.minute:  # no minutes there: stay raw until there are
                 end = max(end, _ceil(coverage.minute, 60))
+            if _ceil(t, 60) + 60 > min(until, coverage.minute_until) and _ceil(
+                t, 3600
+            ) + 3600 > min(until, coverage.hour_until):
+                # No whole minute or hour of aggregates fits before `until`: raw to the
+                # end at once. (A minute at a time, 90 days on a new database took
+                # 130,000 turns of this loop: 0.6 s of the event loop.)
+                end = until
             end = min(until, end)
             tier = RAW
         else:  # only possible past the window's start: the rest cannot be exact

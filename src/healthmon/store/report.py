@@ -42,7 +42,15 @@ from healthmon.store.stats import (
     WindowStats,
 )
 
-__all__ = ["MAX_BUCKETS", "bucket_edges", "reports", "series", "service_ids"]
+__all__ = [
+    "MAX_BUCKETS",
+    "bucket_edges",
+    "report_series",
+    "reports",
+    "series",
+    "service_ids",
+    "windows",
+]
 
 MAX_BUCKETS = 100_000
 """The most buckets a series may have: more is a mistake (a bucket far too small)."""
@@ -80,9 +88,52 @@ async def reports(
     results stop (it ends at the last one before a gap) and one still open when they
     resume is counted as already open (`began_before`), not as a new failure.
     """
+    found, _ = await _reports(conn, ids, (since, until), gap_after=gap_after, exact=exact)
+    return found
+
+
+async def report_series(
+    conn: AsyncConnection,
+    ids: dict[str, int],
+    window: tuple[float, float],
+    *,
+    bucket: float,
+    gap_after: float,
+) -> tuple[ServiceReport, list[WindowStats]]:
+    """One service's report over the window and its series in buckets of `bucket`
+    seconds (as `series()` makes them), from one reading of its rows: the report's
+    sums are the buckets' sums, its histogram the sum of theirs. `ids` holds the one
+    service ({name: id})."""
+    ((name, service_id),) = ids.items()
+    found, series = await _reports(conn, ids, window, gap_after=gap_after, bucket=bucket)
+    return found[name], series[service_id]
+
+
+async def _reports(
+    conn: AsyncConnection,
+    ids: dict[str, int],
+    window: tuple[float, float],
+    *,
+    gap_after: float,
+    exact: bool = False,
+    bucket: float | None = None,
+) -> tuple[dict[str, ServiceReport], dict[int, list[WindowStats]]]:
+    """Reports (see `reports()`); with `bucket`, each service's window is read as the
+    series' buckets, and their series comes too.
+
+    Incidents, MTTR and MTBF say only what was observed: time before a service's
+    first result and inside gaps is neither up nor down, so an incident is cut where
+    results stop (it ends at the last one before a gap) and one still open when they
+    resume is counted as already open (`began_before`), not as a new failure.
+    """
+    since, until = window
     coverage = await load_coverage(conn)
-    window = plan(since, until, coverage.raw_only() if exact else coverage)
-    since, until = window.since, window.until
+    whole = plan(since, until, coverage.raw_only() if exact else coverage)
+    plans = []  # the series' buckets, as series() plans them
+    if bucket is not None:
+        edges = bucket_edges(since, until, bucket)
+        plans = [plan(start, end, coverage) for start, end in itertools.pairwise(edges)]
+    since, until = whole.since, whole.until
     service_ids = list(ids.values())
     # An empty window (all of it before what retention kept) has no incidents or gaps.
     transitions, gaps, first = {}, {}, {}
@@ -101,15 +152,31 @@ async def reports(
         for service_id in service_ids
     }
     # Each service's window, then one window per incident to count its checks.
-    windows: list[tuple[int, Plan]] = [(service_id, window) for service_id in service_ids]
+    windows: list[tuple[int, Plan]] = []
+    for service_id in service_ids:
+        windows.extend(
+            [(service_id, whole)] if bucket is None else [(service_id, p) for p in plans]
+        )
     for service_id, spans in incidents.items():
         windows.extend(
             (service_id, plan(span.start, span.counted_until, coverage)) for span in spans
         )
     sums = await _collect(conn, windows)
     result = {}
+    series: dict[int, list[WindowStats]] = {}
     for name, service_id in ids.items():
-        main, *span_sums = sums[service_id]
+        if bucket is None:
+            main, *span_sums = sums[service_id]
+        else:
+            buckets, span_sums = sums[service_id][: len(plans)], sums[service_id][len(plans) :]
+            main = _Sums()
+            for part in buckets:  # before their latency(), which adds raw latencies in
+                part.histogram.compact()  # a part a bucket: the report merges 180, not 2,160
+                main.merge(part)
+            series[service_id] = [
+                WindowStats(p.since, p.until, part.counts(), part.latency())
+                for p, part in zip(plans, buckets, strict=True)
+            ]
         found = [
             Incident(
                 service_name=name,
@@ -138,6 +205,20 @@ async def reports(
             mttr=_mttr(found),
             mtbf=_mtbf(found, unobserved[service_id], since, until),
         )
+    return result, series
+
+
+async def windows(
+    conn: AsyncConnection, ids: dict[str, int], since: float, until: float
+) -> dict[str, WindowStats]:
+    """Each service's counts and latency over [since, until): a report's figures
+    without its incidents and gaps, which cost a query and a window per incident."""
+    window = plan(since, until, await load_coverage(conn))
+    sums = await _collect(conn, [(service_id, window) for service_id in ids.values()])
+    result = {}
+    for name, service_id in ids.items():
+        found = sums[service_id][0]
+        result[name] = WindowStats(window.since, window.until, found.counts(), found.latency())
     return result
 
 

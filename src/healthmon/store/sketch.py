@@ -129,6 +129,11 @@ class Histogram:
                 dense[index - low] = count
             self._parts.append((low, dense))
 
+    def compact(self) -> None:
+        """Sum the parts into one (a reader merging many sums merges fewer parts)."""
+        if len(self._parts) > 1:
+            self._parts = [self.dense()]
+
     def extend(self, other: Histogram) -> None:
         self._parts.extend(other._parts)
 

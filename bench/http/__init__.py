@@ -1,0 +1,1 @@
+"""The HTTP face's benchmark (issue 14): `python -m bench.http`."""

@@ -1,0 +1,137 @@
+"""API clients in a process of their own: `python -m bench.http.load PARAMS_JSON OUT`.
+
+Their CPU is theirs, not the monitor's: the process measured (bench/http/worker.py)
+serves them over real sockets. Times are `time.monotonic()`, the system's
+CLOCK_MONOTONIC, the same clock in every process: a receipt here and a commit there
+can be subtracted.
+
+Modes:
+- `mixed`: `clients` clients, each looping over the cluster status, /metrics and one
+  service's 24 h report, `think` seconds between requests (0: as fast as answered).
+- `fleet`: `streams` event-stream clients and `polls` blocking-query clients
+  (`/api/v1/cluster/status?index=N&wait=30s`, re-issued at once), noting when each
+  transition or answer arrives; and one prober timing `probe_paths` one request at a
+  time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["main"]
+
+
+async def _mixed(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) -> dict[str, Any]:
+    latencies: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+
+    async def one(index: int) -> None:
+        paths = {
+            "cluster_status": "/api/v1/cluster/status",
+            "metrics": "/metrics",
+            "report_24h": f"/api/v1/services/{p['service_names'][index % len(p['service_names'])]}"
+            "/report?since=24h",
+        }
+        while time.monotonic() < deadline:
+            for kind, path in paths.items():
+                started = time.monotonic()
+                try:
+                    response = await client.get(path)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies[kind].append(time.monotonic() - started)
+                else:
+                    errors[kind] += 1
+                if p["think"]:
+                    await asyncio.sleep(p["think"])
+
+    await asyncio.gather(*(one(i) for i in range(p["clients"])))
+    return {"latencies": latencies, "errors": errors}
+
+
+async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) -> dict[str, Any]:
+    received: list[tuple[str, float, float]] = []  # (service, transition ts, received at)
+    answers: list[tuple[int, float, float]] = []  # (index, sent at, received at)
+    probes: dict[str, list[float]] = defaultdict(list)
+
+    async def stream() -> None:
+        # Events split on the bytes as they arrive (httpx's line decoder would hand
+        # over a line only once it has seen what follows it).
+        async with client.stream("GET", "/api/v1/events") as response:
+            pending = b""
+            async for chunk in response.aiter_raw():
+                got = time.monotonic()
+                *events, pending = (pending + chunk).split(b"\n\n")
+                for event in events:
+                    for line in event.split(b"\n"):
+                        if line.startswith(b"data: "):
+                            data = json.loads(line[6:])
+                            received.append((data["service"], data["ts"], got))
+
+    async def poll() -> None:
+        index = int((await client.get("/api/v1/cluster/status")).headers["X-Healthmon-Index"])
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            response = await client.get(
+                "/api/v1/cluster/status", params={"index": index, "wait": "30s"}
+            )
+            got = time.monotonic()
+            new = int(response.headers["X-Healthmon-Index"])
+            if new > index:
+                answers.append((new, sent, got))
+            index = new
+
+    async def probe() -> None:
+        while time.monotonic() < deadline:
+            for path in p["probe_paths"]:
+                started = time.monotonic()
+                response = await client.get(path)
+                if response.status_code == 200:
+                    probes[path].append(time.monotonic() - started)
+            await asyncio.sleep(p["probe_pause"])
+
+    tasks = [asyncio.create_task(stream()) for _ in range(p["streams"])]
+    tasks += [asyncio.create_task(poll()) for _ in range(p["polls"])]
+    tasks.append(asyncio.create_task(probe()))
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"received": received, "answers": answers, "probes": probes}
+
+
+async def run(p: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + p["seconds"]
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(
+        base_url=p["base"],
+        headers={"Authorization": f"Bearer {p['token']}"},
+        limits=limits,
+        timeout=60,
+    ) as client:
+        cpu = time.process_time()
+        out = await (_mixed if p["mode"] == "mixed" else _fleet)(client, p, deadline)
+        out["load_cpu_s"] = time.process_time() - cpu
+    return out
+
+
+def main() -> None:
+    params, out = sys.argv[1:3]
+    p = json.loads(params)
+    signal.alarm(int(p["seconds"]) + 120)
+    Path(out).write_text(json.dumps(asyncio.run(run(p))))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,9 +10,9 @@ The HTTP libraries under a check log through the standard `logging` module: http
 line per request at INFO with the URL (`HTTP Request: GET http://...?token=...`),
 httpcore and aiohttp more at DEBUG. Whatever the application's logging setup (the
 root logger at DEBUG included), `guard_http_logs` makes every record of those
-loggers go out with the URLs in it redacted (`redact_url`): the library does not
-depend on the application silencing them. (Header values and request bodies are in
-none of their records.)
+loggers go out with the URLs in it redacted (`redact_url`), and the values of the
+headers services send (`keep_out_of_logs`: hpack, under HTTP/2, logs each header it
+encodes): the library does not depend on the application silencing them.
 """
 
 from __future__ import annotations
@@ -20,35 +20,69 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Iterable
 from typing import Literal
 
 import structlog
 
 from healthmon.model import redact_urls_in
 
-__all__ = ["HTTP_LOGGERS", "RedactingFilter", "configure_logging", "guard_http_logs"]
+__all__ = [
+    "HTTP_LOGGERS",
+    "RedactingFilter",
+    "configure_logging",
+    "guard_http_logs",
+    "keep_out_of_logs",
+]
 
 HTTP_LOGGERS = ("httpx", "httpcore", "httpx_aiohttp", "aiohttp", "h11", "h2", "hpack")
 """The top-level loggers of the HTTP stack; `guard_http_logs` covers every one under them."""
 
 
+_HEADER_VALUES: tuple[str, ...] = ()  # longest first: one inside another goes whole
+_SHORTEST_SECRET = 6  # a shorter value ("1", "yes") is no secret, and would mask text
+
+
+def keep_out_of_logs(header_values: Iterable[str]) -> None:
+    """Header values (a service's token) the HTTP stack's records must not carry:
+    each of `_SHORTEST_SECRET` characters or more is replaced by `***` there, as
+    written and as a bytes repr escapes it."""
+    global _HEADER_VALUES  # noqa: PLW0603 - one registry for the process's loggers
+    new = {form for v in header_values if len(v) >= _SHORTEST_SECRET for form in _forms(v)}
+    if not new.issubset(_HEADER_VALUES):
+        _HEADER_VALUES = tuple(sorted(new.union(_HEADER_VALUES), key=len, reverse=True))
+
+
+def _forms(value: str) -> tuple[str, str]:
+    return value, value.replace("\\", "\\\\")
+
+
+def _scrubbed(text: str) -> str:
+    text = redact_urls_in(text)
+    for value in _HEADER_VALUES:
+        if value in text:
+            text = text.replace(value, "***")
+    return text
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites a record so that no URL in its message, traceback or stack goes out
-    with credentials (`redact_url`). Never drops a record."""
+    with credentials (`redact_url`), nor a header value services send
+    (`keep_out_of_logs`). Never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact_urls_in(message)
-        if redacted is not message:
+        redacted = _scrubbed(message)
+        if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info is not None:
             # Formatted here, once, so that no handler formats the original.
             text = record.exc_text or "".join(traceback.format_exception(*record.exc_info))
-            record.exc_info, record.exc_text = None, redact_urls_in(text.rstrip("\n"))
+            record.exc_info, record.exc_text = None, _scrubbed(text.rstrip("\n"))
         elif record.exc_text:
-            record.exc_text = redact_urls_in(record.exc_text)
+            record.exc_text = _scrubbed(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact_urls_in(record.stack_info)
+            record.stack_info = _scrubbed(record.stack_info)
         return True
 
 

@@ -9,8 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from healthmon.micros import ms_on_grid, seconds_on_grid
@@ -176,23 +175,45 @@ class ServiceDefinition:
             raise type(exc)(f"{where}: {exc}") from exc
         _validate_headers(self.headers, where=where)
         # A copy of its own that nobody can change: validated headers stay valid.
-        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        object.__setattr__(self, "headers", _FrozenHeaders(self.headers))
+
+
+class _FrozenHeaders(dict[str, str]):
+    """A service's headers: a dict nobody can change (a read-only view would make
+    copy.deepcopy, pickle and dataclasses.asdict of a definition fail)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a ServiceDefinition's headers cannot be changed: use dataclasses.replace")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_FrozenHeaders], tuple[dict[str, str]]]:
+        return type(self), (dict(self),)  # rebuilt whole, not item by item
 
 
 _OVERRIDES = {"interval", *(f.name for f in fields(CheckPolicy) if f.init)}
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+# RFC 9110 field-value in ASCII: visible characters, spaces and tabs inside only. An
+# HTTP stack refuses anything else at every check, and h11's error quotes the value.
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20\x09\x21-\x7e]*[\x21-\x7e])?)?")
 
 
 def _validate_headers(headers: object, *, where: str) -> None:
     if not isinstance(headers, Mapping):
         raise TypeError(f"{where}: headers must be a mapping of names to values")
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise ValueError(f"{where}: header name {name!r} is not a valid HTTP token")
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{where}: headers: the name {name!r} is not a valid HTTP token")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
             # The value is not echoed: it may be a secret.
-            raise ValueError(f"{where}: header {name!r} must be a single-line string")
+            raise ValueError(
+                f"{where}: headers: the value of {name!r} must be a single-line string of"
+                " visible ASCII characters, without leading or trailing spaces"
+            )
 
 
 def validate_http_url(url: str, *, where: str) -> None:
@@ -236,21 +257,34 @@ def redact_url(url: str) -> str:
 _URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
+# A query parameter of a relative reference too (`Location: /next?token=...`).
+_QUERY_PAIR_IN_TEXT = re.compile(r"(?<=[?&])([^=&?#\s'\"<>]+)=([^&#\s'\"<>]*)")
+
+
 def redact_urls_in(text: str) -> str:
-    """`text` with every URL in it redacted (`redact_url`): for third parties' messages,
-    which may quote a URL. Text without a URL is returned as it is."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
+    """`text` with every URL in it redacted (`redact_url`), and the secret-named query
+    parameters of relative references too: for third parties' messages, which may
+    quote a URL. Text without either is returned as it is."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda url: redact_url(url.group()), text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY_PAIR_IN_TEXT.sub(
+            lambda pair: f"{pair[1]}=***" if _secret_name(pair[1]) else pair[0], text
+        )
+    return text
 
 
 _SECRET_NAMES = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "credential")
 
 
+def _secret_name(name: str) -> bool:
+    return any(word in unquote_plus(name).lower() for word in _SECRET_NAMES)
+
+
 def _redact_query(query: str) -> str:
     def redacted(pair: str) -> str:
         name, equals, _value = pair.partition("=")
-        if equals and any(word in unquote_plus(name).lower() for word in _SECRET_NAMES):
+        if equals and _secret_name(name):
             return f"{name}=***"
         return pair
 

@@ -31,7 +31,7 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.confirm import Confirmation
-from healthmon.log import guard_http_logs
+from healthmon.log import guard_http_logs, keep_out_of_logs
 from healthmon.model import (
     HealthCheckResult,
     HealthStatus,
@@ -205,6 +205,7 @@ class HealthMonitor:
             raise ValueError(
                 f"service name {service.name!r}: the {AGENT_PREFIX!r} prefix is kept for agents"
             )
+        keep_out_of_logs(service.headers.values())
         policy = self.policy.with_overrides(service)  # validated by ServiceDefinition already
         self.services[service.name] = service
         self._policies[service.name] = policy
@@ -300,7 +301,8 @@ class HealthMonitor:
         On a monitor that is not running, no task is started: the result is written
         in one flush and a change is delivered to the subscribers before this
         returns. With a store, the first such check takes the store's writer, kept
-        (without a task) for the next ones until stop_monitoring().
+        (without a task) for the next ones until stop_monitoring(), unless another
+        monitor of the store takes it over while it is idle.
         """
         service = self.services.get(service_name)
         if service is None or service.health_check_url is None:
@@ -575,7 +577,7 @@ class HealthMonitor:
 
     async def _open_writer(self) -> None:
         """The store's writer, without its task, once the stored statuses are seeded
-        (kept until stop_monitoring(), or until the store closes it)."""
+        (kept until stop_monitoring(), the store closes it, or another takes it over)."""
         if self._store is None or (self._writer is not None and not self._writer.released):
             return
         self._writer = None

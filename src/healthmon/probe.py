@@ -138,9 +138,9 @@ async def probe_http(
         # httpx-aiohttp lets aiohttp errors it has no mapping for through unchanged.
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
             error = describe_error(exc, policy.timeout)
-            # A redirect answered; a timeout's time is the timeout's, not the service's.
-            answered = isinstance(exc, httpx.TooManyRedirects) or (
-                arrived() and not isinstance(exc, TimeoutError | httpx.TimeoutException)
+            # A timeout's time is the timeout's, not the service's.
+            answered = not isinstance(exc, TimeoutError | httpx.TimeoutException) and (
+                arrived() or _after_a_response(exc)
             )
         except Exception as exc:  # a check never raises: the error says what went wrong
             # Something the HTTP stack was not expected to raise: still a result, whose
@@ -216,10 +216,25 @@ def _describe_cause(cause: BaseException) -> str | None:  # noqa: PLR0911 - a lo
     return None
 
 
+def _after_a_response(exc: BaseException) -> bool:
+    """Errors that come only once a response's status line and headers arrived,
+    whatever the client (healthmon's transport marks an arrival itself; an
+    application's own client does not): a redirect loop, a body that ends early or
+    cannot be decoded."""
+    if isinstance(exc, httpx.TooManyRedirects | httpx.DecodingError):
+        return True
+    if isinstance(exc, httpx.RemoteProtocolError) and _MID_BODY in str(exc):
+        return True
+    return any(isinstance(cause, aiohttp.ClientPayloadError) for cause in _cause_chain(exc))
+
+
+_MID_BODY = "without sending complete message body"  # h11's words for a body cut short
+
+
 def _protocol_error(exc: httpx.RemoteProtocolError) -> str:
     # h11's texts carry byte counts; keep the kind, for grouping.
     text = str(exc)
-    if "without sending complete message body" in text:
+    if _MID_BODY in text:
         return "connection closed mid-body"
     if "without sending a response" in text or "disconnected" in text.lower():
         return "connection closed without a response"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from healthmon import CheckPolicy, HealthMonitor, HealthStore, ServiceDefinition
@@ -56,3 +58,34 @@ async def test_answered_means_an_http_response_arrived(
     assert errors["body-over-cap"] == "body over 1000 bytes"
     assert errors["too-many-redirects"] == "too many redirects"
     assert report.latency.count == 1  # an answered failure has a latency
+
+
+@pytest.mark.parametrize("client", ["healthmon's", "the application's own"])
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_answered_is_the_same_whichever_client_checks(
+    targets: TargetServer, refused_url: str, client: str
+) -> None:
+    # Review of issue 11: `answered` came from a mark left by healthmon's own transport,
+    # so through an application's own httpx client a connection closed mid-body (the
+    # headers had come) was not answered, though its error says it was.
+    cases = {
+        "/reset": ("connection closed mid-body", True),
+        "/redirect-loop": ("too many redirects", True),
+        "/status/503": ("HTTP 503", True),
+        "/hang": ("timeout after 300 ms", False),
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        own = None
+        if client != "healthmon's":
+            own = await stack.enter_async_context(httpx.AsyncClient())
+        monitor = HealthMonitor(policy=CheckPolicy(timeout=0.3), http_client=own)
+        for path in cases:
+            url = targets.url(path)
+            monitor.add_service(
+                ServiceDefinition(path, "http", "m", [], url, follow_redirects=True)
+            )
+        monitor.add_service(ServiceDefinition("refused", "http", "m", [], refused_url))
+        results = {name: await monitor.check_health(name) for name in monitor.services}
+    expected = cases | {"refused": ("connection refused", False)}
+    assert {name: (r.error, r.answered) for name, r in results.items()} == expected

@@ -27,6 +27,7 @@ from healthmon import (
     StorageError,
     WriterStats,
 )
+from healthmon.store.rollup import Rollup
 from healthmon.targets import TargetServer
 from tests.conftest import wait_for
 
@@ -312,3 +313,51 @@ async def test_a_programming_error_in_a_flush_is_a_crash_not_an_endless_retry(
     crashed = [e for e in events if e["event"] == "store_writer_crashed"]
     assert len(crashed) == 1
     assert crashed[0]["log_level"] == "critical"
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_closing_a_store_whose_writer_crashed_still_closes_its_connections(
+    db_path: Path,
+) -> None:
+    # Review of issue 11: HealthStore.close() let the crashed writer's StorageError out
+    # before it disposed of the engine, so the store's connections outlived close().
+    bad = HealthCheckResult("api", "healthy", 1.0, 1_800_000_000.0)  # type: ignore[arg-type]
+    store = HealthStore(db_path)
+    await store.open()
+    writer = store.writer(flush_interval=0.01)
+    writer.submit(bad)
+    await writer.start()
+    await wait_for(lambda: writer.stats.last_error is not None)
+    with pytest.raises(StorageError, match="crashed"):
+        await store.close()
+    with pytest.raises(RuntimeError, match="is not open"):
+        store.engine  # noqa: B018 - the property raises once the store is closed
+    await store.close()  # closed already: nothing left to do, nothing raised
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_a_bug_outside_a_flush_is_a_crash_that_stop_reports(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review of issue 11: only a flush's exceptions were a crash. One raised elsewhere
+    # in the writer's task (here by history pruning, between flushes) ended the task
+    # without a word: results piled up unwritten, and stop() returned as if all was well.
+    async def broken(*args: object, **kwargs: object) -> frozenset[int]:
+        raise TypeError("a bug in pruning")
+
+    monkeypatch.setattr(Rollup, "maintain", broken)
+    async with HealthStore(db_path) as store:
+        writer = store.writer(flush_interval=0.01)
+        with structlog.testing.capture_logs() as events:
+            await writer.start()
+            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, 1_800_000_000.0))
+            await wait_for(lambda: writer.stats.last_error is not None)
+            writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, 1_800_000_001.0))
+            with pytest.raises(StorageError, match=r"crashed.*TypeError"):
+                await writer.stop()
+        stats = writer.stats
+    assert (stats.committed_results, stats.dropped_results) == (1, 1)
+    crashed = [e for e in events if e["event"] == "store_writer_crashed"]
+    assert len(crashed) == 1

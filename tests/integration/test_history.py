@@ -133,6 +133,31 @@ async def test_an_incidents_worst_status_is_what_was_in_effect_in_the_window(
         assert (incident.worst_status, incident.began_before) == (U, False)
 
 
+@pytest.mark.parametrize("then", [D, H])
+@pytest.mark.asyncio
+async def test_a_status_replaced_on_the_microsecond_it_began_was_never_in_effect(
+    db_path: Path, then: HealthStatus
+) -> None:
+    # Review of issue 11: two transitions on one microsecond (DEGRADED -> UNHEALTHY ->
+    # `then` at T + 50) made UNHEALTHY the incident's worst, though it was in effect
+    # for no time at all: as with a window starting on a transition (#6).
+    changes = [(T, None, H), (T + 10, H, D), (T + 50, D, U), (T + 50, U, then)]
+    changes += [(T + 200, then, H)] if then is D else []
+    async with HealthStore(db_path) as store:
+        writer = store.writer()
+        for i in range(301):
+            writer.submit(HealthCheckResult("api", H, 1.0, T + i))
+        for ts, before, after in changes:
+            writer.submit(
+                HealthCheckResult("api", after, 1.0, ts), StatusTransition("api", before, after, ts)
+            )
+        assert await writer.flush()
+        await writer.stop()
+        report = await store.report("api", T, T + 300)
+    end = T + 200 if then is D else T + 50
+    assert [(i.start, i.end, i.worst_status) for i in report.incidents] == [(T + 10, end, D)]
+
+
 @pytest.mark.asyncio
 async def test_an_incident_open_when_results_stop_ends_at_the_last_one(db_path: Path) -> None:
     # Issue 11 (a newcomer's history after the demo): the incident open when the

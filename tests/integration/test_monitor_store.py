@@ -278,3 +278,29 @@ async def test_a_one_off_check_of_a_stopped_monitor_is_one_transaction(
     assert heard == [("ok", True, 1), ("agent:w", True, 1)]
     # Each one-off is one short transaction: the results, nothing read again.
     assert len(statements) <= 10 * 3, statements
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(30)
+async def test_a_writer_kept_for_one_off_checks_gives_way_to_another_monitor(
+    db_path: Path,
+) -> None:
+    # Review of issue 11: the writer a stopped monitor keeps between one-off checks
+    # (idle: no task, nothing pending) held the store, so that no other monitor could
+    # check or start on it: "already has a writer".
+    with TargetServer() as targets:
+        async with HealthStore(db_path) as store:
+            first, second = HealthMonitor(store=store), HealthMonitor(store=store)
+            first.add_service(http_service("a", targets.url("/healthy")))
+            second.add_service(http_service("b", targets.url("/healthy")))
+            await first.check_health("a")  # first keeps the store's writer, idle
+            await second.check_health("b")  # which gives way
+            async with second:
+                await wait_for(lambda: targets.hits("/healthy") >= 4)
+                with pytest.raises(RuntimeError, match="already has a writer"):
+                    await first.check_health("a")  # a running writer does not
+            await first.check_health("a")
+            await first.stop_monitoring()
+            stored = {name: len(await store.results(name)) for name in ("a", "b")}
+    assert stored["a"] == 2  # the one refused was not recorded
+    assert stored["b"] >= 3

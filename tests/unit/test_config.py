@@ -105,3 +105,15 @@ def test_structure_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "headers", ['{ "A B" = "v" }', '{ A = "Bearer s3cret " }'], ids=["name", "value"]
+)
+def test_a_bad_header_is_blamed_on_the_headers_field(tmp_path: Path, headers: str) -> None:
+    # Review of issue 11: `header name 'A B' is not a valid HTTP token` was reported as
+    # "field 'name'" (the first field the message mentions), the service's name.
+    path = write(tmp_path, SERVICE + f"headers = {headers}\n")
+    with pytest.raises(ConfigError, match=r"\(\[\[services\]\] #1\), field 'headers': ") as caught:
+        load_config(path)
+    assert "s3cret" not in str(caught.value)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import pickle
 from typing import Any
 
 import pytest
@@ -116,3 +119,52 @@ def test_a_service_definitions_headers_cannot_be_changed_in_place() -> None:
         service.headers["X-Token"] = "a\r\nInjected: yes"  # type: ignore[index]
     copy = dataclasses.replace(service, interval=0.5)
     assert (copy.interval, dict(copy.headers)) == (0.5, {"X-Token": "s3cret"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer s3cret ",
+        " Bearer s3cret",
+        "Bearer\ts3cret\t",
+        "Bearer s3cret\x00",
+        "s3cret\x7f",
+        "s3cret\x01",
+        "Bearer s3cret\u20ac",
+        "Bearer s3cret\n",
+    ],
+)
+def test_a_header_value_no_http_stack_sends_is_refused_without_echo(value: str) -> None:
+    # Review of issue 11: such a value was accepted, and an application's own httpx
+    # client (h11) failed every check with `Illegal header value b'Bearer s3cret '`:
+    # the secret in the result's error, the `status_changed` log and the database.
+    with pytest.raises(ValueError, match="headers: the value of 'Authorization' must be") as caught:
+        ServiceDefinition("api", "http", "m", [], "http://h/", headers={"Authorization": value})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_header_values_http_allows_are_kept_as_given() -> None:
+    for value in ("", "Bearer s3cret", "a\tb  c", "!~"):
+        service = ServiceDefinition("api", "http", "m", [], "http://h/", headers={"X-A": value})
+        assert service.headers == {"X-A": value}
+
+
+def test_a_header_name_with_a_trailing_newline_is_refused() -> None:
+    # `$` matched before a final newline: "X-A\n" passed as an HTTP token.
+    with pytest.raises(ValueError, match="is not a valid HTTP token"):
+        ServiceDefinition("api", "http", "m", [], "http://h/", headers={"X-A\n": "v"})
+
+
+def test_a_service_definition_copies_pickles_and_converts_like_any_dataclass() -> None:
+    # Review of issue 11: its headers, held as a MappingProxyType to keep them
+    # read-only, made dataclasses.asdict(), copy.deepcopy() and pickle raise
+    # `TypeError: cannot pickle 'mappingproxy' object`.
+    service = ServiceDefinition("api", "http", "m", [], "http://h/", headers={"X-A": "v"})
+    assert copy.deepcopy(service) == service
+    assert pickle.loads(pickle.dumps(service)) == service  # noqa: S301 - our own bytes
+    as_dict = dataclasses.asdict(service)
+    assert as_dict["headers"] == {"X-A": "v"}
+    assert json.loads(json.dumps(as_dict))["headers"] == {"X-A": "v"}
+    for changed in (copy.deepcopy(service), pickle.loads(pickle.dumps(service))):  # noqa: S301
+        with pytest.raises(TypeError):
+            changed.headers["X-A"] = "a\r\nInjected: yes"  # type: ignore[index]

@@ -136,11 +136,13 @@ class HealthStore:
 
     async def close(self) -> None:
         """Close every connection. A writer still open is stopped (and flushed) first."""
-        if self._writer is not None:
-            await self._writer.stop()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            await engine.dispose()
+        try:
+            if self._writer is not None:
+                await self._writer.stop()  # raises if it crashed: after it let go
+        finally:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                await engine.dispose()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -169,8 +171,9 @@ class HealthStore:
         flush_interval: float = 0.1,
         max_pending: int = 100_000,
     ) -> ResultWriter:
-        """The store's single writer (one at a time; released when it stops)."""
-        if self._writer is not None:
+        """The store's single writer (one at a time; released when it stops, or taken
+        over from an idle one: no task, nothing pending)."""
+        if self._writer is not None and not self._writer.release_if_idle():
             raise RuntimeError(
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
             )

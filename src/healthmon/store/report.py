@@ -505,17 +505,30 @@ def _incidents(
     observing = not (unobserved and unobserved[0][0] <= since)
     spans: list[_Span] = []
     start: float | None = None
-    worst, began_before = _HEALTHY, False
+    # The worst status held for some time in the open span: a status replaced on the
+    # very microsecond it took effect (two transitions at one time) was never in effect.
+    worst, held_since, began_before = _HEALTHY, since, False
+
+    def open_at(at: float, *, before: bool) -> None:
+        nonlocal start, worst, held_since, began_before
+        start, worst, held_since, began_before = at, _HEALTHY, at, before
+
+    def held_until(at: float) -> None:  # the status in effect changes (or ends) at `at`
+        nonlocal worst, held_since
+        if at > held_since:
+            worst = max(worst, status)
+        held_since = at
 
     def close(at: float, end: float | None, *, last_result: bool = False) -> None:
         nonlocal start
         if start is not None and at > start:
+            held_until(at)
             counted = to_seconds(us_at_or_after(at) + 1) if last_result else at
             spans.append(_Span(start, end, at, STATUS_BY_CODE[worst], began_before, counted))
         start = None
 
     if observing and status != _HEALTHY:
-        start, worst, began_before = since, status, began is not None and began < since
+        open_at(since, before=began is not None and began < since)
     for ts, kind, code in events:
         if kind == _STOP:
             close(ts, None, last_result=True)
@@ -523,15 +536,15 @@ def _incidents(
         elif kind == _RESUME:
             observing = True
             if status != _HEALTHY:
-                start, worst, began_before = ts, status, True
+                open_at(ts, before=True)
         else:
             if observing:
                 if code == _HEALTHY:
                     close(ts, ts)
                 elif start is None:
-                    start, worst, began_before = ts, code, False
-                else:  # a change where the span starts replaces its status there
-                    worst = code if ts == start else max(worst, code)
+                    open_at(ts, before=False)
+                else:
+                    held_until(ts)
             status = code
     if observing:
         close(until, None)

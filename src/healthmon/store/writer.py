@@ -197,6 +197,18 @@ class ResultWriter:
             log.error("transitions_dropped", count=excess, reason="buffer full")
         self._wakeup.set()
 
+    def release_if_idle(self) -> bool:
+        """Let go of the store if this writer has no task and holds no result (as a
+        stopped monitor's, kept between one-off checks), so that another may write:
+        True if it is released. (Service rows not written yet are written again by
+        whoever registers the services next.)"""
+        idle = self._task is None and not self._buffer and not self._flush_lock.locked()
+        if idle and not self._released and self._crashed is None:
+            self._released = True
+            if self._on_release is not None:
+                self._on_release()
+        return self._released
+
     @property
     def released(self) -> bool:
         """Stopped for good (by its owner, or by the store closing): ask for a new one."""
@@ -265,6 +277,14 @@ class ResultWriter:
     # -- the writer task ----------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception as exc:  # a flush's crash is told already; anything else here
+            if self._crashed is None:  # (pruning, say) is one too, and says so
+                self._crash(exc)
+            raise
+
+    async def _loop(self) -> None:
         retry_delay = _RETRY_FIRST
         while True:
             if not (self._buffer or self._dirty_services()):

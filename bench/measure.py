@@ -29,6 +29,7 @@ __all__ = [
     "ON_TIME_S",
     "LatenessLog",
     "percentile",
+    "postgres_storage",
     "rss_bytes",
     "storage_stats",
     "synthetic_results",
@@ -198,7 +199,7 @@ def synthetic_results(
                 yield HealthCheckResult(name, HealthStatus.UNHEALTHY, ms, ts, body, "HTTP 503")
 
 
-async def _write_synthetic(database: Path, results: Iterator[HealthCheckResult]) -> None:
+async def _write_synthetic(database: Path | str, results: Iterator[HealthCheckResult]) -> None:
     async with HealthStore(database) as store:
         writer = store.writer(max_pending=10**6)
         await writer.start()
@@ -217,6 +218,11 @@ async def _write_synthetic(database: Path, results: Iterator[HealthCheckResult])
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.measure", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="of results (default 60)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also on PostgreSQL (a server started from pgserver's binaries, tests/postgres.py)",
+    )
     args = parser.parse_args()
     header = ("case", "rows", "file bytes", "B/row file", "B/row dbstat")
     print(
@@ -235,6 +241,65 @@ def _main() -> None:
                 f"{stats['bytes_per_row_file']:>10.1f} {stats['bytes_per_row_table'] or 0:>12.1f}"
                 f"  {split}"
             )
+    if args.postgres:
+        _measure_postgres(args.seconds)
+
+
+def _measure_postgres(seconds: float) -> None:
+    from tests.postgres import LocalPostgres, create_database  # noqa: PLC0415 - dev only
+
+    print("\nPostgreSQL: bytes per result, table + indexes (pg_total_relation_size)")
+    server = LocalPostgres(settings=())
+    server.start()
+    try:
+        for case in ("healthy", "mixed"):
+            url = create_database(server.url)
+            asyncio.run(_write_synthetic(url, synthetic_results(case, seconds=seconds)))
+            stats = asyncio.run(postgres_storage(url))
+            split = ", ".join(
+                f"{table} {size:.1f}" for table, size in stats["bytes_per_row_by_table"].items()
+            )
+            print(f"{case:<8} {stats['rows']:>9,} {stats['bytes_per_row_table']:>10.1f}  {split}")
+    finally:
+        server.delete()
+
+
+async def postgres_storage(url: str) -> dict[str, Any]:
+    """Bytes per stored result on PostgreSQL: every partition of `check_results` and
+    `result_details`, each with its indexes, TOAST and maps (pg_total_relation_size),
+    over the number of results; rows just inserted (no dead tuples)."""
+    # Imported here: the SQLite-only runs need neither the driver nor healthmon's engine.
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from healthmon.store.engine import create_engine, database_url  # noqa: PLC0415
+
+    engine = create_engine(database_url(url))
+    try:
+        async with engine.connect() as conn:
+            rows, healthy = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), coalesce(sum(CAST(status = 0 AS INTEGER)), 0) "
+                        "FROM check_results"
+                    )
+                )
+            ).one()
+            results = await conn.scalar(
+                text(
+                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+                    "WHERE inhparent = 'check_results'::regclass"
+                )
+            )
+            details = await conn.scalar(text("SELECT pg_total_relation_size('result_details')"))
+    finally:
+        await engine.dispose()
+    per_table = {"check_results": int(results or 0), "result_details": int(details or 0)}
+    return {
+        "rows": rows,
+        "healthy_rows": healthy,
+        "bytes_per_row_table": sum(per_table.values()) / rows if rows else None,
+        "bytes_per_row_by_table": {table: size / rows for table, size in per_table.items() if rows},
+    }
 
 
 if __name__ == "__main__":

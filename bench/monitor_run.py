@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.measure import LatenessLog, percentile, rss_bytes, storage_stats
+from bench.measure import LatenessLog, percentile, postgres_storage, rss_bytes, storage_stats
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, HealthStore
 from healthmon.model import ServiceDefinition
 from healthmon.schedule import FixedRateSchedule
@@ -57,6 +57,8 @@ class MonitorParams:
     """How many of the services flip between 200 and 503 (the others always answer 200)."""
     sample_every: float = 1.0
     """Seconds between RSS and writer-backlog samples."""
+    database: str | None = None
+    """A PostgreSQL database's URL to store into; None: a SQLite file in a temporary folder."""
     what_if: list[str] = field(default_factory=list)
     """Experiments, never on by default: changes the library does not (yet) make,
     applied from here to measure what they would gain (see WHAT_IFS)."""
@@ -412,7 +414,7 @@ async def run_monitor(params: MonitorParams) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             store = None
             if params.store:
-                store = await stack.enter_async_context(HealthStore(database))
+                store = await stack.enter_async_context(HealthStore(params.database or database))
                 _capture_writer(store, instruments.writers, instruments.flushes)
             client = None
             if "aiohttp-transport" in params.what_if:
@@ -431,7 +433,12 @@ async def run_monitor(params: MonitorParams) -> dict[str, Any]:
                 monitor.subscribe(instruments.latency.subscriber)
             window = await _measure(monitor, params, instruments)
         out = _figures(params, instruments, window)
-        if params.store:  # the store is closed now: count what reached the file
+        if params.store and params.database is not None:
+            out["storage"] = await postgres_storage(params.database)
+            out["all_committed"] = (
+                out["dropped_results"] == 0 and out["storage"]["rows"] == instruments.counts.checks
+            )
+        elif params.store:  # the store is closed now: count what reached the file
             out["storage"] = storage_stats(database)
             out["all_committed"] = (
                 out["dropped_results"] == 0 and out["storage"]["rows"] == instruments.counts.checks

@@ -733,6 +733,12 @@ def _short(frame: str) -> str:
     return f"{frame.partition(' (')[0]} ({_frame_path(frame)})"
 
 
+def _postgres(suite: Suite) -> None:
+    from bench.postgres import bench_postgres  # noqa: PLC0415 - it imports this module
+
+    bench_postgres(suite)
+
+
 BENCHMARKS: dict[str, Callable[[Suite], None]] = {
     "stacks": bench_stacks,
     "capacity": bench_capacity,
@@ -741,8 +747,9 @@ BENCHMARKS: dict[str, Callable[[Suite], None]] = {
     "cluster": bench_cluster,
     "memory": bench_memory,
     "profile": bench_profile,
+    "postgres": _postgres,
 }
-DEFAULT = ["stacks", "capacity", "cpu", "latency", "cluster", "memory"]
+DEFAULT = ["stacks", "capacity", "cpu", "latency", "cluster", "memory", "postgres"]
 
 
 def _load() -> str:

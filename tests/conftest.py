@@ -1,4 +1,5 @@
-"""Shared fixtures: real HTTP targets on 127.0.0.1 and database files in tmp_path."""
+"""Shared fixtures: real HTTP targets on 127.0.0.1, database files in tmp_path, and
+databases on a real PostgreSQL server (tests/postgres.py), one per test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 from healthmon import ServiceDefinition
 from healthmon.targets import TargetServer
+from tests import postgres
+
+BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture
@@ -34,6 +38,40 @@ def tls_targets() -> Iterator[TargetServer]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "health.db"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The session's PostgreSQL server (a superuser's URL): started once, on first use."""
+    with postgres.server_url() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test; dropped afterwards."""
+    url = postgres.create_database(postgres_server)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store's backend: the test runs once on each."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database of the test's backend: a SQLite file's path, or a PostgreSQL
+    database's URL."""
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "health.db")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from bench.history.fill import DAY, Stream, add_services, fill
 from healthmon import HealthCheckResult, HealthStatus, HealthStore, Retention
 from healthmon.micros import to_us
+from healthmon.store import partitions
 from healthmon.store.retention import prune_step
 from healthmon.store.rollup import Rollup
 from healthmon.store.writer import ResultWriter
@@ -36,9 +37,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="timings per query (15)")
     parser.add_argument("--writes", type=int, default=200_000, help="results per writer run")
     parser.add_argument("--keep", type=Path, help="keep the filled database at this path")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the fill, the reports and dropping a day on PostgreSQL instead (a server "
+        "started from pgserver's binaries, default settings; tests/postgres.py)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_run(args))
+    asyncio.run(_run_postgres(args) if args.postgres else _run(args))
     return 0
+
+
+async def _run_postgres(args: argparse.Namespace) -> None:
+    from tests.postgres import LocalPostgres, create_database  # noqa: PLC0415 - dev only
+
+    server = LocalPostgres(settings=())
+    await asyncio.to_thread(server.start)
+    try:
+        url = await asyncio.to_thread(create_database, server.url)
+        await _volume(url, args)
+        await _reads(url, args.repeat)
+        await _drop_a_day(url)
+    finally:
+        await asyncio.to_thread(server.delete)
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -54,11 +75,15 @@ async def _run(args: argparse.Namespace) -> None:
 # -- the database at volume --------------------------------------------------------------
 
 
-async def _volume(path: Path, args: argparse.Namespace) -> None:
+async def _volume(path: Path | str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     names = [HOT] + [f"svc-{i:03d}" for i in range(args.services)]
     async with HealthStore(path) as store:
         ids = await add_services(store.engine, names)
+        if isinstance(path, str):  # PostgreSQL: the raw days' partitions (store/partitions.py)
+            async with store.engine.begin() as conn:
+                for day in range(int((END - DAY) // DAY), int(END // DAY) + 1):
+                    await partitions.create(conn, day)
         # The 20 Hz service: its last day raw at 20 Hz; the days before as aggregates only
         # (as if raw retention had pruned them), fed at 1 Hz to keep the fill short.
         streams = [
@@ -83,9 +108,13 @@ async def _volume(path: Path, args: argparse.Namespace) -> None:
             )
             for table in tables:
                 counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()  # noqa: S608 - table names from the literal tuple above
+            if isinstance(path, str):
+                size = await conn.scalar(text("SELECT pg_database_size(current_database())"))
+            else:
+                size = (await asyncio.to_thread(path.stat)).st_size
     _table(
         f"Database at volume ({time.perf_counter() - started:.0f} s to fill, "
-        f"{(await asyncio.to_thread(path.stat)).st_size / 1e6:.0f} MB)",
+        f"{size / 1e6:.0f} MB)",
         ["what", "rows"],
         [
             [f"results through the aggregates ({HOT}: {args.days} days, 1 day raw at 20 Hz; "
@@ -98,7 +127,7 @@ async def _volume(path: Path, args: argparse.Namespace) -> None:
 # -- reads -------------------------------------------------------------------------------
 
 
-async def _reads(path: Path, repeat: int) -> None:
+async def _reads(path: Path | str, repeat: int) -> None:
     rows = []
     async with HealthStore(path) as store:
         for label, seconds in (("1 h", 3600.0), ("24 h", DAY), ("30 d", 30 * DAY)):
@@ -298,6 +327,26 @@ async def _pruning(path: Path) -> None:
         "Pruning steps (1,000 rows per table per step, the default; one transaction each)",
         ["steps", "median ms", "max ms"],
         [["20", f"{statistics.median(durations) * 1e3:.1f}", f"{max(durations) * 1e3:.1f}"]],
+    )
+
+
+async def _drop_a_day(url: str) -> None:
+    """PostgreSQL: the pruning step that drops the oldest raw day (a partition) whole,
+    with the details rows only it referenced."""
+    retention = Retention(raw=DAY / 4, minute=35 * DAY, hour=400 * DAY)
+    async with HealthStore(url) as store:
+        async with store.engine.connect() as conn:
+            before = await conn.scalar(text("SELECT count(*) FROM check_results"))
+        started = time.perf_counter()
+        async with store.engine.begin() as conn:
+            await prune_step(conn, retention, batch_size=1000, now=END)
+        took = time.perf_counter() - started
+        async with store.engine.connect() as conn:
+            after = await conn.scalar(text("SELECT count(*) FROM check_results"))
+    _table(
+        "Dropping a day of raw results (PostgreSQL: one pruning step)",
+        ["results before", "results after", "step ms"],
+        [[f"{before:,}", f"{after:,}", f"{took * 1e3:.0f}"]],
     )
 
 

@@ -1,5 +1,6 @@
-"""History on real SQLite files: the monitor end to end, bad input, pruning by the
-running writer, and upgrading a database that already holds results."""
+"""History on real databases: the monitor end to end, bad input and series on both
+backends; pruning by the running writer, upgrading a database that already holds
+results, and the views in the sqlite3 shell on SQLite."""
 
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.asyncio
 async def test_a_monitored_service_reports_what_was_stored(
-    targets: TargetServer, db_path: Path
+    targets: TargetServer, db_url: str
 ) -> None:
     started = time.time()
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=0.5))
         monitor.add_service(http_service("flappy", targets.url("/flip?period=0.2")))
         async with monitor:
@@ -63,8 +64,8 @@ async def test_a_monitored_service_reports_what_was_stored(
 
 
 @pytest.mark.asyncio
-async def test_bad_windows_and_names_are_refused_with_the_reason(db_path: Path) -> None:
-    async with HealthStore(db_path) as store:
+async def test_bad_windows_and_names_are_refused_with_the_reason(db_url: str) -> None:
+    async with HealthStore(db_url) as store:
         writer = store.writer()
         writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, 1000.0))
         assert await writer.flush()
@@ -244,7 +245,7 @@ async def test_series_has_no_empty_bucket_past_until(db_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_path: Path) -> None:
+async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_url: str) -> None:
     # Bucket k ended at since + k * bucket + bucket, bucket k + 1 began at since +
     # (k + 1) * bucket: an ulp apart, a microsecond apart once on the stored grid, so
     # a result there was in both (T0 + 2.1 s with 0.7 s buckets).
@@ -258,7 +259,7 @@ async def test_series_buckets_meet_so_a_result_on_an_edge_counts_once(db_path: P
                 edge = to_us(since + k * bucket)
                 stored.update((edge - 1, edge, edge + 1))
     times = sorted(to_seconds(us) for us in stored)
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         writer = store.writer()
         for ts in times:
             writer.submit(HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, ts))

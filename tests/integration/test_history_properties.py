@@ -1,7 +1,8 @@
 """Every statistic of the history API against a brute-force computation over the raw
 stream: random result streams written through the real writer (so the aggregates come
-from the code path the monitor uses) into real SQLite files, random windows, windows
-across minute and hour boundaries and across retention cut-offs."""
+from the code path the monitor uses) into real SQLite files and real PostgreSQL
+databases (the same expectations on both), random windows, windows across minute and
+hour boundaries and across retention cut-offs."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import asyncio
 import itertools
 import math
 import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon import (
     HealthCheckResult,
@@ -29,9 +30,11 @@ from healthmon import (
 )
 from healthmon.micros import to_us, us_at_or_after
 from healthmon.store import plan as planning
+from healthmon.store.engine import create_engine, database_url
 from healthmon.store.retention import prune_step
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, is_answered
 from healthmon.store.sketch import RELATIVE_ERROR
+from tests import postgres
 
 T0 = 1_800_000_000.0  # a whole hour, in 2027
 STATUSES = list(HealthStatus)
@@ -44,31 +47,66 @@ EXAMPLES = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated empty database, copied for each example (migrating takes longer)."""
-    path = tmp_path_factory.mktemp("history") / "template.db"
-
+def _migrate(url: str) -> None:
     async def create() -> None:
-        async with HealthStore(path):
+        async with HealthStore(url):
             pass
 
     asyncio.run(create())
-    return path
 
 
-@pytest.fixture(scope="module")
-def databases(tmp_path_factory: pytest.TempPathFactory, template: Path) -> Iterator[Path]:
-    """Fresh copies of the template, one per example."""
-    folder = tmp_path_factory.mktemp("examples")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Iterator[str]]:
+    """A migrated empty database per example: copies of a SQLite file (migrating takes
+    longer), or one PostgreSQL database emptied again."""
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("examples")
+        template = folder / "template.db"
+        _migrate(str(template))
 
-    def fresh() -> Iterator[Path]:
-        for index in range(10**9):
-            path = folder / f"{index}.db"
-            shutil.copyfile(template, path)
-            yield path
+        def files() -> Iterator[str]:
+            for index in range(10**9):
+                path = folder / f"{index}.db"
+                shutil.copyfile(template, path)
+                yield str(path)
 
-    return fresh()
+        yield files()
+        return
+    url = postgres.create_database(request.getfixturevalue("postgres_server"))
+    _migrate(url)
+
+    def emptied() -> Iterator[str]:
+        while True:
+            asyncio.run(_empty(url))
+            yield url
+
+    yield emptied()
+    postgres.drop_database(url)
+
+
+async def _empty(url: str) -> None:
+    """The PostgreSQL database as migrated, without making a new one (which takes ~0.5 s):
+    every row written since removed, the coverage marks as migration 0002 leaves them
+    on an empty database."""
+    engine = create_engine(database_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "TRUNCATE check_results, result_details, status_transitions, result_minutes, "
+                    "result_hours, result_gaps, services RESTART IDENTITY CASCADE"
+                )
+            )
+            await conn.execute(
+                text(
+                    "UPDATE history_coverage SET complete_since = 0, complete_until = "
+                    "CASE WHEN tier IN ('minute', 'hour') THEN 0 END"
+                )
+            )
+    finally:
+        await engine.dispose()
 
 
 # -- streams -----------------------------------------------------------------------------
@@ -374,7 +412,7 @@ def first_result(stamps: list[float], coverage: planning.Coverage) -> float:
 @EXAMPLES
 @given(data=st.data(), stream=streams())
 def test_reports_and_series_match_brute_force(
-    databases: Iterator[Path], data: st.DataObject, stream: Stream
+    databases: Iterator[str], data: st.DataObject, stream: Stream
 ) -> None:
     path = next(databases)
 
@@ -423,7 +461,7 @@ def test_reports_and_series_match_brute_force(
 @EXAMPLES
 @given(data=st.data(), stream=streams())
 def test_reports_stay_exact_across_retention_cutoffs(
-    databases: Iterator[Path], data: st.DataObject, stream: Stream
+    databases: Iterator[str], data: st.DataObject, stream: Stream
 ) -> None:
     path = next(databases)
     span = stream.end - stream.start
@@ -447,16 +485,19 @@ def test_reports_stay_exact_across_retention_cutoffs(
                 assert kept == [r for r in stream.of(name)[-1:] if r.timestamp < coverage.raw]
                 later = await store.results(name, since=coverage.raw)
                 assert later == [r for r in stream.of(name) if r.timestamp >= coverage.raw]
-            with sqlite3.connect(path) as db:  # no result lost its details row, and no
-                (dangling,) = db.execute(  # details row outlived its results
-                    "SELECT count(*) FROM check_results r LEFT JOIN result_details d "
-                    "ON d.id = r.details_id WHERE r.details_id IS NOT NULL AND d.id IS NULL"
-                ).fetchone()
-                (orphans,) = db.execute(
-                    "SELECT count(*) FROM result_details d WHERE NOT EXISTS "
-                    "(SELECT 1 FROM check_results r WHERE r.details_id = d.id)"
-                ).fetchone()
-            db.close()
+            async with store.engine.connect() as db:  # no result lost its details row,
+                dangling = await db.scalar(  # and no details row outlived its results
+                    text(
+                        "SELECT count(*) FROM check_results r LEFT JOIN result_details d "
+                        "ON d.id = r.details_id WHERE r.details_id IS NOT NULL AND d.id IS NULL"
+                    )
+                )
+                orphans = await db.scalar(
+                    text(
+                        "SELECT count(*) FROM result_details d WHERE NOT EXISTS "
+                        "(SELECT 1 FROM check_results r WHERE r.details_id = d.id)"
+                    )
+                )
             assert (dangling, orphans) == (0, 0)
             for _ in range(3):
                 since, until = window(data.draw, stream)
@@ -478,42 +519,56 @@ def test_reports_stay_exact_across_retention_cutoffs(
     max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(stream=streams())
-def test_views_read_like_the_api(databases: Iterator[Path], stream: Stream) -> None:
+def test_views_read_like_the_api(databases: Iterator[str], stream: Stream) -> None:
     path = next(databases)
 
     async def run() -> None:
         async with HealthStore(path) as store:
             await write(store, stream)
+            async with store.engine.connect() as conn:
+                await check_views(conn, stream)
 
     asyncio.run(run())
-    with sqlite3.connect(path) as conn:
-        for name in SERVICES:
-            incidents = conn.execute(
-                "SELECT start_ts, end_ts, worst_status FROM incidents_view "
-                "WHERE service = ? ORDER BY start_ts",
-                (name,),
-            ).fetchall()
-            expected = [
-                (s.start, s.end, max((x for _, x in s.statuses), key=lambda x: x.severity).value)
-                for s in all_incidents(stream.transitions, name)
-            ]
-            assert incidents == expected
-            checks = conn.execute(
-                "SELECT coalesce(sum(checks), 0) FROM minutes_view WHERE service = ?", (name,)
-            ).fetchone()[0]
-            (written_until,) = conn.execute(
-                "SELECT complete_until FROM history_coverage WHERE tier = 'minute'"
-            ).fetchone()
-            assert checks == sum(r.timestamp < written_until for r in stream.of(name))
-            first = conn.execute(
-                "SELECT at, status FROM results_view WHERE service = ? ORDER BY ts LIMIT 1",
-                (name,),
-            ).fetchone()
-            if stream.of(name):
-                result = stream.of(name)[0]
-                assert first[0].endswith("Z")  # ISO 8601 in UTC, to the millisecond
-                at = datetime.fromisoformat(first[0].replace("Z", "+00:00"))
-                assert at.tzinfo == UTC
-                assert abs(at.timestamp() - result.timestamp) <= 0.001  # SQLite rounds to ms
-                assert first[1] == result.status.value
-    conn.close()
+
+
+async def check_views(conn: AsyncConnection, stream: Stream) -> None:
+    """The views SQL users read agree with the API (incidents, minutes, results)."""
+    for name in SERVICES:
+        incidents = (
+            await conn.execute(
+                text(
+                    "SELECT start_ts, end_ts, worst_status FROM incidents_view "
+                    "WHERE service = :name ORDER BY start_ts"
+                ),
+                {"name": name},
+            )
+        ).all()
+        expected = [
+            (s.start, s.end, max((x for _, x in s.statuses), key=lambda x: x.severity).value)
+            for s in all_incidents(stream.transitions, name)
+        ]
+        assert [tuple(row) for row in incidents] == expected
+        checks = await conn.scalar(
+            text("SELECT coalesce(sum(checks), 0) FROM minutes_view WHERE service = :name"),
+            {"name": name},
+        )
+        written_until = await conn.scalar(
+            text("SELECT complete_until FROM history_coverage WHERE tier = 'minute'")
+        )
+        assert checks == sum(r.timestamp < written_until for r in stream.of(name))
+        first = (
+            await conn.execute(
+                text(
+                    "SELECT at, status FROM results_view WHERE service = :name ORDER BY ts LIMIT 1"
+                ),
+                {"name": name},
+            )
+        ).first()
+        if stream.of(name):
+            result = stream.of(name)[0]
+            assert first is not None
+            assert first[0].endswith("Z")  # ISO 8601 in UTC, to the millisecond
+            at = datetime.fromisoformat(first[0].replace("Z", "+00:00"))
+            assert at.tzinfo == UTC
+            assert abs(at.timestamp() - result.timestamp) <= 0.001  # shown to the ms
+            assert first[1] == result.status.value

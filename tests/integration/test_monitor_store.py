@@ -1,4 +1,5 @@
-"""The monitor writing to a real SQLite file while checking real local servers."""
+"""The monitor writing to a real database (a SQLite file, a PostgreSQL database) while
+checking real local servers."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from tests.conftest import http_service, wait_for
 
 @pytest.mark.asyncio
 async def test_everything_stored_and_equal_to_the_cache(
-    targets: TargetServer, db_path: Path, refused_url: str
+    targets: TargetServer, db_url: str, refused_url: str
 ) -> None:
     heard: list[HealthCheckResult] = []
 
     async def on_change(result: HealthCheckResult) -> None:
         heard.append(result)
 
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=0.5))
         monitor.add_service(http_service("ok", targets.url("/healthy")))
         monitor.add_service(http_service("broken", targets.url("/fail")))
@@ -38,7 +39,7 @@ async def test_everything_stored_and_equal_to_the_cache(
         stats = monitor.store_stats
 
     # Read back through a second store, as another process would.
-    async with HealthStore(db_path, migrate=False) as reader:
+    async with HealthStore(db_url, migrate=False) as reader:
         latest = await reader.latest()
         transitions = await reader.transitions()
         flappy = await reader.results("flappy")
@@ -68,10 +69,10 @@ async def test_everything_stored_and_equal_to_the_cache(
 
 @pytest.mark.asyncio
 async def test_callback_finds_its_transition_in_the_database(
-    targets: TargetServer, db_path: Path
+    targets: TargetServer, db_url: str
 ) -> None:
     found: list[bool] = []
-    async with HealthStore(db_path) as store, HealthStore(db_path) as other_connection:
+    async with HealthStore(db_url) as store, HealthStore(db_url) as other_connection:
 
         async def on_change(result: HealthCheckResult) -> None:
             stored = await other_connection.transitions(result.service_name)
@@ -92,9 +93,9 @@ async def test_callback_finds_its_transition_in_the_database(
 
 @pytest.mark.asyncio
 async def test_hanging_service_neither_slows_others_nor_stop(
-    targets: TargetServer, db_path: Path
+    targets: TargetServer, db_url: str
 ) -> None:
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=30.0))
         monitor.add_service(http_service("stuck", targets.url("/hang")))
         monitor.add_service(http_service("ok", targets.url("/healthy")))
@@ -114,9 +115,9 @@ async def test_hanging_service_neither_slows_others_nor_stop(
 
 
 @pytest.mark.asyncio
-async def test_restart_records_no_new_transition(targets: TargetServer, db_path: Path) -> None:
+async def test_restart_records_no_new_transition(targets: TargetServer, db_url: str) -> None:
     async def monitor_until(hits: int) -> None:
-        async with HealthStore(db_path) as store:
+        async with HealthStore(db_url) as store:
             monitor = HealthMonitor(0.05, store=store)
             monitor.add_service(http_service("ok", targets.url("/healthy")))
             async with monitor:
@@ -124,7 +125,7 @@ async def test_restart_records_no_new_transition(targets: TargetServer, db_path:
 
     await monitor_until(5)
     await monitor_until(10)  # a second run on the same database
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         transitions = await store.transitions("ok")
         results = await store.results("ok")
     assert [(t.from_status, t.to_status) for t in transitions] == [(None, HealthStatus.HEALTHY)]
@@ -133,15 +134,18 @@ async def test_restart_records_no_new_transition(targets: TargetServer, db_path:
 
 @pytest.mark.asyncio
 async def test_reader_in_a_transaction_does_not_block_the_writer(
-    targets: TargetServer, db_path: Path
+    targets: TargetServer, db_url: str, backend: str
 ) -> None:
     count = text("SELECT count(*) FROM check_results")
-    async with HealthStore(db_path) as store, HealthStore(db_path) as reader:
+    async with HealthStore(db_url) as store, HealthStore(db_url) as reader:
         monitor = HealthMonitor(0.05, store=store)
         monitor.add_service(http_service("ok", targets.url("/healthy")))
         async with monitor:
             await wait_for(lambda: (monitor.store_stats or _never).committed_results >= 5)
-            async with reader.engine.connect() as conn, conn.begin():
+            async with reader.engine.connect() as conn:
+                if backend == "postgresql":  # (its default, READ COMMITTED, reads anew)
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                await conn.begin()
                 seen_first = (await conn.execute(count)).scalar_one()
                 committed_then = (monitor.store_stats or _never).committed_results
                 await wait_for(
@@ -167,9 +171,9 @@ _never = _Never()
 
 @pytest.mark.asyncio
 async def test_a_writer_stopped_without_starting_writes_and_frees_the_store(
-    db_path: Path,
+    db_url: str,
 ) -> None:
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         writer = store.writer()
         writer.submit(HealthCheckResult("a", HealthStatus.HEALTHY, 1.0, time.time()))
         await writer.stop()
@@ -184,12 +188,12 @@ async def test_a_writer_stopped_without_starting_writes_and_frees_the_store(
 
 
 @pytest.mark.asyncio
-async def test_a_one_off_check_racing_start_leaves_the_monitor_whole(db_path: Path) -> None:
+async def test_a_one_off_check_racing_start_leaves_the_monitor_whole(db_url: str) -> None:
     class Adapter:
         def get_agent_statuses(self) -> dict[str, dict[str, str]]:
             return {"w": {"status": "running", "health": "healthy"}}
 
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         monitor = HealthMonitor(0.05, store=store)
         await asyncio.gather(monitor.start_monitoring(), monitor.check_agents_health(Adapter()))
         assert monitor.store_stats is not None  # the running monitor kept its writer
@@ -199,12 +203,12 @@ async def test_a_one_off_check_racing_start_leaves_the_monitor_whole(db_path: Pa
 
 
 @pytest.mark.asyncio
-async def test_a_report_json_cannot_hold_is_stored_as_text(db_path: Path) -> None:
+async def test_a_report_json_cannot_hold_is_stored_as_text(db_url: str) -> None:
     class Adapter:
         def get_agent_statuses(self) -> dict[str, dict[str, object]]:
             return {"w": {"status": "running", "health": "healthy", "since": datetime.now(UTC)}}
 
-    async with HealthStore(db_path) as store:
+    async with HealthStore(db_url) as store:
         monitor = HealthMonitor(0.05, store=store)
         async with monitor:
             await monitor.check_agents_health(Adapter())
@@ -217,9 +221,9 @@ async def test_a_report_json_cannot_hold_is_stored_as_text(db_path: Path) -> Non
 
 @pytest.mark.asyncio
 async def test_closing_the_store_under_a_running_monitor_counts_what_is_lost(
-    targets: TargetServer, db_path: Path
+    targets: TargetServer, db_url: str
 ) -> None:
-    store = HealthStore(db_path)
+    store = HealthStore(db_url)
     await store.open()
     monitor = HealthMonitor(0.05, store=store)
     monitor.add_service(http_service("ok", targets.url("/healthy")))

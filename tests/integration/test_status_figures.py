@@ -4,7 +4,6 @@ sums (FleetHistory) across hours and a UTC midnight, and the store's batch reads
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -93,12 +92,12 @@ async def _check(store: HealthStore, found: dict[str, Summary], now: float) -> N
 
 
 async def test_the_overview_figures_equal_the_reports_across_hours_and_midnight(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     first_now = MIDNIGHT - 3600 - 7 * 60 - 13.5  # 22:52:46.5, the day before
     later = MIDNIGHT + 2 * 3600 + 31 * 60 + 5.25  # 02:31:05.25, past midnight
     clock = [first_now]
-    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
+    async with HealthStore(db_url, gap_after=GAP_AFTER) as store:
         await _write(store, START, first_now)
         history = FleetHistory(store, clock=lambda: clock[0])
         try:
@@ -118,9 +117,9 @@ async def test_the_overview_figures_equal_the_reports_across_hours_and_midnight(
             await history.stop()
 
 
-async def test_the_service_page_figures(db_path: Path) -> None:
+async def test_the_service_page_figures(db_url: str) -> None:
     now = MIDNIGHT - 3600 - 7 * 60 - 13.5
-    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
+    async with HealthStore(db_url, gap_after=GAP_AFTER) as store:
         await _write(store, START, now)
         found = await read_service(store, "db", "24h", now)
         seconds, bucket = WINDOWS["24h"]
@@ -150,9 +149,9 @@ async def test_the_service_page_figures(db_path: Path) -> None:
     ],
 )
 async def test_a_report_and_its_series_read_at_once_equal_both_read_apart(
-    db_path: Path, since: float, until: float, bucket: float
+    db_url: str, since: float, until: float, bucket: float
 ) -> None:
-    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
+    async with HealthStore(db_url, gap_after=GAP_AFTER) as store:
         await _write(store, START, START + 3600 * 31)
         for name in NAMES:
             report, series = await store.report_series(name, since, until, bucket=bucket)
@@ -160,9 +159,9 @@ async def test_a_report_and_its_series_read_at_once_equal_both_read_apart(
             assert series == await store.series(name, since, until, bucket=bucket)
 
 
-async def test_the_strip_marks_what_was_not_observed(db_path: Path) -> None:
+async def test_the_strip_marks_what_was_not_observed(db_url: str) -> None:
     now = START + 3 * 3600
-    async with HealthStore(db_path, gap_after=GAP_AFTER) as store:
+    async with HealthStore(db_url, gap_after=GAP_AFTER) as store:
         await _write(store, START, START + 3600)  # then nothing for two hours
         found = await read_service(store, "api", "24h", now)
         unseen = [s for s in found.strip if s.kind == "none"]

@@ -93,7 +93,7 @@ def test_a_service_named_like_a_field_does_not_confuse_the_message(tmp_path: Pat
         ("monitor = 3\n" + SERVICE, r"\[monitor\]: must be a table, got an integer"),
         ("[extra]\n" + SERVICE, "the top level: unknown key 'extra'"),
         ("[store]\nretention = 5\n" + SERVICE, "field 'retention': must be a table"),
-        ('[store]\ndatabase = "postgresql://u:pw@db/x"\n' + SERVICE, "field 'database'"),
+        ('[store]\ndatabase = "mysql://u:pw@db/x"\n' + SERVICE, "field 'database'"),
     ],
 )
 def test_structure_errors(tmp_path: Path, text: str, message: str) -> None:

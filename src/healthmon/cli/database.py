@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 
 from healthmon.errors import SchemaVersionError, StorageError
 from healthmon.store import HealthStore
-from healthmon.store.engine import database_url, display_url
+from healthmon.store.engine import database_path, database_url, display_url
 from healthmon.store.migrate import alembic_config
 
 __all__ = [
@@ -40,7 +40,8 @@ def add_database_argument(parser: argparse.ArgumentParser, *, default: bool = Tr
         metavar="URL",
         type=_database,
         default=default_database() if default else None,
-        help="SQLite file path or URL (sqlite:///health.db); default: "
+        help="SQLite file path or URL (sqlite:///health.db), or a PostgreSQL URL "
+        "(postgresql://user@host/db); default: "
         + ("" if default else "the config file's [store] database, else ")
         + f"${DATABASE_ENV}, else ./{DEFAULT_DATABASE}",
     )
@@ -63,10 +64,10 @@ def shown(database: str) -> str:
 
 def database_file(database: str) -> Path | None:
     """The file behind a database argument; None for an in-memory database."""
-    name = database_url(database).database
-    if not name or name == ":memory:" or name.startswith("file:"):
+    url = database_url(database)
+    if database_path(url) is None:  # in memory, or a server's database (PostgreSQL)
         return None
-    return Path(name).expanduser()
+    return Path(url.database or "").expanduser()
 
 
 @contextlib.asynccontextmanager

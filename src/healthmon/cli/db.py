@@ -93,7 +93,7 @@ async def _engine(database: str, *, create: bool = False) -> AsyncIterator[Async
     engine = create_engine(database_url(database))
     try:
         yield engine
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise StorageError(f"{display_url(engine.url)}: {exc}") from exc
     finally:
         await engine.dispose()

@@ -1,4 +1,4 @@
-"""alembic environment for healthmon (async engine, SQLite batch mode).
+"""alembic environment for healthmon (async engine, SQLite batch mode, PostgreSQL).
 
 Run from the application, alembic gets an open connection in
 `config.attributes["connection"]` (see healthmon.store.migrate). Run as the
@@ -17,6 +17,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from healthmon.store.engine import create_engine, database_url
+from healthmon.store.partitions import PARTITION_NAME
 from healthmon.store.schema import metadata
 
 config = context.config
@@ -31,9 +32,28 @@ def _url() -> str:
     )
 
 
+def _include_name(name: str | None, type_: str, _parents: Any) -> bool:
+    """Raw results' partitions on PostgreSQL (check_results_pYYYYMMDD) are the store's,
+    made as time goes by: not schema the migrations compare."""
+    return not (type_ == "table" and name is not None and PARTITION_NAME.fullmatch(name))
+
+
+def _include_object(
+    obj: Any, name: str | None, type_: str, _reflected: bool, _compare_to: Any
+) -> bool:
+    """check_results.details_id has no foreign key on PostgreSQL (migration 0003)."""
+    return not (
+        type_ == "foreign_key_constraint"
+        and name == "fk_check_results_details_id_result_details"
+        and context.get_context().dialect.name == "postgresql"
+    )
+
+
 def _configure(**kwargs: Any) -> None:
     context.configure(
         target_metadata=metadata,
+        include_name=_include_name,
+        include_object=_include_object,
         render_as_batch=True,  # SQLite alters tables by copying them; alembic does that
         # healthmon's engine emits BEGIN itself (see store/engine.py), which makes SQLite
         # DDL transactional: a failed migration leaves the database as it was.

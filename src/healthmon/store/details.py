@@ -23,9 +23,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import Text, and_, bindparam, func, insert, literal, or_, select
+from sqlalchemy import Insert, and_, bindparam, func, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from healthmon.store import dialect
 from healthmon.store.schema import check_results, result_details
 
 __all__ = ["WINDOW_US", "Details", "Remembered", "copy_body", "unreferenced", "window_of"]
@@ -53,10 +54,7 @@ class Details:
     def __init__(self) -> None:
         self._last: Remembered = {}
         self._warned: set[int] = set()  # services whose bodies were not JSON
-        # The body is bound as the JSON text compared here, not serialised again.
-        self._insert = insert(result_details).values(
-            id=bindparam("id"), body=bindparam("body", type_=Text())
-        )
+        self._inserts: dict[str, Insert] = {}  # by dialect
 
     async def link(
         self,
@@ -87,7 +85,7 @@ class Details:
             return changed
         first = await _next_id(conn)
         await conn.execute(
-            self._insert, [{"id": first + i, "body": text} for i, text in enumerate(new)]
+            self._insert(conn), [{"id": first + i, "body": text} for i, text in enumerate(new)]
         )
         for row in rows:
             ref = row["details_id"]
@@ -97,6 +95,16 @@ class Details:
             service_id: (window, text, first - 1 - ref if ref < 0 else ref)
             for service_id, (window, text, ref) in changed.items()
         }
+
+    def _insert(self, conn: AsyncConnection) -> Insert:
+        """The body is bound as the JSON text compared here, not serialised again."""
+        name = dialect.name(conn)
+        found = self._inserts.get(name)
+        if found is None:
+            found = self._inserts[name] = insert(result_details).values(
+                id=bindparam("id"), body=dialect.json_text(name, "body")
+            )
+        return found
 
     def remember(self, changed: Remembered) -> None:
         """The transaction of `link` committed: its ids exist."""

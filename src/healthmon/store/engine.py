@@ -1,8 +1,14 @@
-"""Engine creation for SQLite through aiosqlite: URL handling and connection pragmas."""
+"""Engine creation: URL handling, and each backend's connection settings.
+
+SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg, the optional extra
+`healthmon[postgres]`) is the other backend. What differs between them in SQL lives
+in store/dialect.py; this module knows how to connect.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +25,13 @@ from healthmon.store.sketch import merge_blobs
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "PAGE_SIZE",
+    "POSTGRES_EXTRA",
     "begin_unchecked",
     "create_engine",
     "database_path",
     "database_url",
     "display_url",
+    "is_postgres",
 ]
 
 PAGE_SIZE = 512
@@ -40,13 +48,20 @@ the writer retries a failed flush with backoff anyway, and a statement stuck in
 SQLite's busy wait holds up a stop (the driver's thread cannot be interrupted)."""
 
 
+POSTGRES_EXTRA = "pip install 'healthmon[postgres]'"
+"""How to install the PostgreSQL driver (asyncpg), for error messages."""
+
+
 def database_url(url_or_path: str | Path) -> URL:
-    """A SQLAlchemy URL for aiosqlite from a URL or a plain file path.
+    """A SQLAlchemy URL for aiosqlite or asyncpg from a URL or a plain file path.
 
     `health.db`, `sqlite:///health.db` and `sqlite+aiosqlite:///health.db` name the
     same database. A file's path is made absolute (and `~` expanded) here, once, so
-    that a later change of the working directory changes nothing. Other databases
-    are refused: healthmon is built on SQLite.
+    that a later change of the working directory changes nothing.
+
+    `postgresql://user@host/db` (or `postgres://`, `postgresql+asyncpg://`) means
+    PostgreSQL through asyncpg; without asyncpg installed it is refused at once, naming
+    the extra to install. Other databases and drivers are refused.
     """
     if isinstance(url_or_path, Path) or "://" not in url_or_path:
         url = URL.create("sqlite+aiosqlite", database=str(url_or_path))
@@ -54,19 +69,47 @@ def database_url(url_or_path: str | Path) -> URL:
     try:
         url = make_url(url_or_path)
     except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {url_or_path!r}") from exc
-    if url.get_backend_name() != "sqlite":
+        # (The text is not repeated: it may hold a password that could not be parsed.)
+        raise ValueError("not a database URL (expected sqlite:/// or postgresql://)") from exc
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return _postgres(url)
+    if backend != "sqlite":
         raise ValueError(
-            f"healthmon stores into SQLite; {url.get_backend_name()!r} URLs are not supported "
+            f"healthmon stores into SQLite or PostgreSQL; {backend!r} URLs are not supported "
             f"(got {display_url(url)!r})"
         )
-    if url.get_driver_name() != "aiosqlite":
+    if url.drivername != "sqlite+aiosqlite":
         url = url.set(drivername="sqlite+aiosqlite")
     return _absolute(url)
 
 
+def _postgres(url: URL) -> URL:
+    # (Not url.get_driver_name(): for a plain URL that loads the default driver.)
+    driver = url.drivername.partition("+")[2]
+    if driver not in ("", "asyncpg"):
+        raise ValueError(
+            f"healthmon talks to PostgreSQL through asyncpg; the driver {driver!r} is not "
+            f"supported: use postgresql://... or postgresql+asyncpg://... "
+            f"(got {display_url(url)!r})"
+        )
+    if importlib.util.find_spec("asyncpg") is None:
+        raise ValueError(
+            f"{display_url(url)!r} is a PostgreSQL database, whose driver (asyncpg) is not "
+            f"installed: {POSTGRES_EXTRA}"
+        )
+    return url.set(drivername="postgresql+asyncpg")
+
+
+def is_postgres(url: URL) -> bool:
+    return url.get_backend_name() == "postgresql"
+
+
 def database_path(url: URL) -> Path | None:
-    """The file a SQLite URL names; None for an in-memory database or a `file:` URI."""
+    """The file a SQLite URL names; None for an in-memory database, a `file:` URI or
+    a server's database (PostgreSQL)."""
+    if url.get_backend_name() != "sqlite":
+        return None
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
         return None
@@ -88,7 +131,9 @@ def display_url(url: URL | str) -> str:
 
 
 def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
-    """An async engine whose connections use WAL and explicit transactions.
+    """An async engine for the URL's backend (see `_create_postgres` for PostgreSQL).
+
+    SQLite: connections use WAL and explicit transactions.
 
     - page_size=512 for a new database (`PAGE_SIZE`: fewer bytes written per flush).
     - WAL: readers (the CLI, `sqlite3`, another HealthStore) never block the writer.
@@ -105,6 +150,8 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
       and only before DML; emitting BEGIN ourselves makes DDL transactional and
       transactions exactly what SQLAlchemy says they are (SQLAlchemy's documented recipe).
     """
+    if is_postgres(url):
+        return _create_postgres(url, **kwargs)
     if (url.database or "") in ("", ":memory:"):
         # One shared connection, or every connection would see its own empty database.
         kwargs.setdefault("poolclass", StaticPool)
@@ -133,13 +180,33 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+def _create_postgres(url: URL, **kwargs: Any) -> AsyncEngine:
+    """An asyncpg engine. Connections say who they are (`application_name`, seen in
+    pg_stat_activity); a pooled connection is tested before use (`pool_pre_ping`), so
+    one killed by the server or a restart costs a reconnect, not a failed flush; and a
+    statement gives up after `command_timeout` rather than hang a flush forever on a
+    server that stopped answering.
+    """
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("server_settings", {}).setdefault("application_name", "healthmon")
+    connect_args.setdefault("command_timeout", 60)
+    connect_args.setdefault("timeout", 10)  # to connect
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, connect_args=connect_args, **kwargs)
+
+
 @contextlib.asynccontextmanager
 async def begin_unchecked(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction without SQLite's foreign-key checks, for deletes whose rows the
     caller knows to be unreferenced (retention's details rows). SQLite checks a deleted
     parent row by scanning its child table where the child column has no index, and
     `check_results.details_id` has none on purpose: seconds per row at 10 M results.
+    (PostgreSQL has no such foreign key to check: a plain transaction.)
     """
+    if is_postgres(engine.url):
+        async with engine.begin() as conn:
+            yield conn
+        return
     async with engine.connect() as conn:
         # The pragma is a no-op inside a transaction: set it before BEGIN.
         await conn.run_sync(_foreign_keys, on=False)

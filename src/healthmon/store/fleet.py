@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Select, func, select
+from sqlalchemy import Integer, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import us_at_or_after
@@ -153,8 +153,10 @@ def _query(
         c = check_results.c
         width_us = width * 1_000_000
         day = (c.ts_us - c.ts_us % width_us) / 1_000_000
-        # Typed: a sum of comparisons would come back as a bool (True for 2).
-        statuses = [func.sum(c.status == code, type_=Integer) for code in range(4)]
+        # A CASE, not a sum of comparisons: PostgreSQL sums no booleans.
+        statuses = [
+            func.sum(case((c.status == code, 1), else_=0), type_=Integer) for code in range(4)
+        ]
         return (
             select(c.service_id, day.label("day"), *statuses)
             .where(

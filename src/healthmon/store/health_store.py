@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVarTuple
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
-from healthmon.store import fleet, history, migrate, report
+from healthmon.store import dialect, fleet, history, migrate, report
 from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
@@ -100,7 +100,7 @@ class HealthStore:
                 await migrate.upgrade(engine)
             else:
                 await migrate.ensure_latest(engine)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # (asyncpg: a refused connection)
             await engine.dispose()
             raise StorageError(f"cannot open {display_url(self.url)}: {exc}") from exc
         except BaseException:
@@ -292,7 +292,11 @@ class HealthStore:
         after another (in the order they were first seen), each oldest first: the key's
         order, which needs no sort. Close the iterator (`contextlib.aclosing`) when
         stopping early."""
-        query = history.results_query(service_name, since, until)
+
+        async def query(conn: AsyncConnection) -> Select[*history.ResultColumns]:
+            # (The raw mark read in the same snapshot as the rows.)
+            return history.results_query(service_name, since, until, await history.raw_mark(conn))
+
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
             async for row in rows:
                 yield history.result_from_row(row)
@@ -306,17 +310,23 @@ class HealthStore:
         batch_size: int = 1000,
     ) -> AsyncGenerator[StatusTransition]:
         """`transitions()` read through a cursor, like `stream_results()`; oldest first."""
-        query = history.transitions_query(service_name, since, until)
+
+        async def query(conn: AsyncConnection) -> Select[*history.TransitionColumns]:
+            return history.transitions_query(service_name, since, until)
+
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
             async for row in rows:
                 yield history.transition_from_row(row)
 
     async def _stream(
-        self, query: Select[*_Columns], batch_size: int
+        self,
+        build: Callable[[AsyncConnection], Awaitable[Select[*_Columns]]],
+        batch_size: int,
     ) -> AsyncGenerator[Row[*_Columns]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         async with self._reading() as conn:
+            query = await build(conn)
             rows = await conn.stream(query.execution_options(yield_per=batch_size))
             async for row in rows:
                 yield row
@@ -435,8 +445,8 @@ class HealthStore:
         """A read connection whose database errors surface as StorageError."""
         try:
             async with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
+                yield await dialect.as_one_snapshot(conn)
+        except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc
 
     def _create_parent_folder(self) -> None:

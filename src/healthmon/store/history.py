@@ -3,10 +3,11 @@ half-open [since, until), rows come oldest first."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after, us_to_ms
@@ -14,17 +15,21 @@ from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store.schema import (
     STATUS_BY_CODE,
     check_results,
+    history_coverage,
     result_details,
     services,
     status_transitions,
 )
 
 __all__ = [
+    "ResultColumns",
+    "TransitionColumns",
     "TransitionRecord",
     "current_statuses",
     "last_transition_id",
     "latest_results",
     "latest_transitions",
+    "raw_mark",
     "result_from_row",
     "results",
     "results_query",
@@ -33,11 +38,14 @@ __all__ = [
     "transitions",
     "transitions_after",
     "transitions_query",
+    "visible",
 ]
 
-ResultRow = tuple[str, int, int, int, dict[str, object] | None, str | None, bool]
+ResultColumns = tuple[str, int, int, int, dict[str, object] | None, str | None, bool]
 """name, status code, response time (us), time (epoch us), details, error, answered"""
-TransitionRow = tuple[str, int | None, int, float, str | None]
+ResultRow = ResultColumns
+TransitionColumns = tuple[str, int | None, int, float, str | None]
+TransitionRow = TransitionColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +65,7 @@ async def results(
     limit: int | None = None,
 ) -> list[HealthCheckResult]:
     """One service's results in [since, until), oldest first; the first `limit` of them."""
-    query = results_query(service_name, since, until)
+    query = results_query(service_name, since, until, await raw_mark(conn))
     if limit is not None:
         query = query.limit(limit)
     return [result_from_row(row) for row in await conn.execute(query)]
@@ -74,15 +82,45 @@ async def transitions(
     return [transition_from_row(row) for row in await conn.execute(query)]
 
 
+async def raw_mark(conn: AsyncConnection) -> float:
+    """From when the raw tier holds every result (retention's cut-off); before it only
+    each service's newest result is kept."""
+    c = history_coverage.c
+    found = await conn.scalar(select(c.complete_since).where(c.tier == "raw"))
+    return -math.inf if found is None else float(found)
+
+
+def visible(kept_since: float) -> ColumnElement[bool]:
+    """The results retention keeps: those from `kept_since` (the raw mark) on, and each
+    service's newest. SQLite deletes the others row by row, in steps behind the mark;
+    PostgreSQL drops them a whole day (partition) at a time: the rest of the day at the
+    edge stays on disk, and this keeps it out of sight."""
+    c = check_results.c
+    inner = check_results.alias("kept_newest").c
+    newest = (
+        select(func.max(inner.ts_us))
+        .where(inner.service_id == c.service_id)
+        .correlate(check_results)
+        .scalar_subquery()
+    )
+    return or_(c.ts_us >= us_at_or_after(kept_since), c.ts_us == newest)
+
+
 def results_query(
-    service_name: str | None, since: float | None, until: float | None
+    service_name: str | None,
+    since: float | None,
+    until: float | None,
+    kept_since: float = -math.inf,
 ) -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
     """Results in [since, until), in the key's order, which needs no sort: one service's
     oldest first; all services' one service after another (by id, the order they were
     first registered), each oldest first. (All services' in time order would sort the
-    whole window before the first row: see bench/README.md.)"""
+    whole window before the first row: see bench/README.md.) Only results retention
+    keeps (`visible`) when the window starts before `kept_since`, the raw mark."""
     c = check_results.c
     query = _results_query()
+    if (-math.inf if since is None else since) < kept_since:
+        query = query.where(visible(kept_since))
     if service_name is None:
         # One key range per service, as retention reads: a window over all services
         # must not scan every result.

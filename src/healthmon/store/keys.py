@@ -32,10 +32,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, exists, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from healthmon.store import dialect
 from healthmon.store.details import copy_body, unreferenced, window_of
 from healthmon.store.newest import Newest
 from healthmon.store.schema import check_results
@@ -61,9 +61,6 @@ class ResultKeys:
 
     def __init__(self) -> None:
         c = check_results.c
-        self._insert_or_skip = sqlite_insert(check_results).on_conflict_do_nothing(
-            index_elements=[c.service_id, c.ts_us]
-        )
         # Just after the first key of the service at or after :at whose next is free.
         after = check_results.alias("after").c
         self._free_after_query = (
@@ -195,7 +192,11 @@ class ResultKeys:
         """Insert the row at time `at` unless that key is taken; False if it is. (Its
         details row stays the one it has: `_move_details` sees to it afterwards.)"""
         row["ts_us"] = at
-        return bool((await conn.execute(self._insert_or_skip, row)).rowcount)
+        c = check_results.c
+        insert_or_skip = dialect.upsert(conn, check_results).on_conflict_do_nothing(
+            index_elements=[c.service_id, c.ts_us]
+        )
+        return bool((await conn.execute(insert_or_skip, row)).rowcount)
 
     async def _free_after(self, conn: AsyncConnection, service_id: int, taken: int) -> int:
         """The first microsecond after `taken` (a time of the service's results) that

@@ -14,12 +14,16 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.errors import SchemaVersionError, StorageError
+from healthmon.store.engine import display_url, is_postgres
 
 __all__ = [
+    "LOCK_KEY",
+    "LOCK_TIMEOUT",
     "MIGRATIONS_DIR",
     "alembic_config",
     "current_revision",
@@ -29,6 +33,10 @@ __all__ = [
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+LOCK_KEY = 0x6865616C74686D6F  # "healthmo": the migration lock's advisory-lock key
+LOCK_TIMEOUT = 60.0
+"""Seconds a migration waits for another process's migration to finish."""
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -54,9 +62,17 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_current_revision)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Upgrade the database to `revision`, in one transaction."""
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, lock_timeout: float = LOCK_TIMEOUT
+) -> None:
+    """Upgrade the database to `revision`, in one transaction.
+
+    On PostgreSQL the transaction first takes the migration lock (see `_lock`), so
+    that processes upgrading one database at once do it one after the other: the
+    first migrates, the others then find the schema at the head and do nothing.
+    """
     async with engine.begin() as conn:
+        await _lock(conn, lock_timeout)
         found = await conn.run_sync(_current_revision)
         _refuse_unknown(found)
         try:
@@ -71,6 +87,25 @@ async def ensure_latest(engine: AsyncEngine) -> None:
     expected = head_revision()
     if found != expected:
         raise SchemaVersionError(found, expected)
+
+
+async def _lock(conn: AsyncConnection, timeout: float) -> None:
+    """PostgreSQL: wait at most `timeout` seconds for the migration lock, a
+    transaction-level advisory lock (released by the commit or rollback, so it never
+    outlives the migration, whatever happens to the process). SQLite needs none: its
+    write transaction (BEGIN, then the first write) serialises migrations itself."""
+    if not is_postgres(conn.engine.url):
+        return
+    await conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+    try:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    except DBAPIError as exc:
+        raise StorageError(
+            f"could not take the migration lock of {display_url(conn.engine.url)} within "
+            f"{timeout:g} s: another process is migrating this database (or holds "
+            f"pg_advisory_lock({LOCK_KEY})); try again once it is done"
+        ) from exc
+    await conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
 
 
 def _current_revision(connection: Connection) -> str | None:

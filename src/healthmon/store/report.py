@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after
@@ -139,7 +139,7 @@ async def _reports(
     transitions, gaps, first = {}, {}, {}
     if since < until:
         transitions = await _transitions(conn, service_ids, since, until)
-        gaps = await _gaps(conn, service_ids, (since, until), gap_after)
+        gaps = await _gaps(conn, service_ids, (since, until), gap_after, coverage.raw)
         first = await _first_results(conn, service_ids, coverage)
     unobserved = {
         service_id: _unobserved(since, until, first.get(service_id), gaps.get(service_id, ()))
@@ -628,12 +628,28 @@ async def _first_results(
     cut-off is not looked at: the first result is then its oldest kept, at most a
     minute late.)"""
     r, m, h = check_results.c, result_minutes.c, result_hours.c
-    columns = [
+    oldest: ColumnElement[Any] = (
         select(func.min(r.ts_us))
         .where(r.service_id == services.c.id)
         .correlate(services)
         .scalar_subquery()
-    ]
+    )
+    if math.isfinite(coverage.raw):  # of the results before the raw mark, only each
+        kept_us = us_at_or_after(coverage.raw)  # service's newest is kept (history.visible)
+        newest = (
+            select(func.max(r.ts_us))
+            .where(r.service_id == services.c.id)
+            .correlate(services)
+            .scalar_subquery()
+        )
+        oldest_kept = (
+            select(func.min(r.ts_us))
+            .where(r.service_id == services.c.id, r.ts_us >= kept_us)
+            .correlate(services)
+            .scalar_subquery()
+        )
+        oldest = case((newest < kept_us, newest), else_=oldest_kept)
+    columns = [oldest]
     for tier, width, pruned_before in ((m, 60, coverage.raw), (h, 3600, coverage.minute)):
         if math.isfinite(pruned_before):
             columns.append(
@@ -662,8 +678,10 @@ async def _gaps(
     ids: list[int],
     window: tuple[float, float],
     gap_after: float,
+    kept_since: float,
 ) -> dict[int, list[tuple[float, float | None]]]:
-    """(start, end or None) per service, clipped to the window."""
+    """(start, end or None) per service, clipped to the window. Of the results before
+    `kept_since` (the raw mark) only each service's newest counts (history.visible)."""
     since, until = window
     g = result_gaps.c
     rows = await conn.execute(
@@ -680,18 +698,31 @@ async def _gaps(
     # A gap that has not ended yet has no row: the last result is too old. (Pruning
     # keeps each service's newest result, so this finds it however old it is.)
     r = check_results.c
-    last = (
+    until_us = us_at_or_after(until)
+    kept_us = None if math.isinf(kept_since) else us_at_or_after(kept_since)
+    last_kept = (
         select(func.max(r.ts_us))
-        .where(r.service_id == services.c.id, r.ts_us < us_at_or_after(until))
+        .where(r.service_id == services.c.id, r.ts_us < until_us)
         .correlate(services)
-        .scalar_subquery()
     )
-    for service_id, newest_us in await conn.execute(
+    last: ColumnElement[Any] = last_kept.scalar_subquery()
+    if kept_us is not None:
+        newest = (
+            select(func.max(r.ts_us))
+            .where(r.service_id == services.c.id)
+            .correlate(services)
+            .scalar_subquery()
+        )
+        last = func.coalesce(
+            last_kept.where(r.ts_us >= kept_us).scalar_subquery(),
+            case((newest < until_us, newest)),
+        )
+    for service_id, last_us in await conn.execute(
         select(services.c.id, last).where(services.c.id.in_(ids))
     ):
-        if newest_us is None or service_id in open_ended:
+        if last_us is None or service_id in open_ended:
             continue
-        newest = to_seconds(newest_us)
-        if until - newest > gap_after:
-            found[service_id].append((max(newest, since), None))
+        seen = to_seconds(last_us)
+        if until - seen > gap_after:
+            found[service_id].append((max(seen, since), None))
     return found

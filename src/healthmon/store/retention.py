@@ -9,6 +9,13 @@ checks go on and results queue in the writer's buffer as usual.
 Each step first raises the tier's mark in `history_coverage`, in the same transaction,
 so readers never take a tier for complete where rows are being deleted.
 
+On PostgreSQL raw results are not deleted row by row: a step drops the oldest
+partition (a UTC day, store/partitions.py) that lies wholly before the cut-off. The
+raw tier's mark is exact all the same, and reads never return a result before it but
+each service's newest (store/history.py `visible`): the results of the partial day at
+the edge stay on disk, unseen, until their day is dropped whole (up to a day more
+than `raw` on disk).
+
 Details bodies (`result_details`) go with the last result that references them: the
 results a step deletes name their details rows, and each of those no result refers to
 any more is deleted too. A details row is referenced only within one service's minute
@@ -25,7 +32,9 @@ from sqlalchemy import Column, Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import us_at_or_after
+from healthmon.store import dialect
 from healthmon.store.details import unreferenced, window_of
+from healthmon.store.partitions import drop_expired
 from healthmon.store.schema import (
     check_results,
     history_coverage,
@@ -99,7 +108,11 @@ async def prune_step(
             .where(history_coverage.c.tier == tier, history_coverage.c.complete_since < cutoff)
             .values(complete_since=cutoff)
         )
-    results, details = await _delete_results(conn, us_at_or_after(raw_cutoff), batch_size)
+    if dialect.name(conn) == dialect.POSTGRESQL:  # whole days: partitions dropped
+        dropped = await drop_expired(conn, us_at_or_after(raw_cutoff))
+        results, details = batch_size if dropped.more else 0, dropped.details
+    else:
+        results, details = await _delete_results(conn, us_at_or_after(raw_cutoff), batch_size)
     counts = [
         results,
         await _delete(conn, result_minutes, result_minutes.c.start, minute_cutoff, batch_size),

@@ -37,13 +37,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Table, delete, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.micros import to_seconds, to_us, us_at_or_after
 from healthmon.model import HealthCheckResult, HealthStatus
-from healthmon.store import sketch
+from healthmon.store import dialect, sketch
 from healthmon.store.engine import begin_unchecked
 from healthmon.store.newest import Newest
 from healthmon.store.retention import Retention, prune_step
@@ -439,39 +438,43 @@ async def _upsert(conn: AsyncConnection, table: Table, buckets: dict[Key, _Sums]
     """Add the sums to the table's rows (new rows, or merged with rows there)."""
     if not buckets:
         return
-    statement = sqlite_insert(table)
+    statement = dialect.upsert(conn, table)
     new = statement.excluded
     c = table.c
+    rows = [
+        {
+            "service_id": service_id,
+            "start": start,
+            "healthy": sums[0],
+            "unknown": sums[1],
+            "degraded": sums[2],
+            "unhealthy": sums[3],
+            "answered": sums[4],
+            "latency_sum": sums[5],
+            "latency_min": sums[6] if sums[4] else None,
+            "latency_max": sums[7] if sums[4] else None,
+            "histogram": sketch.encode(sums[8]),
+        }
+        for (service_id, start), sums in buckets.items()
+    ]
+    histogram = await dialect.histogram_upsert(conn, table, rows, c.histogram, new.histogram)
     await conn.execute(
         statement.on_conflict_do_update(
             index_elements=[c.service_id, c.start],
             set_={
                 **{name: c[name] + new[name] for name in _SUMMED},
-                "latency_min": func.min(
+                "latency_min": dialect.least(
+                    conn,
                     func.coalesce(c.latency_min, new.latency_min),
                     func.coalesce(new.latency_min, c.latency_min),
                 ),
-                "latency_max": func.max(
+                "latency_max": dialect.greatest(
+                    conn,
                     func.coalesce(c.latency_max, new.latency_max),
                     func.coalesce(new.latency_max, c.latency_max),
                 ),
-                "histogram": func.hm_merge_histograms(c.histogram, new.histogram),
+                "histogram": histogram,
             },
         ),
-        [
-            {
-                "service_id": service_id,
-                "start": start,
-                "healthy": sums[0],
-                "unknown": sums[1],
-                "degraded": sums[2],
-                "unhealthy": sums[3],
-                "answered": sums[4],
-                "latency_sum": sums[5],
-                "latency_min": sums[6] if sums[4] else None,
-                "latency_max": sums[7] if sums[4] else None,
-                "histogram": sketch.encode(sums[8]),
-            }
-            for (service_id, start), sums in buckets.items()
-        ],
+        rows,
     )

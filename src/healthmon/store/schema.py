@@ -13,6 +13,8 @@ seconds (UTC) as REAL; the views show check_results that way too.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -29,8 +31,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    text,
+    TypeDecorator,
+    true,
 )
+from sqlalchemy.engine import Dialect
 
 from healthmon.model import HealthStatus
 
@@ -130,12 +134,14 @@ check_results = Table(
         "answered",
         Boolean,
         nullable=False,
-        server_default=text("1"),
+        server_default=true(),
         comment="the target answered (not a timeout or transport error): latency counts",
     ),
     CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
     comment="one row per check; read it through results_view for seconds and JSON",
     sqlite_with_rowid=False,
+    # A range partition per UTC day on PostgreSQL (migration 0003, store/partitions.py).
+    postgresql_partition_by="RANGE (ts_us)",
 )
 
 status_transitions = Table(
@@ -153,12 +159,26 @@ status_transitions = Table(
 )
 
 
+class WholeSeconds(TypeDecorator[int]):
+    """Epoch seconds stored as an integer (an aggregate's start). Callers compare it
+    with times that are floats of whole seconds; asyncpg binds an integer parameter
+    only from an int, so such a float is bound as the int it equals."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
 def _aggregate_table(name: str, width: str) -> Table:
     return Table(
         name,
         metadata,
         Column("service_id", Integer, ForeignKey("services.id"), primary_key=True),
-        Column("start", Integer, primary_key=True, comment=f"epoch seconds, UTC, a {width}"),
+        Column("start", WholeSeconds, primary_key=True, comment=f"epoch seconds, UTC, a {width}"),
         Column("healthy", Integer, nullable=False),
         Column("unknown", Integer, nullable=False),
         Column("degraded", Integer, nullable=False),

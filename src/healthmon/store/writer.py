@@ -30,10 +30,10 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, NotSupportedError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,12 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
+from healthmon.store import dialect
 from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
 from healthmon.store.newest import NewestTimes
+from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
-from healthmon.store.schema import STATUS_CODES, services, status_transitions
+from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
 
 __all__ = ["Committed", "ResultWriter", "WriterStats"]
 
@@ -139,6 +141,8 @@ class ResultWriter:
         self._details = Details()
         self._keys = ResultKeys()
         self._newest = NewestTimes()  # each service's newest committed result time
+        self._partitions = Partitions()  # PostgreSQL's days of raw results
+        self._maybe_stored = False  # a COMMIT whose outcome is unknown: look first
         self._wakeup = asyncio.Event()
         self._flush_lock = asyncio.Lock()  # one transaction at a time keeps commit order
         self._stopping = asyncio.Event()
@@ -322,11 +326,13 @@ class ResultWriter:
             batch, self._buffer = self._buffer, _Buffer()
             if not (batch or self._dirty_services()):
                 return True
+            committing = False
             try:
                 if self._recreate_if_lost is not None and await self._recreate_if_lost():
                     self._forget_database()
                 async with self._engine.begin() as conn:
                     written = await self._write(conn, batch)
+                    committing = True  # the block's end commits
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
                 self._forget_rows()
@@ -340,15 +346,34 @@ class ResultWriter:
                     self._crash(exc)
                     raise
                 self._failed(batch, exc)  # put back, retried with backoff
+                if committing:
+                    self._commit_unknown()
+                await dialect.after_failure(self._engine)
                 return False
+            self._maybe_stored = False
             self._ids = written.ids
             self._details.remember(written.details)
             self._details.forget(written.keys.moved_details)  # now another minute's
             self._newest.remember(written.keys.newest)
+            self._partitions.committed()
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(batch)
             return True
+
+    def _commit_unknown(self) -> None:
+        """The COMMIT failed (e.g. the connection dropped during it): the database may
+        have committed the batch or not, and cannot say which. So the next flush first
+        looks for what it already holds (`_already_stored`), and what the writer
+        remembers of its newest results and gaps is read anew."""
+        self._maybe_stored = True
+        if self._rollup is not None:
+            self._rollup.reset()
+        log.warning(
+            "store_commit_unknown",
+            consequence="the batch is written again, but for what the database shows "
+            "it already committed",
+        )
 
     def _crash(self, exc: BaseException) -> None:
         self._crashed = exc
@@ -388,11 +413,14 @@ class ResultWriter:
     def _forget_rows(self) -> None:
         self._details.clear()
         self._newest.clear()
+        self._partitions.clear()
 
     async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
         """Insert the batch; return what to remember of it once committed."""
         ids = await self._service_ids(conn, batch)
-        rows = [
+        if self._maybe_stored:
+            batch = await _already_stored(conn, batch, ids)
+        rows: list[dict[str, Any]] = [
             {
                 "service_id": ids[r.service_name],
                 "ts_us": to_us(r.timestamp),
@@ -404,6 +432,7 @@ class ResultWriter:
             }
             for r in batch.results
         ]
+        await self._partitions.ensure(conn, (row["ts_us"] for row in rows))
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
         before = await self._newest.read(conn, {ids[r.service_name] for r in batch.results})
         keys = await self._keys.insert(conn, rows, before) if rows else Inserted({})
@@ -438,7 +467,7 @@ class ResultWriter:
         unknown = (names - self._ids.keys()).difference(dirty)
         now = time.time()
         if dirty:
-            statement = sqlite_insert(services)
+            statement = dialect.upsert(conn, services)
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[services.c.name],
@@ -456,7 +485,9 @@ class ResultWriter:
             )
         if unknown:  # results of services nobody described: keep them, as kind "other"
             await conn.execute(
-                sqlite_insert(services).on_conflict_do_nothing(index_elements=[services.c.name]),
+                dialect.upsert(conn, services).on_conflict_do_nothing(
+                    index_elements=[services.c.name]
+                ),
                 [
                     {"name": name, "kind": "other", "url": None, "created_at": now}
                     for name in unknown
@@ -517,6 +548,60 @@ class ResultWriter:
             )
 
 
+async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, int]) -> _Buffer:
+    """The batch without the results and transitions the database already holds, alike
+    in every stored field: after a COMMIT whose outcome is unknown, the first flush
+    writes only what did not make it. (A result is keyed by its service and
+    microsecond: two results of one service with the same microsecond, status,
+    latency and error are taken for one.) Transitions are still reported as committed
+    (their subscribers have not heard of them)."""
+    c, t = check_results.c, status_transitions.c
+    stored: set[tuple[Any, ...]] = set()
+    keys = [(ids[r.service_name], to_us(r.timestamp)) for r in batch.results]
+    for first in range(0, len(keys), 500):
+        found = await conn.execute(
+            select(c.service_id, c.ts_us, c.status, c.response_time_us, c.error).where(
+                tuple_(c.service_id, c.ts_us).in_(keys[first : first + 500])
+            )
+        )
+        stored.update(tuple(row) for row in found)
+    results = [
+        r
+        for r, (service_id, ts_us) in zip(batch.results, keys, strict=True)
+        if (service_id, ts_us, STATUS_CODES[r.status], ms_to_us(r.response_time_ms), r.error)
+        not in stored
+    ]
+    seen: set[tuple[Any, ...]] = set()
+    moments = [(ids[tr.service_name], tr.timestamp) for _, tr in batch.transitions]
+    for first in range(0, len(moments), 500):
+        found = await conn.execute(
+            select(t.service_id, t.ts, t.from_status, t.to_status).where(
+                tuple_(t.service_id, t.ts).in_(moments[first : first + 500])
+            )
+        )
+        seen.update(tuple(row) for row in found)
+    written = [
+        (r, tr)
+        for r, tr in batch.transitions
+        if (
+            ids[tr.service_name],
+            tr.timestamp,
+            None if tr.from_status is None else STATUS_CODES[tr.from_status],
+            STATUS_CODES[tr.to_status],
+        )
+        not in seen
+    ]
+    skipped = len(batch.results) - len(results), len(batch.transitions) - len(written)
+    if any(skipped):
+        log.warning(
+            "store_commit_had_succeeded",
+            results=skipped[0],
+            transitions=skipped[1],
+            consequence="not written twice",
+        )
+    return _Buffer(results, written)
+
+
 def _recoverable(exc: BaseException) -> bool:
     """What a retry can mend: the database's own errors (locked, read-only, full, gone,
     a constraint a row written behind our back broke), the pool's, I/O errors, and our
@@ -533,6 +618,10 @@ def _describe(exc: BaseException) -> str:
     original = getattr(exc, "orig", None)
     if original is not None:
         exc = original
+        # asyncpg's errors come wrapped: "<class 'asyncpg....Error'>: the server's words"
+        words = str(exc).strip()
+        if words.startswith("<class '") and "'>: " in words:
+            return words.split("'>: ", 1)[1].splitlines()[0]
     elif not isinstance(exc, OSError | StorageError):
         return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
     text = str(exc).strip().splitlines()

@@ -8,10 +8,15 @@ Aggregates start empty: `history_coverage` says they are complete only from the 
 after the newest existing result (and up to it: the writer moves that end), so
 reports read the raw rows before it. Gaps of
 existing results are found here once, with the default threshold (10 s).
+
+PostgreSQL differs in the SQL of the views and of the data statements (`_SQL` says
+how, in one place): timestamps shown with to_char, booleans summed as integers,
+subqueries named.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -23,6 +28,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Written out rather than generated from the code: a migration must not change with it.
+# ISO 8601 (UTC, to the millisecond) of epoch seconds, per dialect.
+ISO = {
+    "sqlite": "strftime('%Y-%m-%dT%H:%M:%fZ', {}, 'unixepoch')",
+    "postgresql": "to_char(to_timestamp({}) AT TIME ZONE 'UTC', "
+    """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
+}
 VIEWS = {
     "results_view": """
         SELECT r.id, s.name AS service,
@@ -83,6 +94,50 @@ _AGGREGATE_VIEW = """
 for _tier in ("minute", "hour"):
     VIEWS[f"{_tier}s_view"] = _AGGREGATE_VIEW.replace("TIER", _tier)
 
+# The incidents view in PostgreSQL's words: booleans are not numbers there.
+_PG_INCIDENTS = (
+    VIEWS["incidents_view"]
+    .replace("sum(opens OR closes)", "sum(CAST(opens OR closes AS INTEGER))")
+    .replace("max(opens) AS is_incident", "bool_or(opens) AS is_incident")
+)
+
+# Data statements whose SQL differs: PostgreSQL casts a float to an integer by
+# rounding (SQLite truncates), and wants every subquery named.
+_SQL = {
+    "sqlite": {
+        "marks": "INSERT INTO history_coverage (tier, complete_since, complete_until) "
+        "SELECT tier, mark, mark FROM (SELECT coalesce("
+        "  (SELECT (CAST(max(ts) / 3600 AS INTEGER) + 1) * 3600 FROM check_results), 0"
+        ") AS mark), (SELECT 'minute' AS tier UNION ALL SELECT 'hour')",
+        "not_answered": "UPDATE check_results SET answered = 0 "
+        "WHERE status = 3 AND error IS NOT NULL AND error NOT LIKE 'HTTP %'",
+    },
+    "postgresql": {
+        "marks": "INSERT INTO history_coverage (tier, complete_since, complete_until) "
+        "SELECT tier, mark, mark FROM (SELECT coalesce("
+        "  (SELECT (floor(max(ts) / 3600) + 1) * 3600 FROM check_results), 0"
+        ") AS mark) AS marks, (SELECT 'minute' AS tier UNION ALL SELECT 'hour') AS tiers",
+        "not_answered": "UPDATE check_results SET answered = false "
+        "WHERE status = 3 AND error IS NOT NULL AND error NOT LIKE 'HTTP %'",
+    },
+}
+
+
+def _view(name: str, dialect: str) -> str:
+    """A view's SQL in the dialect's words."""
+    if dialect == "sqlite":
+        return VIEWS[name]
+    body = _PG_INCIDENTS if name == "incidents_view" else VIEWS[name]
+    return re.sub(
+        r"strftime\('%Y-%m-%dT%H:%M:%fZ', ([^,]+), 'unixepoch'\)",
+        lambda match: ISO[dialect].format(match[1]),
+        body,
+    )
+
+
+def _dialect() -> str:
+    return op.get_context().dialect.name
+
 
 def _aggregate_table(name: str, width: str) -> None:
     op.create_table(
@@ -113,16 +168,14 @@ def upgrade() -> None:
             sa.Column(
                 "answered",
                 sa.Boolean(),
-                server_default=sa.text("1"),
+                server_default=sa.true(),
                 nullable=False,
                 comment="the target answered (not a timeout or transport error): latency counts",
             )
         )
+    sql = _SQL[_dialect()]
     # What store/rollup.py's `answered` decides for new results.
-    op.execute(
-        "UPDATE check_results SET answered = 0 "
-        "WHERE status = 3 AND error IS NOT NULL AND error NOT LIKE 'HTTP %'"
-    )
+    op.execute(sql["not_answered"])
 
     _aggregate_table("result_minutes", "minute")
     _aggregate_table("result_hours", "hour")
@@ -166,19 +219,14 @@ def upgrade() -> None:
         "SELECT service_id, previous, ts FROM ("
         "  SELECT service_id, ts, lag(ts) OVER (PARTITION BY service_id ORDER BY ts) AS previous"
         "  FROM check_results"
-        ") WHERE ts - previous > 10.0"
+        ") AS ordered WHERE ts - previous > 10.0"
     )
     op.execute(
         "INSERT INTO history_coverage (tier, complete_since) VALUES ('raw', 0), ('events', 0)"
     )
-    op.execute(
-        "INSERT INTO history_coverage (tier, complete_since, complete_until) "
-        "SELECT tier, mark, mark FROM (SELECT coalesce("
-        "  (SELECT (CAST(max(ts) / 3600 AS INTEGER) + 1) * 3600 FROM check_results), 0"
-        ") AS mark), (SELECT 'minute' AS tier UNION ALL SELECT 'hour')"
-    )
-    for name, body in VIEWS.items():
-        op.execute(f"CREATE VIEW {name} AS {body}")
+    op.execute(sql["marks"])
+    for name in VIEWS:
+        op.execute(f"CREATE VIEW {name} AS {_view(name, _dialect())}")
 
 
 def downgrade() -> None:

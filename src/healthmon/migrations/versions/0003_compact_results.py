@@ -19,11 +19,21 @@ checked and the move logged). `results_view` keeps its columns for SQL readers:
 JSON text), plus `ts_us` to filter on the key; its `id` column is gone with the rowid.
 
 Downgrading restores the 0002 layout, with ids in time order.
+
+On PostgreSQL (`_upgrade_postgresql`, `_downgrade_postgresql`: the dialect's
+differences in one place) `check_results` is partitioned by time instead: declarative
+range partitions of `ts_us`, one per UTC day, named `check_results_pYYYYMMDD`, which the
+store creates ahead of time (store/partitions.py) and retention drops whole. Its
+`details_id` has no foreign key there: PostgreSQL would check a deleted details row by
+scanning every partition (no index on `details_id`, on purpose); retention deletes a
+details row only once no result refers to it, as on SQLite.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import structlog
@@ -56,9 +66,13 @@ RESULTS_VIEW_0002 = """
         JOIN statuses st ON st.code = r.status"""
 
 _ANSWERED_COMMENT = "the target answered (not a timeout or transport error): latency counts"
+_DAY_US = 86_400_000_000
 
 
 def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        _upgrade_postgresql()
+        return
     op.execute("DROP VIEW results_view")
     op.create_table(
         "result_details",
@@ -170,6 +184,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        _downgrade_postgresql()
+        return
     op.execute("DROP VIEW results_view")
     op.create_table(
         "check_results_0002",
@@ -230,3 +247,183 @@ def _same_count(source: str, copy: str) -> None:
             f"migration 0003 copied {after} of {before} rows of {source}; "
             "the database is left as it was: please report this"
         )
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+def _pg_view(body: str) -> str:
+    """A view's SQL in PostgreSQL's words: timestamps through to_char."""
+    return re.sub(
+        r"strftime\('%Y-%m-%dT%H:%M:%fZ', ([^,]+), 'unixepoch'\)",
+        lambda m: (
+            f"""to_char(to_timestamp({m[1]}) AT TIME ZONE 'UTC', """
+            """'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+        ),
+        body,
+    )
+
+
+def _pg_partitions_for(query: str) -> None:
+    """A partition for each UTC day (epoch us) the query lists. Offline (`--sql`) there
+    are no rows to see: the store creates the partitions it needs when it opens."""
+    if context.is_offline_mode():
+        return
+    for (day,) in op.get_bind().exec_driver_sql(query):
+        start = int(day) * _DAY_US
+        name = datetime.fromtimestamp(start / 1e6, UTC).strftime("check_results_p%Y%m%d")
+        op.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF check_results "
+            f"FOR VALUES FROM ({start}) TO ({start + _DAY_US})"
+        )
+
+
+def _upgrade_postgresql() -> None:
+    op.execute("DROP VIEW results_view")
+    op.create_table(
+        "result_details",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("body", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_result_details")),
+        comment="check results' details (JSON), each body stored once per service and minute",
+    )
+    op.execute("ALTER TABLE check_results RENAME TO check_results_0002")
+    op.execute(
+        "ALTER TABLE check_results_0002 RENAME CONSTRAINT pk_check_results TO pk_check_results_0002"
+    )
+    # Columns widest first: no padding between them (8 bytes a row less than the
+    # model's order, with PostgreSQL's 8-byte alignment of bigint).
+    op.create_table(
+        "check_results",
+        sa.Column(
+            "ts_us",
+            sa.BigInteger(),
+            autoincrement=False,
+            nullable=False,
+            comment="epoch microseconds, UTC, when the check completed",
+        ),
+        sa.Column("service_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column(
+            "response_time_us",
+            sa.Integer(),
+            nullable=False,
+            comment="microseconds, rounded to the nearest",
+        ),
+        sa.Column(
+            "details_id",
+            sa.Integer(),
+            nullable=True,
+            comment="the body's details (JSON), NULL without any",
+        ),
+        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.Column(
+            "answered",
+            sa.Boolean(),
+            server_default=sa.true(),
+            nullable=False,
+            comment=_ANSWERED_COMMENT,
+        ),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.CheckConstraint("status BETWEEN 0 AND 3", name=op.f("ck_check_results_status_code")),
+        sa.ForeignKeyConstraint(
+            ["service_id"], ["services.id"], name=op.f("fk_check_results_service_id_services")
+        ),
+        sa.PrimaryKeyConstraint("service_id", "ts_us", name=op.f("pk_check_results")),
+        comment="one row per check; read it through results_view for seconds and JSON",
+        postgresql_partition_by="RANGE (ts_us)",
+    )
+    # As on SQLite (see `upgrade`): each service's rows on distinct microseconds.
+    op.execute(
+        "CREATE TEMP TABLE results_0003 ON COMMIT DROP AS "
+        "SELECT *, rn + max(ts_us - rn) OVER ("
+        "    PARTITION BY service_id ORDER BY ts_us, id ROWS UNBOUNDED PRECEDING"
+        ") AS placed_us FROM ("
+        "  SELECT *, row_number() OVER (PARTITION BY service_id ORDER BY ts_us, id) AS rn"
+        "  FROM (SELECT id, service_id, CAST(round(ts * 1000000) AS BIGINT) AS ts_us, status,"
+        "               CAST(round(response_time_ms * 1000) AS INTEGER) AS response_time_us,"
+        "               error, CAST(details AS TEXT) AS details, answered"
+        "        FROM check_results_0002) AS rounded"
+        ") AS numbered"
+    )
+    op.execute(
+        "CREATE TEMP TABLE details_0003 ON COMMIT DROP AS "
+        "SELECT row_number() OVER (ORDER BY min(placed_us), service_id) AS id, "
+        "       service_id, CAST(floor(placed_us / 60000000.0) AS BIGINT) AS minute,"
+        "       details AS body "
+        "FROM results_0003 WHERE details IS NOT NULL "
+        "GROUP BY service_id, CAST(floor(placed_us / 60000000.0) AS BIGINT), details"
+    )
+    op.execute(
+        "INSERT INTO result_details (id, body) "
+        "SELECT id, CAST(body AS JSON) FROM details_0003 ORDER BY id"
+    )
+    _pg_partitions_for(
+        f"SELECT DISTINCT CAST(floor(placed_us / {_DAY_US}.0) AS BIGINT) FROM results_0003"  # noqa: S608 - a constant
+    )
+    op.execute(
+        "INSERT INTO check_results "
+        "(service_id, ts_us, status, response_time_us, error, details_id, answered) "
+        "SELECT r.service_id, r.placed_us, r.status, r.response_time_us, r.error, d.id, "
+        "       r.answered "
+        "FROM results_0003 r LEFT JOIN details_0003 d "
+        "  ON d.service_id = r.service_id"
+        "  AND d.minute = CAST(floor(r.placed_us / 60000000.0) AS BIGINT)"
+        "  AND d.body = r.details "
+        "ORDER BY r.service_id, r.placed_us"
+    )
+    moved = _count("SELECT count(*) FROM results_0003 WHERE placed_us <> ts_us")
+    _same_count("check_results_0002", "check_results")
+    if moved:
+        log.warning(
+            "results_time_nudged",
+            count=moved,
+            reason="results of one service on the same microsecond were moved 1 us apart "
+            "(the key is service and time)",
+        )
+    op.drop_table("check_results_0002")
+    op.execute(f"CREATE VIEW results_view AS {_pg_view(RESULTS_VIEW)}")
+
+
+def _downgrade_postgresql() -> None:
+    op.execute("DROP VIEW results_view")
+    op.execute("ALTER TABLE check_results RENAME TO check_results_0003")
+    op.execute(
+        "ALTER TABLE check_results_0003 RENAME CONSTRAINT pk_check_results TO pk_check_results_0003"
+    )
+    op.create_table(
+        "check_results",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("service_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "ts", sa.Float(), nullable=False, comment="epoch seconds, UTC, when the check completed"
+        ),
+        sa.Column("status", sa.SmallInteger(), nullable=False),
+        sa.Column("response_time_ms", sa.Float(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("details", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column(
+            "answered",
+            sa.Boolean(),
+            server_default=sa.true(),
+            nullable=False,
+            comment=_ANSWERED_COMMENT,
+        ),
+        sa.CheckConstraint("status BETWEEN 0 AND 3", name=op.f("ck_check_results_status_code")),
+        sa.ForeignKeyConstraint(
+            ["service_id"], ["services.id"], name=op.f("fk_check_results_service_id_services")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_check_results")),
+    )
+    op.execute(
+        "INSERT INTO check_results "
+        "(service_id, ts, status, response_time_ms, error, details, answered) "
+        "SELECT r.service_id, r.ts_us / 1000000.0, r.status, r.response_time_us / 1000.0, "
+        "       r.error, d.body, r.answered "
+        "FROM check_results_0003 r LEFT JOIN result_details d ON d.id = r.details_id "
+        "ORDER BY r.ts_us, r.service_id"
+    )
+    _same_count("check_results_0003", "check_results")
+    op.drop_table("check_results_0003")  # and its partitions
+    op.create_index(op.f("ix_check_results_service_id_ts"), "check_results", ["service_id", "ts"])
+    op.drop_table("result_details")
+    op.execute(f"CREATE VIEW results_view AS {_pg_view(RESULTS_VIEW_0002)}")

@@ -64,3 +64,42 @@ def test_the_status_page_bench_runs_on_a_small_fleet(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "service page's 90-day data" in completed.stdout
     assert "Page weight" in completed.stdout
+
+
+@pytest.mark.timeout(90)
+def test_the_store_write_bench_and_the_scenario_table_still_run(tmp_path: Path) -> None:
+    writes = tmp_path / "writes.json"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.writes", "--only", "100x1", "--window", "1"),
+            *("--prefill", "2", "--variants", "healthmon", "--json", writes),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    (row,) = json.loads(writes.read_text())
+    assert row["page_size"] == 512
+    assert row["results"] > 0
+    assert row["written_per_result"] is not None
+
+    scenarios = tmp_path / "scenarios.json"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.scenarios", "--only", "100x1", "--window", "2"),
+            *("--warmup", "2", "--prefill", "2", "--no-bare", "--json", scenarios),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=40,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "| scenario | kept |" in completed.stdout
+    run = json.loads(scenarios.read_text())["100x1"]["healthmon"]
+    assert run["results"] > 0
+    assert run["cpu_per_check_us"] is not None

@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import signal
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -63,6 +64,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="run as a cluster node under this name (PostgreSQL only; the config's "
         "[cluster] table holds the other settings; see docs/cluster.md)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop: asyncio's (default) or uvloop's, if installed "
+        "(pip install 'healthmon[uvloop]'; see docs/performance.md for what it gains)",
+    )
     add_logging_arguments(parser, default_level="info", config=True)
     parser.set_defaults(handler=command)
 
@@ -83,7 +91,22 @@ def command(args: argparse.Namespace) -> int:
             f"cluster mode (--node or [cluster]) needs a PostgreSQL database; "
             f"{display_url(database_url(database))!r} is SQLite, which one process uses alone"
         )
-    return asyncio.run(monitor_until_signalled(config, database, http, cluster))
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        return runner.run(monitor_until_signalled(config, database, http, cluster))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None for asyncio's own loop; uvloop's when asked for (an optional extra)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional: only when asked for
+    except ImportError as exc:
+        raise ConfigError(
+            "--loop uvloop needs the uvloop package: pip install 'healthmon[uvloop]'"
+        ) from exc
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import dialect, fleet, history, migrate, report
+from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.fleet import Aggregate, DayCounts
@@ -191,6 +192,10 @@ class HealthStore:
             on_release=self._release_writer,
             recreate_if_lost=self._recreate_if_lost,
             fence=fence,
+            # SQLite's WAL (a file database only): checkpoints beside the writer.
+            checkpoints=None
+            if self._file.path is None or self.url.get_backend_name() != "sqlite"
+            else Checkpoints(Path(f"{self._file.path}-wal")),
             rollup=None
             if fence is not None
             else Rollup(

@@ -46,6 +46,7 @@ from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
 from healthmon.store import dialect
+from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
 from healthmon.store.newest import NewestTimes
@@ -148,6 +149,7 @@ class ResultWriter:
         rollup: Rollup | None = None,
         recreate_if_lost: Callable[[], Awaitable[bool]] | None = None,
         fence: Fence | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -161,6 +163,7 @@ class ResultWriter:
         self._rollup = rollup  # history aggregates in each flush, pruning between flushes
         self._recreate_if_lost = recreate_if_lost  # the database file deleted under us?
         self._fence = fence
+        self._checkpoints = checkpoints  # SQLite's WAL, between flushes (store/checkpoint.py)
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -304,6 +307,8 @@ class ResultWriter:
         except Exception:  # noqa: S110 - the task crashed: `_crashed` holds it, raised below
             pass
         finally:
+            if self._checkpoints is not None:
+                await self._checkpoints.stop()
             self._drop_all(reason="stopped before the database accepted them")
             if self._on_release is not None:
                 self._on_release()
@@ -349,6 +354,8 @@ class ResultWriter:
                 if self._rollup is not None and not self._stopping.is_set():
                     async with self._flush_lock:  # between flushes, never during one
                         self._details.forget(await self._rollup.maintain(self._engine))
+                if self._checkpoints is not None and not self._stopping.is_set():
+                    await self._checkpoints.step(self._engine, self._flush_lock)
                 continue
             if self._stopping.is_set():  # stop() bounds the retries with its timeout
                 await asyncio.sleep(_RETRY_FIRST)

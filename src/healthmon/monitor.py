@@ -39,6 +39,7 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.cluster import ClusterNode, ClusterSettings, FeedEntry, Seed
+from healthmon.cluster.historian import HISTORY_LEASE
 from healthmon.confirm import Confirmation
 from healthmon.log import guard_http_logs, keep_out_of_logs
 from healthmon.model import (
@@ -705,7 +706,9 @@ class HealthMonitor:
             if writer is not None:
                 await writer.flush()
 
-        node = ClusterNode(settings, store.engine, self, flush=flush)
+        if HISTORY_LEASE in self.services:
+            raise ValueError(f"{HISTORY_LEASE!r} is the cluster's own lease: rename that service")
+        node = ClusterNode(settings, store.engine, self, flush=flush, pruner=store.rollup())
         self._cluster = node
         try:
             await node.join(self._heard)

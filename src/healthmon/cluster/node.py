@@ -29,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from healthmon.cluster import leases
 from healthmon.cluster.feed import FeedEntry, TransitionFeed, last_position
 from healthmon.cluster.fence import ClusterFence
+from healthmon.cluster.historian import HISTORY_LEASE, Historian
 from healthmon.cluster.settings import ClusterSettings
 from healthmon.model import HealthStatus
+from healthmon.store.rollup import Rollup
 from healthmon.store.schema import STATUS_BY_CODE
 
 __all__ = ["ClusterNode", "Member", "Seed"]
@@ -83,6 +85,7 @@ class ClusterNode:
         *,
         flush: Callable[[], Awaitable[object]],
         seed_window: int = 8,
+        pruner: Rollup | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.node_name
@@ -101,6 +104,8 @@ class ClusterNode:
         self._rows_for: frozenset[str] = frozenset()
         self._handing_back: set[str] = set()  # held, no longer checked, being released
         self._hand_back_task: asyncio.Task[None] | None = None
+        self._pruner = pruner  # the store's history settings, for the historian's pruning
+        self.historian: Historian | None = None
 
     def epoch_of(self, service: str) -> int | None:
         return self.held.get(service)
@@ -129,10 +134,17 @@ class ClusterNode:
         except (SQLAlchemyError, OSError, LookupError) as exc:
             log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
         self._task = asyncio.create_task(self._run(), name="healthmon-cluster-leases")
+        if self._pruner is not None and self.node_id is not None:
+            self.historian = Historian(
+                self._engine, self.node_id, self._pruner, lease=self.settings.row_lease
+            )
+            await self.historian.start()
 
     async def stop(self) -> None:
         """Leave cleanly: the monitor has stopped its checks and flushed; hand every lease
         back at once (the others claim them on the notification) and close the feed."""
+        if self.historian is not None:
+            await self.historian.stop()
         for task in (self._task, self._hand_back_task):
             if task is not None:
                 task.cancel()
@@ -152,7 +164,7 @@ class ClusterNode:
     async def _leave(self, node_id: int, held: Collection[str]) -> None:
         try:
             async with asyncio.timeout(_STOP_TIMEOUT), self._engine.begin() as conn:
-                await leases.release(conn, node_id, held)
+                await leases.release(conn, node_id, [*held, HISTORY_LEASE])
                 await leases.stop_node(conn, node_id)
             log.info("cluster_left", node=self.name, handed_back=len(held))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:

@@ -1,0 +1,343 @@
+"""History bookkeeping when several writers share one database (cluster mode).
+
+The single writer sums its open minutes in memory from the results it writes
+(store/rollup.py). A cluster node's writer sees only its own services' results, so
+here the aggregates are closed from the *committed* raw rows instead, by one node at
+a time (`close_step`, run by cluster/historian.py), and every node's writer adds its
+own late rows, those before a tier's mark, to that tier's rows itself (`SharedRollup`).
+
+The coverage marks' rows (`history_coverage`, one per aggregate tier) are the lock
+that keeps the two apart:
+
+- a writer's flush reads the marks `FOR KEY SHARE`, held until it commits, and adds
+  its rows before each mark to that tier (an upsert, merged with the row there);
+- the closer takes them `FOR UPDATE`, which waits for every flush holding them and
+  holds off every later one until it commits; it then sums the committed raw rows
+  from the minute mark to the new one into minute rows, the minute rows of the hours
+  now over into hour rows, and moves the marks.
+
+So every raw row is summed once. A flush that locked the marks before the closer
+committed before the closer's reads began (READ COMMITTED: each statement sees what
+committed before it), and had added its rows before the old mark itself: the closer
+sums those at or after it. A flush that comes after the closer reads the new marks (a
+locking read returns the row's newest version) and adds its rows before them itself;
+the closer never saw them (they were not committed). Rows of either kind are never
+summed twice nor missed, whichever order the inserts and the closer take.
+
+`FOR KEY SHARE` is the weakest row lock a `FOR UPDATE` still conflicts with: writers
+never wait for each other, nor for retention raising `complete_since` (an UPDATE of
+another column). Writers wait only while a closer holds the lock, so the closer keeps
+it short: it sums the rows before taking it, then under it counts each service's rows
+again and reads anew only those whose count changed (rows at or after the minute
+mark are only ever inserted, so the same count is the same rows), and it gives up
+after `LOCK_WAIT` rather than queue every writer behind a flush that is stuck.
+
+Gaps are recorded by the writers, in their flushes, as the single writer records them:
+a gap needs its service's previous result, and each service has one writer at a time
+(the fence: two nodes' results for a service never interleave), which reads that
+result from the database after a takeover (`ResultWriter.written_elsewhere`).
+
+Tiers are generic: each is summed from the one below it (minutes from raw results)
+once its mark passes a whole bucket.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from healthmon.micros import us_at_or_after
+from healthmon.store import sketch
+from healthmon.store.newest import Newest
+from healthmon.store.rollup import (
+    Key,
+    Rollup,
+    Row,
+    _add_rows,  # the single writer's own arithmetic: the same sums, to the last bit
+    _merge_into,
+    _scan,
+    _summed,
+    _Sums,
+    _upsert,
+)
+from healthmon.store.schema import (
+    check_results,
+    history_coverage,
+    result_gaps,
+    result_hours,
+    result_minutes,
+    services,
+)
+
+__all__ = ["LOCK_WAIT", "SETTLE", "TIERS", "Closed", "SharedRollup", "Tier", "close_step"]
+
+SETTLE = 5.0
+"""Seconds after a minute's end (by the database's clock) before the closer closes it:
+results reach the database within a flush interval or so of their time; one that
+comes later (a node's buffer after an outage, a node whose clock is behind) is added
+by its own writer, as a late row."""
+LOCK_WAIT = "250ms"
+"""How long the closer waits for the marks' lock (every writer's flush waits behind a
+waiting closer): a flush stuck for longer (its node paused mid-flush) makes the
+closer try again at its next step instead."""
+MAX_SPAN = 600.0
+"""Seconds of raw results a step sums at most (a closer far behind catches up in
+bounded steps, each its own short transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """An aggregate tier: its `history_coverage` row, its table and its buckets' width."""
+
+    name: str
+    table: Table
+    width: int
+
+
+TIERS = (Tier("minute", result_minutes, 60), Tier("hour", result_hours, 3600))
+"""Finest first: each is summed from the one before it (minutes from raw results)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """What a `close_step` did."""
+
+    marks: dict[str, float]
+    """Each tier's mark after the step."""
+    results: int
+    """Raw results summed into minutes."""
+    more: bool
+    """Behind: another step is due at once."""
+    locked_out: bool = False
+    """The marks' lock was not had within LOCK_WAIT: nothing done."""
+
+
+class SharedRollup(Rollup):
+    """The writer's part of the history in cluster mode: its late rows added to the
+    aggregates, its gaps recorded; no open minutes kept, no pruning (the closer's)."""
+
+    async def write(self, conn: AsyncConnection, rows: Sequence[Row], before: Newest) -> None:
+        if not rows:
+            return
+        marks = await _marks(conn, lock="share")
+        late, _, gaps, out_of_order = _scan(
+            rows, None, us_at_or_after(marks[TIERS[0].name]), dict(before), self._gap_after_us
+        )
+        if out_of_order:
+            gaps = await self._regap(conn, gaps, out_of_order)
+        if late:
+            await _add_late(conn, late, marks)
+        if gaps:
+            await conn.execute(insert(result_gaps), gaps)
+
+    def committed(self) -> None:
+        """Nothing kept in memory: nothing to confirm."""
+
+    def reset(self) -> None:
+        """Nothing kept in memory: nothing to forget."""
+
+    async def maintain(self, engine: AsyncEngine, now: float | None = None) -> frozenset[int]:
+        """Pruning is the closer's (cluster/historian.py)."""
+        return frozenset()
+
+
+async def close_step(
+    engine: AsyncEngine,
+    *,
+    now: float | None = None,
+    settle: float = SETTLE,
+    max_span: float = MAX_SPAN,
+) -> Closed:
+    """Close what is over: minutes up to `now - settle` (by default the database's
+    clock), at most `max_span` seconds of raw results, and the tiers above them."""
+    async with engine.connect() as conn:
+        marks = await _marks(conn, lock=None)
+        if now is None:
+            now = float(await conn.scalar(text("SELECT extract(epoch from clock_timestamp())")))
+        start = marks[TIERS[0].name]
+        target = (now - settle) // 60 * 60
+        if target <= start:
+            return Closed(marks, 0, more=False)
+        # Skip a stretch without results at once (a new database's mark is 0).
+        first = await _first_after(conn, start)
+        end = target
+        if first is not None:
+            end = min(target, (max(start, first // 60 * 60) + max(max_span, 60)) // 60 * 60)
+        rows = await _raw(conn, start, end)  # summed before the lock; checked under it
+    try:
+        async with engine.begin() as conn:
+            return await _close(conn, rows, start, end, more=end < target)
+    except _LockedOutError:
+        return Closed(marks, 0, more=False, locked_out=True)
+
+
+class _LockedOutError(Exception):
+    """The marks' lock was not had within LOCK_WAIT."""
+
+
+async def _close(
+    conn: AsyncConnection, rows: dict[int, list[Row]], start: float, end: float, *, more: bool
+) -> Closed:
+    """Under the marks' lock: minutes [start, end) from `rows` (read again where they
+    changed), the tiers above, the marks."""
+    await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+    try:
+        locked = await _marks(conn, lock="update")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", getattr(exc.orig, "pgcode", None)) == "55P03":
+            raise _LockedOutError from exc
+        raise
+    await conn.execute(text("SET LOCAL lock_timeout = 0"))
+    if locked[TIERS[0].name] != start:  # another closer moved it meanwhile
+        return Closed(locked, 0, more=True)
+    counts = await _counts(conn, start, end)
+    changed = {sid for sid in counts.keys() | rows.keys() if counts[sid] != len(rows.get(sid, ()))}
+    if changed:  # committed meanwhile: those services' rows read again
+        rows.update(await _raw(conn, start, end, sorted(changed)))
+    minutes: dict[Key, list[Any]] = {}
+    for service_rows in rows.values():
+        _add_rows(minutes, service_rows)
+    summed = {key: _summed(minute) for key, minute in sorted(minutes.items())}
+    await _upsert(conn, TIERS[0].table, summed)
+    new = {TIERS[0].name: end}
+    for lower, tier in itertools.pairwise(TIERS):
+        mark = locked[tier.name]
+        until = new[lower.name] // tier.width * tier.width
+        if until > mark:
+            sums = await _sums(conn, lower.table, mark, until, tier.width)
+            await _upsert(conn, tier.table, dict(sorted(sums.items())))
+        new[tier.name] = max(until, mark)
+    for name, mark in new.items():
+        await conn.execute(
+            update(history_coverage)
+            .where(history_coverage.c.tier == name)
+            .values(complete_until=mark)
+        )
+    return Closed(new, sum(map(len, rows.values())), more=more)
+
+
+async def _marks(conn: AsyncConnection, *, lock: str | None) -> dict[str, float]:
+    """Each aggregate tier's `complete_until`, locked FOR KEY SHARE ("share"), FOR
+    UPDATE ("update") or not at all."""
+    c = history_coverage.c
+    query = select(c.tier, c.complete_until).where(c.tier.in_([t.name for t in TIERS]))
+    query = query.order_by(c.tier)  # one order for every locker
+    if lock == "share":
+        query = query.with_for_update(read=True, key_share=True)
+    elif lock == "update":
+        query = query.with_for_update()
+    found = {tier: until for tier, until in await conn.execute(query)}
+    return {t.name: float(found.get(t.name) or 0.0) for t in TIERS}
+
+
+async def _add_late(conn: AsyncConnection, late: Iterable[Row], marks: Mapping[str, float]) -> None:
+    """Rows before the minute mark into each tier whose bucket is closed already."""
+    collected: dict[Key, list[Any]] = {}
+    _add_rows(collected, late)
+    minutes = {key: _summed(minute) for key, minute in collected.items()}
+    for tier in TIERS:
+        buckets = _regroup(minutes, tier.width)
+        closed = {k: v for k, v in sorted(buckets.items()) if k[1] < marks[tier.name]}
+        await _upsert(conn, tier.table, closed)
+
+
+def _regroup(minutes: dict[Key, _Sums], width: int) -> dict[Key, _Sums]:
+    if width == 60:
+        return minutes
+    buckets: dict[Key, _Sums] = {}
+    for (service_id, start), sums in minutes.items():
+        _merge_into(buckets, {(service_id, start - start % width): sums})
+    return buckets
+
+
+async def _first_after(conn: AsyncConnection, since: float) -> float | None:
+    """The time of the first result at or after `since`: one index seek per service."""
+    r = check_results.c
+    first = (
+        select(func.min(r.ts_us))
+        .where(r.service_id == services.c.id, r.ts_us >= us_at_or_after(since))
+        .correlate(services)
+        .scalar_subquery()
+    )
+    found = await conn.scalar(select(func.min(first)))
+    return None if found is None else found / 1_000_000
+
+
+def _in_window(since: float, until: float, ids: Sequence[int] | None) -> Any:
+    r = check_results.c
+    # `service_id IN (...)`: an index range per service (as the rollup reads).
+    chosen = select(services.c.id) if ids is None else ids
+    return (
+        r.service_id.in_(chosen),
+        r.ts_us >= us_at_or_after(since),
+        r.ts_us < us_at_or_after(until),
+    )
+
+
+async def _raw(
+    conn: AsyncConnection, since: float, until: float, ids: Sequence[int] | None = None
+) -> dict[int, list[Row]]:
+    """Each service's raw rows in [since, until), as the rollup sums them."""
+    r = check_results.c
+    found = await conn.execute(
+        select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us).where(
+            *_in_window(since, until, ids)
+        )
+    )
+    rows: dict[int, list[Row]] = {} if ids is None else {sid: [] for sid in ids}
+    for row in found:
+        rows.setdefault(row.service_id, []).append(row._asdict())
+    return rows
+
+
+async def _counts(conn: AsyncConnection, since: float, until: float) -> Counter[int]:
+    r = check_results.c
+    found = await conn.execute(
+        select(r.service_id, func.count())
+        .where(*_in_window(since, until, None))
+        .group_by(r.service_id)
+    )
+    return Counter({sid: count for sid, count in found})
+
+
+async def _sums(
+    conn: AsyncConnection, table: Table, since: float, until: float, width: int
+) -> dict[Key, _Sums]:
+    """The rows of an aggregate table in [since, until), summed into buckets of `width`."""
+    c = table.c
+    buckets: dict[Key, _Sums] = {}
+    found = await conn.execute(
+        select(
+            c.service_id,
+            c.start,
+            c.healthy,
+            c.unknown,
+            c.degraded,
+            c.unhealthy,
+            c.answered,
+            c.latency_sum,
+            c.latency_min,
+            c.latency_max,
+            c.histogram,
+        )
+        .where(c.start >= since, c.start < until)
+        .order_by(c.service_id, c.start)
+    )
+    for service_id, start, *counts, low, high, blob in found:
+        low_bin, bins = sketch.decode(blob)
+        sums = [
+            *counts,
+            math.inf if low is None else low,
+            -math.inf if high is None else high,
+            {low_bin + i: n for i, n in enumerate(bins) if n},
+        ]
+        _merge_into(buckets, {(service_id, start - start % width): sums})
+    return buckets

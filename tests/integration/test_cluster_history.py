@@ -124,7 +124,7 @@ async def write_clustered(
 async def check_aggregates(store: HealthStore) -> None:
     """Every aggregate row is the sum of what it covers, and none lies past its mark."""
     async with store.engine.connect() as conn:
-        marks = dict(
+        marks: dict[str, float] = dict(
             (
                 await conn.execute(
                     text(

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -387,3 +388,77 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         figures["heard_total"] = heard_total
         figures["run_s"] = ended - began
     print("cluster figures:", json.dumps({k: round(v, 3) for k, v in figures.items()}))
+
+
+def run_node(url: str, config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-W", "error", "-m", "healthmon.cli", "run", "--config",
+             str(config), "--database", url, "--log-format", "json", *extra],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def started(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the node logs that it monitors (or fail if it exits)."""
+
+    def said() -> str:
+        return log.read_text()
+
+    async def up() -> bool:
+        assert process.poll() is None, said()
+        return '"monitor_started"' in said()
+
+    await wait_until(up, 60, f"{log.name} started")
+
+
+@pytest.mark.timeout(120)
+async def test_single_nodes_and_clusters_do_not_share_a_database(
+    pg_url: str, tmp_path: Path, targets: TargetServer
+) -> None:
+    """A single node holds the database: a second single node and a cluster node are
+    refused, naming it; once it is killed (SIGKILL: no clean stop), a new one starts at
+    once. A cluster holds it likewise against a single node, not against its own."""
+    async with HealthStore(pg_url):
+        pass
+    config = tmp_path / "one.toml"
+    config.write_text(
+        '[monitor]\ncheck_interval = 0.5\n\n[[services]]\nname = "api"\n'
+        f'service_type = "http"\nmodule_path = "t"\nhealth_check_url = '
+        f'"{targets.url("/healthy")}"\n'
+    )
+    first = run_node(pg_url, config, tmp_path / "first.log")
+    try:
+        await started(first, tmp_path / "first.log")
+        for name, extra in (("second", ()), ("node", ("--node", "x"))):
+            refused = run_node(pg_url, config, tmp_path / f"{name}.log", *extra)
+            assert await asyncio.to_thread(refused.wait, 60) == 1
+            said = (tmp_path / f"{name}.log").read_text()
+            assert "cannot start" in said, said
+            assert f"healthmon single node {socket.gethostname()}:{first.pid}" in said, said
+        first.kill()
+        first.wait(timeout=10)
+        again = run_node(pg_url, config, tmp_path / "again.log")
+        await started(again, tmp_path / "again.log")
+        again.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(again.wait, 30) == 0
+        # A cluster: a second node joins it; a single node is refused.
+        a = run_node(pg_url, config, tmp_path / "a.log", "--node", "a")
+        b = run_node(pg_url, config, tmp_path / "b.log", "--node", "b")
+        try:
+            await started(a, tmp_path / "a.log")
+            await started(b, tmp_path / "b.log")
+            single = run_node(pg_url, config, tmp_path / "single.log")
+            assert await asyncio.to_thread(single.wait, 60) == 1
+            said = (tmp_path / "single.log").read_text()
+            assert "another healthmon node already writes" in said, said
+            assert "healthmon cluster node a (" in said
+            assert "healthmon cluster node b (" in said
+        finally:
+            for node in (a, b):
+                node.send_signal(signal.SIGTERM)
+                node.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)

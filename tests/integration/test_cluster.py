@@ -232,3 +232,31 @@ async def test_cluster_mode_needs_postgresql(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="cluster mode needs PostgreSQL"):
             await monitor.start_monitoring()
         assert not monitor.running
+
+
+async def test_a_node_whose_renewal_hangs_stops_checking_at_its_deadline(
+    pg_url: str, targets: TargetServer
+) -> None:
+    """A renewal that neither succeeds nor fails (here its lease rows are locked by
+    another session; a network cut without a reset hangs it alike) must not keep the
+    node checking past its renew deadline: it stops then, and resumes once a renewal
+    goes through."""
+    services = [service("api", targets.url("/healthy"))]
+    async with node(pg_url, "a", services) as (a, _):
+        cluster = a.cluster
+        assert cluster is not None
+        await wait_for(lambda: "api" in cluster._running, 10)
+        async with HealthStore(pg_url) as store, store.engine.connect() as conn:
+            await conn.execute(
+                text("SELECT 1 FROM service_leases WHERE node_id = :me FOR UPDATE"),
+                {"me": cluster.node_id},
+            )
+            locked = time.monotonic()
+            await wait_for(lambda: not cluster._running, 2 * LEASE)
+            # Within the deadline: 90 % of a lease row's time after the last renewal sent.
+            assert time.monotonic() - locked <= cluster.settings.row_lease + 0.5
+            hits = targets.hits("/healthy")
+            await asyncio.sleep(0.5)
+            assert targets.hits("/healthy") == hits  # no check while suspended
+            await conn.rollback()
+        await wait_for(lambda: "api" in cluster._running, 10)

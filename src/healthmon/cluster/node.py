@@ -194,7 +194,7 @@ class ClusterNode:
                 continue
             started, soonest = loop.time(), None
             try:
-                soonest = await self._step()
+                soonest = await self._step_within_deadline()
             except (SQLAlchemyError, OSError, LookupError) as exc:
                 log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
             step = self.settings.renew_every
@@ -204,6 +204,24 @@ class ClusterNode:
             # take yet must not make it step without a pause.)
             soon = step if soonest is None else max(min(step, soonest), step / 10)
             next_step = started + soon
+
+    async def _step_within_deadline(self) -> float | None:
+        """`_step`, watched: a renewal that hangs (neither succeeds nor fails: a network
+        cut without a reset, a lock) suspends the checks at the renew deadline as a
+        failed one does, while it goes on waiting for its answer."""
+        loop = asyncio.get_running_loop()
+        step = asyncio.ensure_future(self._step())
+        try:
+            while not step.done():
+                wait = max(self._deadline - loop.time(), 0.0) if self._running else None
+                await asyncio.wait({step}, timeout=wait)
+                if not step.done() and self._running and loop.time() >= self._deadline:
+                    self._suspend()
+            return step.result()
+        finally:
+            if not step.done():  # this task cancelled (stop): the step with it
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
 
     def _suspend(self) -> None:
         log.error(

@@ -50,7 +50,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, text, update
+from sqlalchemy import Float, Table, case, func, insert, select, text, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -158,7 +159,9 @@ async def close_step(
 ) -> Closed:
     """Close what is over: minutes up to `now - settle` (by default the database's
     clock), at most `max_span` seconds of raw results, and the tiers above them."""
-    async with engine.connect() as conn:
+    # One snapshot for the sums' two reads (they must agree on which rows there are).
+    async with engine.connect() as plain:
+        conn = await plain.execution_options(isolation_level="REPEATABLE READ")
         marks = await _marks(conn, lock=None)
         if now is None:
             now = float(await conn.scalar(text("SELECT extract(epoch from clock_timestamp())")))
@@ -171,10 +174,11 @@ async def close_step(
         end = target
         if first is not None:
             end = min(target, (max(start, first // 60 * 60) + max(max_span, 60)) // 60 * 60)
-        rows = await _raw(conn, start, end)  # summed before the lock; checked under it
+        # Summed before the lock, checked under it (writers wait while it is held).
+        summed = await _raw_sums(conn, start, end)
     try:
         async with engine.begin() as conn:
-            return await _close(conn, rows, start, end, more=end < target)
+            return await _close(conn, summed, start, end, more=end < target)
     except _LockedOutError:
         return Closed(marks, 0, more=False, locked_out=True)
 
@@ -184,10 +188,15 @@ class _LockedOutError(Exception):
 
 
 async def _close(
-    conn: AsyncConnection, rows: dict[int, list[Row]], start: float, end: float, *, more: bool
+    conn: AsyncConnection,
+    summed: dict[int, tuple[int, dict[Key, _Sums]]],
+    start: float,
+    end: float,
+    *,
+    more: bool,
 ) -> Closed:
-    """Under the marks' lock: minutes [start, end) from `rows` (read again where they
-    changed), the tiers above, the marks."""
+    """Under the marks' lock: minutes [start, end) from `summed` ({service: (rows,
+    minutes)}: summed anew where the count changed), the tiers above, the marks."""
     await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
     try:
         locked = await _marks(conn, lock="update")
@@ -199,14 +208,14 @@ async def _close(
     if locked[TIERS[0].name] != start:  # another closer moved it meanwhile
         return Closed(locked, 0, more=True)
     counts = await _counts(conn, start, end)
-    changed = {sid for sid in counts.keys() | rows.keys() if counts[sid] != len(rows.get(sid, ()))}
-    if changed:  # committed meanwhile: those services' rows read again
-        rows.update(await _raw(conn, start, end, sorted(changed)))
-    minutes: dict[Key, list[Any]] = {}
-    for service_rows in rows.values():
-        _add_rows(minutes, service_rows)
-    summed = {key: _summed(minute) for key, minute in sorted(minutes.items())}
-    await _upsert(conn, TIERS[0].table, summed)
+    changed = {
+        sid for sid in counts.keys() | summed.keys() if counts[sid] != summed.get(sid, (0, {}))[0]
+    }
+    if changed:  # committed meanwhile: those services' rows read and summed again
+        summed.update(await _raw_sums(conn, start, end, sorted(changed)))
+    minutes = {key: sums for _, found in summed.values() for key, sums in found.items()}
+    summed_rows = sum(count for count, _ in summed.values())
+    await _upsert(conn, TIERS[0].table, dict(sorted(minutes.items())))
     new = {TIERS[0].name: end}
     for lower, tier in itertools.pairwise(TIERS):
         mark = locked[tier.name]
@@ -221,7 +230,7 @@ async def _close(
             .where(history_coverage.c.tier == name)
             .values(complete_until=mark)
         )
-    return Closed(new, sum(map(len, rows.values())), more=more)
+    return Closed(new, summed_rows, more=more)
 
 
 async def _marks(conn: AsyncConnection, *, lock: str | None) -> dict[str, float]:
@@ -282,20 +291,51 @@ def _in_window(since: float, until: float, ids: Sequence[int] | None) -> Any:
     )
 
 
-async def _raw(
+async def _raw_sums(
     conn: AsyncConnection, since: float, until: float, ids: Sequence[int] | None = None
-) -> dict[int, list[Row]]:
-    """Each service's raw rows in [since, until), as the rollup sums them."""
+) -> dict[int, tuple[int, dict[Key, _Sums]]]:
+    """Each service's count of raw rows in [since, until), and their minute sums, as
+    the single writer makes them (rollup.py `_summed`), summed by PostgreSQL: a few
+    rows a minute reach this process rather than every result (the closer shares its
+    node's event loop with the checks). The histogram bins are the same function of
+    the same doubles (`ln` is the C library's `log` in both); the latency sum is the
+    exact sum of the microseconds, in ms (the writer's `fsum` of the milliseconds
+    may differ in the last bit)."""
     r = check_results.c
+    minute = (r.ts_us // 60_000_000).label("minute")  # ts >= 0: the minute
+    answered = r.answered.is_(True)
     found = await conn.execute(
-        select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us).where(
-            *_in_window(since, until, ids)
+        select(
+            r.service_id,
+            minute,
+            *[func.count().filter(r.status == code) for code in range(4)],
+            func.count().filter(answered),
+            func.sum(r.response_time_us).filter(answered),
+            func.min(r.response_time_us).filter(answered),
+            func.max(r.response_time_us).filter(answered),
         )
+        .where(*_in_window(since, until, ids))
+        .group_by(r.service_id, minute)
     )
-    rows: dict[int, list[Row]] = {} if ids is None else {sid: [] for sid in ids}
-    for row in found:
-        rows.setdefault(row.service_id, []).append(row._asdict())
-    return rows
+    summed: dict[int, tuple[int, dict[Key, _Sums]]] = {sid: (0, {}) for sid in ids or ()}
+    for service_id, start, *counts, latency_us, low, high in found:
+        count, minutes = summed.get(service_id, (0, {}))
+        sums = [*counts, 0.0 if latency_us is None else int(latency_us) / 1000]
+        sums += [math.inf, -math.inf] if low is None else [low / 1000, high / 1000]
+        minutes[(service_id, int(start) * 60)] = [*sums, {}]
+        summed[service_id] = (count + sum(counts[:4]), minutes)
+    ms = sql_cast(r.response_time_us, Float) / 1000
+    bin_of = case(
+        (ms >= sketch.FLOOR_MS, func.ceil(func.ln(ms) * sketch.INV_LOG_GROWTH)),
+        else_=sketch.ZERO_BIN,
+    ).label("bin")
+    for service_id, start, index, count in await conn.execute(
+        select(r.service_id, minute, bin_of, func.count())
+        .where(*_in_window(since, until, ids), answered)
+        .group_by(r.service_id, minute, bin_of)
+    ):
+        summed[service_id][1][(service_id, int(start) * 60)][8][int(index)] = count
+    return summed
 
 
 async def _counts(conn: AsyncConnection, since: float, until: float) -> Counter[int]:

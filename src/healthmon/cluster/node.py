@@ -207,15 +207,23 @@ class ClusterNode:
 
     async def _step_within_deadline(self) -> float | None:
         """`_step`, watched: a renewal that hangs (neither succeeds nor fails: a network
-        cut without a reset, a lock) suspends the checks at the renew deadline as a
-        failed one does, while it goes on waiting for its answer."""
+        cut without a reset, a lock) suspends the checks once a whole `lease` has passed
+        since the last successful renewal was sent, while it goes on waiting for its
+        answer. (Not at the renew deadline, 90 % of a lease row's time, which applies
+        between steps: a renewal merely slow, on a loaded machine, would suspend every
+        check for a moment. A whole lease: by then the row has expired and others may
+        check, so a hung renewal checks beside them for a quarter lease at most, where
+        it went on for as long as the hang lasted.)"""
         loop = asyncio.get_running_loop()
+        settings = self.settings
+        slack = settings.lease - settings.row_lease * _DEADLINE_SHARE
         step = asyncio.ensure_future(self._step())
         try:
             while not step.done():
-                wait = max(self._deadline - loop.time(), 0.0) if self._running else None
+                limit = self._deadline + slack
+                wait = max(limit - loop.time(), 0.0) if self._running else None
                 await asyncio.wait({step}, timeout=wait)
-                if not step.done() and self._running and loop.time() >= self._deadline:
+                if not step.done() and self._running and loop.time() >= limit:
                     self._suspend()
             return step.result()
         finally:

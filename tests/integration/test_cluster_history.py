@@ -129,7 +129,7 @@ async def check_aggregates(store: HealthStore) -> None:
                 await conn.execute(
                     text(
                         "SELECT tier, complete_until FROM history_coverage WHERE tier IN "
-                        "('minute', 'hour')"
+                        "('minute', 'hour', 'day')"
                     )
                 )
             ).all()
@@ -156,23 +156,28 @@ async def check_aggregates(store: HealthStore) -> None:
         assert [tuple(map(float, row)) for row in minutes] == [
             tuple(map(float, row)) for row in counts
         ]
-        by_hour = (
-            await conn.execute(
-                text(
-                    "SELECT service_id, floor(start / 3600) * 3600, sum(healthy), sum(answered) "
-                    "FROM result_minutes WHERE start < :mark GROUP BY 1, 2 ORDER BY 1, 2"
-                ),
-                {"mark": marks["hour"]},
-            )
-        ).all()
-        hours = (
-            await conn.execute(
-                text("SELECT service_id, start, healthy, answered FROM result_hours ORDER BY 1, 2")
-            )
-        ).all()
-        assert [tuple(map(float, row)) for row in hours] == [
-            tuple(map(float, row)) for row in by_hour
-        ]
+        for lower, tier, width in (("minutes", "hours", 3600), ("hours", "days", 86400)):
+            summed = (
+                await conn.execute(
+                    text(
+                        f"SELECT service_id, floor(start / {width}) * {width}, sum(healthy), "  # noqa: S608 - ours
+                        f"sum(answered) FROM result_{lower} WHERE start < :mark "
+                        "GROUP BY 1, 2 ORDER BY 1, 2"
+                    ),
+                    {"mark": marks[tier[:-1]]},
+                )
+            ).all()
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT service_id, start, healthy, answered "  # noqa: S608 - ours
+                        f"FROM result_{tier} ORDER BY 1, 2"
+                    )
+                )
+            ).all()
+            assert [tuple(map(float, row)) for row in rows] == [
+                tuple(map(float, row)) for row in summed
+            ], tier
 
 
 @pytest.mark.timeout(300)  # hypothesis shrinks a failure for minutes; passing takes ~25 s

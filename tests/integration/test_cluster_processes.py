@@ -453,7 +453,8 @@ async def check_history(cluster: Cluster, began: float) -> dict[str, float]:
             "SELECT tier, complete_since, complete_until FROM history_coverage"
         )
     }
-    raw_since, (_, minute_mark), (_, hour_mark) = marks["raw"][0], marks["minute"], marks["hour"]
+    raw_since, minute_mark = marks["raw"][0], marks["minute"][1]
+    hour_mark, day_mark = marks["hour"][1], marks["day"][1]
     assert minute_mark > cluster.created  # minutes of the run were closed
     assert raw_since > time.time() - OLD  # retention pruned the old results
     assert await cluster.query(
@@ -481,14 +482,18 @@ async def check_history(cluster: Cluster, began: float) -> dict[str, float]:
     for got, want in zip(minutes, raw, strict=True):
         assert got[5] == pytest.approx(want[5], rel=1e-9)  # (summed in another order)
         assert got[6:] == want[6:]  # us / 1000 in Python and in SQL: the same float
-    # Hours: the sums of their minutes (the old results' hour among them).
-    assert await cluster.query(
-        "SELECT service_id, start, healthy, answered FROM result_hours ORDER BY 1, 2"
-    ) == await cluster.query(
-        "SELECT service_id, floor(start / 3600) * 3600, sum(healthy), sum(answered) "
-        "FROM result_minutes WHERE start < :mark GROUP BY 1, 2 ORDER BY 1, 2",
-        mark=hour_mark,
-    )
+    # Hours and days: the sums of the tier below (the old results' hour and day among
+    # them: the closer closed their day).
+    for lower, tier, width, mark in (("minutes", "hours", 3600, hour_mark),
+                                     ("hours", "days", 86_400, day_mark)):  # fmt: skip
+        assert await cluster.query(
+            f"SELECT service_id, start, healthy, answered FROM result_{tier} ORDER BY 1, 2"  # noqa: S608
+        ) == await cluster.query(
+            f"SELECT service_id, floor(start / {width}) * {width}, sum(healthy), "  # noqa: S608
+            f"sum(answered) FROM result_{lower} WHERE start < :mark GROUP BY 1, 2 ORDER BY 1, 2",
+            mark=mark,
+        ), tier
+    assert day_mark > time.time() - OLD  # the old results' day was closed
     # Gaps: every span of more than GAP_AFTER between two results of a service in the
     # run, recorded once, and no other.
     times: dict[int, list[int]] = defaultdict(list)

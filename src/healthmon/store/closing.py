@@ -58,24 +58,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.micros import us_at_or_after
 from healthmon.store import sketch
 from healthmon.store.newest import Newest
-from healthmon.store.rollup import (
-    Key,
+from healthmon.store.rollup import (  # the single writer's own arithmetic: the same sums
     Rollup,
     Row,
-    _add_rows,  # the single writer's own arithmetic: the same sums, to the last bit
-    _merge_into,
+    _add_rows,
     _scan,
     _summed,
-    _Sums,
-    _upsert,
 )
-from healthmon.store.schema import (
-    check_results,
-    history_coverage,
-    result_gaps,
-    result_hours,
-    result_minutes,
-    services,
+from healthmon.store.schema import check_results, history_coverage, result_gaps, services
+from healthmon.store.tiers import (
+    COARSE,
+    MINUTES,
+    Changed,
+    Key,
+    Sums,
+    Tier,
+    merge_into,
+    rolled_up,
+    upsert,
 )
 
 __all__ = ["LOCK_WAIT", "SETTLE", "TIERS", "Closed", "SharedRollup", "Tier", "close_step"]
@@ -94,16 +94,7 @@ MAX_SPAN = 600.0
 bounded steps, each its own short transaction)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Tier:
-    """An aggregate tier: its `history_coverage` row, its table and its buckets' width."""
-
-    name: str
-    table: Table
-    width: int
-
-
-TIERS = (Tier("minute", result_minutes, 60), Tier("hour", result_hours, 3600))
+TIERS: tuple[Tier, ...] = (MINUTES, *COARSE)
 """Finest first: each is summed from the one before it (minutes from raw results)."""
 
 
@@ -128,22 +119,17 @@ class SharedRollup(Rollup):
     async def write(self, conn: AsyncConnection, rows: Sequence[Row], before: Newest) -> None:
         if not rows:
             return
+        self._changed = []
         marks = await _marks(conn, lock="share")
         late, _, gaps, out_of_order = _scan(
             rows, None, us_at_or_after(marks[TIERS[0].name]), dict(before), self._gap_after_us
         )
         if out_of_order:
             gaps = await self._regap(conn, gaps, out_of_order)
-        if late:
-            await _add_late(conn, late, marks)
+        if late:  # (reported to `on_late` once committed, as the single writer does)
+            self._changed = await _add_late(conn, late, marks)
         if gaps:
             await conn.execute(insert(result_gaps), gaps)
-
-    def committed(self) -> None:
-        """Nothing kept in memory: nothing to confirm."""
-
-    def reset(self) -> None:
-        """Nothing kept in memory: nothing to forget."""
 
     async def maintain(self, engine: AsyncEngine, now: float | None = None) -> frozenset[int]:
         """Pruning is the closer's (cluster/historian.py)."""
@@ -189,7 +175,7 @@ class _LockedOutError(Exception):
 
 async def _close(
     conn: AsyncConnection,
-    summed: dict[int, tuple[int, dict[Key, _Sums]]],
+    summed: dict[int, tuple[int, dict[Key, Sums]]],
     start: float,
     end: float,
     *,
@@ -215,14 +201,14 @@ async def _close(
         summed.update(await _raw_sums(conn, start, end, sorted(changed)))
     minutes = {key: sums for _, found in summed.values() for key, sums in found.items()}
     summed_rows = sum(count for count, _ in summed.values())
-    await _upsert(conn, TIERS[0].table, dict(sorted(minutes.items())))
+    await upsert(conn, TIERS[0].table, dict(sorted(minutes.items())))
     new = {TIERS[0].name: end}
     for lower, tier in itertools.pairwise(TIERS):
         mark = locked[tier.name]
         until = new[lower.name] // tier.width * tier.width
         if until > mark:
             sums = await _sums(conn, lower.table, mark, until, tier.width)
-            await _upsert(conn, tier.table, dict(sorted(sums.items())))
+            await upsert(conn, tier.table, dict(sorted(sums.items())))
         new[tier.name] = max(until, mark)
     for name, mark in new.items():
         await conn.execute(
@@ -247,24 +233,23 @@ async def _marks(conn: AsyncConnection, *, lock: str | None) -> dict[str, float]
     return {t.name: float(found.get(t.name) or 0.0) for t in TIERS}
 
 
-async def _add_late(conn: AsyncConnection, late: Iterable[Row], marks: Mapping[str, float]) -> None:
-    """Rows before the minute mark into each tier whose bucket is closed already."""
+async def _add_late(
+    conn: AsyncConnection, late: Iterable[Row], marks: Mapping[str, float]
+) -> Changed:
+    """Rows before the minute mark into each tier whose bucket is closed already; the
+    rows changed."""
     collected: dict[Key, list[Any]] = {}
     _add_rows(collected, late)
     minutes = {key: _summed(minute) for key, minute in collected.items()}
+    changed: Changed = []
     for tier in TIERS:
-        buckets = _regroup(minutes, tier.width)
+        buckets = minutes if tier is MINUTES else rolled_up(minutes, tier.width)
         closed = {k: v for k, v in sorted(buckets.items()) if k[1] < marks[tier.name]}
-        await _upsert(conn, tier.table, closed)
-
-
-def _regroup(minutes: dict[Key, _Sums], width: int) -> dict[Key, _Sums]:
-    if width == 60:
-        return minutes
-    buckets: dict[Key, _Sums] = {}
-    for (service_id, start), sums in minutes.items():
-        _merge_into(buckets, {(service_id, start - start % width): sums})
-    return buckets
+        if not closed:
+            break  # (marks never pass the finer tier's: none coarser either)
+        await upsert(conn, tier.table, closed)
+        changed += [(tier.width, sid, start) for sid, start in closed]
+    return changed
 
 
 async def _first_after(conn: AsyncConnection, since: float) -> float | None:
@@ -293,7 +278,7 @@ def _in_window(since: float, until: float, ids: Sequence[int] | None) -> Any:
 
 async def _raw_sums(
     conn: AsyncConnection, since: float, until: float, ids: Sequence[int] | None = None
-) -> dict[int, tuple[int, dict[Key, _Sums]]]:
+) -> dict[int, tuple[int, dict[Key, Sums]]]:
     """Each service's count of raw rows in [since, until), and their minute sums, as
     the single writer makes them (rollup.py `_summed`), summed by PostgreSQL: a few
     rows a minute reach this process rather than every result (the closer shares its
@@ -317,7 +302,7 @@ async def _raw_sums(
         .where(*_in_window(since, until, ids))
         .group_by(r.service_id, minute)
     )
-    summed: dict[int, tuple[int, dict[Key, _Sums]]] = {sid: (0, {}) for sid in ids or ()}
+    summed: dict[int, tuple[int, dict[Key, Sums]]] = {sid: (0, {}) for sid in ids or ()}
     for service_id, start, *counts, latency_us, low, high in found:
         count, minutes = summed.get(service_id, (0, {}))
         sums = [*counts, 0.0 if latency_us is None else int(latency_us) / 1000]
@@ -350,10 +335,10 @@ async def _counts(conn: AsyncConnection, since: float, until: float) -> Counter[
 
 async def _sums(
     conn: AsyncConnection, table: Table, since: float, until: float, width: int
-) -> dict[Key, _Sums]:
+) -> dict[Key, Sums]:
     """The rows of an aggregate table in [since, until), summed into buckets of `width`."""
     c = table.c
-    buckets: dict[Key, _Sums] = {}
+    buckets: dict[Key, Sums] = {}
     found = await conn.execute(
         select(
             c.service_id,
@@ -379,5 +364,5 @@ async def _sums(
             -math.inf if high is None else high,
             {low_bin + i: n for i, n in enumerate(bins) if n},
         ]
-        _merge_into(buckets, {(service_id, start - start % width): sums})
+        merge_into(buckets, {(service_id, start - start % width): sums})
     return buckets

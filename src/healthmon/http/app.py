@@ -33,6 +33,7 @@ from healthmon.errors import ApiError, StorageError
 from healthmon.http import routes
 from healthmon.http.feed import TransitionFeed
 from healthmon.http.metrics import HttpGauges, MetricsPage
+from healthmon.http.nodes import ClusterWatch
 from healthmon.http.pages import StatusPages
 from healthmon.http.settings import HttpSettings
 from healthmon.http.shapes import error_response
@@ -67,11 +68,13 @@ class HttpApi:
         # Store reads at once; others queue here. The store's connection pool (15) is
         # shared with the writer, which must never wait for a connection behind them.
         self.reading = asyncio.Semaphore(4)
+        self.cluster = ClusterWatch(monitor, store, self.reading)
         self.metrics = MetricsPage(
             monitor,
             self.feed,
             HttpGauges(streams=lambda: self.streams.held, waiting=lambda: self.waiting.held),
             self.settings.metrics_max_age,
+            self.cluster,
         )
         self.started = False
         token = self.settings.token

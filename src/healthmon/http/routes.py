@@ -30,6 +30,7 @@ from healthmon.http.params import Query, bad_request
 from healthmon.http.shapes import (
     dumps,
     error_response,
+    nodes_shape,
     report_shape,
     result_shape,
     service_shape,
@@ -71,6 +72,7 @@ def table(api: HttpApi) -> list[tuple[str, Any]]:
         ("/api/v1/openapi.json", r.openapi),
         ("/api/v1/cluster", r.cluster),
         ("/api/v1/cluster/status", r.cluster_status),
+        ("/api/v1/cluster/nodes", r.nodes),
         ("/api/v1/services/{name}", r.service),
         ("/api/v1/services/{name}/report", r.report),
         ("/api/v1/services/{name}/series", r.series),
@@ -149,6 +151,7 @@ class _Routes:
         # One moment's copies, then shaped a slice at a time with the loop let go in
         # between: at 1,000 services the whole takes ~10 ms, which the checks due
         # meanwhile would otherwise wait for.
+        owners = await self.api.cluster.owners()
         summary = self._summary()
         results = self.monitor.health_cache.copy()
         services = dict(self.monitor.services)
@@ -159,7 +162,7 @@ class _Routes:
             if start:
                 await asyncio.sleep(0)
             shapes += [
-                self._service(name, results, services, latest)
+                self._service(name, results, services, latest, owners)
                 for name in names[start : start + _SLICE]
             ]
         return self.json({**summary, "services": shapes})
@@ -175,7 +178,15 @@ class _Routes:
             return record is not None and record.id > index
 
         await self._block(query, changed)
-        return self.json(self._service(name))
+        owners = await self.api.cluster.owners()
+        return self.json(self._service(name, owners=owners))
+
+    async def nodes(self, request: Request) -> Response:
+        """Cluster mode: the nodes as `healthmon status` shows them."""
+        Query(request.query_params, ())
+        watch = self.api.cluster
+        view = await watch.view()
+        return self.json(nodes_shape(watch.clustered, watch.node_name, watch.node_id, view))
 
     def _summary(self) -> dict[str, Any]:
         cache = self.monitor.health_cache
@@ -194,6 +205,7 @@ class _Routes:
         results: Mapping[str, HealthCheckResult] | None = None,
         services: Mapping[str, ServiceDefinition] | None = None,
         latest: Mapping[str, TransitionRecord] | None = None,
+        owners: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One service's shape, from the given copies or else the live state."""
         service = (self.monitor.services if services is None else services).get(name)
@@ -202,7 +214,8 @@ class _Routes:
             interval = service.interval or self.monitor.check_interval
         result = (self.monitor.health_cache if results is None else results).get(name)
         record = self.feed.latest(name) if latest is None else latest.get(name)
-        return service_shape(name, result, service, record, interval)
+        node = None if owners is None else owners.get(name)
+        return service_shape(name, result, service, record, interval, node=node)
 
     async def _block(self, query: Query, changed: Callable[[int], bool]) -> None:
         """Wait, for a blocking query, until `changed(index)` or the wait ends."""

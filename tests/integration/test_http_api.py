@@ -63,6 +63,26 @@ async def test_cluster_and_services_show_the_monitor_now(
         one = await served.client.get("/api/v1/services/agent:db")
         assert one.status_code == 200
         assert one.json()["status"] == "unhealthy"
+        assert one.json()["node"] is None  # not in cluster mode
+
+        # Outside cluster mode: no nodes (tests/integration/test_http_cluster.py has them).
+        nodes = await served.client.get("/api/v1/cluster/nodes")
+        assert nodes.status_code == 200
+        assert nodes.json() == {"clustered": False, "node": None, "nodes": []}
+
+
+async def test_the_cluster_shows_each_change_after_an_earlier_answer(db_path: Path) -> None:
+    # Each service's JSON is kept between requests: a change must replace it.
+    async with serve(db_path) as served:
+        await served.flip("db", "healthy")
+        before = (await served.client.get("/api/v1/cluster")).json()["services"]
+        down = await served.flip("db", "unhealthy")
+        after = (await served.client.get("/api/v1/cluster")).json()["services"]
+        assert [(s["status"], s["transition_id"]) for s in before] == [("healthy", down.id - 1)]
+        assert [(s["status"], s["transition_id"]) for s in after] == [("unhealthy", down.id)]
+        await served.monitor.check_agents_health(served.agents)  # the same status again
+        again = (await served.client.get("/api/v1/cluster")).json()["services"]
+        assert again[0]["last_check"]["ts"] > after[0]["last_check"]["ts"]
 
 
 async def test_a_large_cluster_is_answered_whole_and_in_order(db_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -461,3 +462,55 @@ async def test_stop_ends_streams_and_long_polls_at_once(db_path: Path) -> None:
         assert (await stream)[0] == "retry: 2000"
         with pytest.raises(httpx.ConnectError):
             await served.client.get("/livez")
+
+
+async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
+    db_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Requests still running a second after the stop began: an export that has begun
+    # its answer and a report that has not, both waiting for a store read (the test
+    # holds every read slot); beside them an event stream and a long-poll, which the
+    # stop ends at once. uvicorn would cancel the two and log a traceback for each.
+    caplog.set_level(logging.INFO)
+    async with serve(db_path) as served:
+        record = await served.flip("a", "healthy")
+        for _ in range(4):
+            await served.api.reading.acquire()
+        poll = asyncio.create_task(
+            served.client.get("/api/v1/cluster", params={"index": record.id, "wait": "60s"})
+        )
+
+        async def follow() -> list[str]:
+            async with served.client.stream("GET", "/api/v1/events") as events:
+                return [line async for line in events.aiter_lines()]
+
+        async def export() -> bytes:
+            params = {"service": "agent:a"}  # known from memory: the answer begins
+            async with served.client.stream("GET", "/api/v1/results", params=params) as response:
+                assert response.status_code == 200
+                return b"".join([chunk async for chunk in response.aiter_raw()])
+
+        stream = asyncio.create_task(follow())
+        cut = asyncio.create_task(export())
+        report = asyncio.create_task(served.client.get("/api/v1/services/agent:a/report"))
+        await wait_for(
+            lambda: served.api.waiting.held == 1
+            and served.api.streams.held == 1
+            and served.api.exports.held == 1
+            and len(served.api.handling) == 4
+        )
+        started = time.monotonic()
+        await served.server.stop()
+        assert time.monotonic() - started < 3
+        assert not served.api.handling  # every request's task has ended
+        assert (await poll).status_code == 200
+        assert (await stream)[0] == "retry: 2000"
+        refused = await report
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "stopping"
+        with pytest.raises(httpx.RemoteProtocolError):  # cut short: never looks complete
+            await cut
+    logged = caplog.text + capsys.readouterr().out
+    assert "Traceback" not in logged, logged
+    assert not [r for r in caplog.records if r.exc_info], logged
+    assert "http_request_cut" in logged

@@ -494,10 +494,12 @@ async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
         cut = asyncio.create_task(export())
         report = asyncio.create_task(served.client.get("/api/v1/services/agent:a/report"))
         await wait_for(
-            lambda: served.api.waiting.held == 1
-            and served.api.streams.held == 1
-            and served.api.exports.held == 1
-            and len(served.api.handling) == 4
+            lambda: (
+                served.api.waiting.held == 1
+                and served.api.streams.held == 1
+                and served.api.exports.held == 1
+                and len(served.api.handling) == 4
+            )
         )
         started = time.monotonic()
         await served.server.stop()

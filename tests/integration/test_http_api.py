@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -516,3 +517,26 @@ async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
     assert "Traceback" not in logged, logged
     assert not [r for r in caplog.records if r.exc_info], logged
     assert "http_request_cut" in logged
+
+
+async def test_a_monitored_service_not_stored_yet_has_an_empty_report(
+    targets: TargetServer, db_path: Path
+) -> None:
+    # Under load the writer's flush that registers a new service may come seconds
+    # later: the store then said "unknown service", and the API answered 400 for a
+    # service it lists. Here another connection holds SQLite's write lock meanwhile.
+    async with serve(db_path) as served:
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            served.monitor.add_service(
+                ServiceDefinition("late", "http", "t", [], targets.url("/hang"))
+            )
+            assert not await served.api.feed.knows("late")
+            response = await served.client.get("/api/v1/services/late/report")
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["service"], body["counts"]["total"], body["uptime"]) == ("late", 0, None)

@@ -41,7 +41,7 @@ from healthmon.http.shapes import (
 from healthmon.http.streams import stream
 from healthmon.model import HealthCheckResult, ServiceDefinition
 from healthmon.render import iso
-from healthmon.store import TransitionRecord
+from healthmon.store import LatencyStats, ServiceReport, StatusCounts, TransitionRecord
 
 if TYPE_CHECKING:
     from healthmon.http.app import HttpApi
@@ -258,6 +258,13 @@ class _Routes:
         if not known:
             raise _unknown_service(name, "neither monitored nor in the database")
 
+    async def _stored(self, name: str) -> bool:
+        """Whether the database has the service (a monitored one may not have yet)."""
+        if self.feed.known(name):
+            return True
+        async with self.api.reading:
+            return await self.feed.knows(name)
+
     def _window(self, query: Query, *, default_since: str | None = "24h") -> tuple[float, float]:
         now = self.api.now()
         since = query.moment("since", now)
@@ -285,6 +292,13 @@ class _Routes:
                 f"(1 h) of window, got {until - since:.0f} s; leave exact out for longer ones"
             )
         await self._known(name)
+        if not await self._stored(name):
+            # Monitored, and nothing of it committed yet (its first flush is still to
+            # come): an empty report, as for a window without results.
+            empty = ServiceReport(
+                name, since, until, StatusCounts(), LatencyStats(exact=exact), (), (), None, None
+            )
+            return self.json(report_shape(empty))
         try:
             async with self.api.reading:
                 found = await self.store.report(name, since, until, exact=exact)

@@ -3,14 +3,12 @@ writes for the same families, and only the services that changed formatted again
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from bench.http.render import reference_page
 
-from healthmon.http.samples import FAMILIES, ServiceSamples
+from healthmon.http.samples import ServiceSamples
 from healthmon.model import HealthCheckResult, HealthStatus
 
 pytestmark = pytest.mark.asyncio
@@ -22,53 +20,15 @@ def _result(name: str, status: HealthStatus, ts: float, ms: float) -> HealthChec
     return HealthCheckResult(name, status, ms, ts, confirmed_status=status)
 
 
-class _Reference(Collector):
-    """The families as the collector before http/samples.py built them: plain
-    prometheus_client metric families, one sample at a time."""
-
-    def __init__(
-        self,
-        results: Mapping[str, HealthCheckResult],
-        since: Mapping[str, float],
-        counts: Mapping[str, Mapping[HealthStatus, int]],
-        missed: Mapping[str, int],
-    ) -> None:
-        self.args = results, since, counts, missed
-
-    def collect(self) -> Iterator[Metric]:
-        results, since, counts, missed = self.args
-        families: list[GaugeMetricFamily | CounterMetricFamily] = []
-        for family in FAMILIES:
-            labels = ["service", "status"] if family.name in {
-                "healthmon_service_status", "healthmon_service_checks_total"
-            } else ["service"]  # fmt: skip
-            if family.kind == "counter":
-                name = family.name.removesuffix("_total")
-                families.append(CounterMetricFamily(name, family.help, labels=labels))
-            else:
-                families.append(GaugeMetricFamily(family.name, family.help, labels=labels))
-        status, since_f, success, latency, last, checks, missed_f = families
-        for name, result in results.items():
-            for value in HealthStatus:
-                status.add_metric([name, value.value], float(value is result.effective_status))
-            if name in since:
-                since_f.add_metric([name], since[name])
-            ok = result.status in {HealthStatus.HEALTHY, HealthStatus.DEGRADED}
-            success.add_metric([name], 1.0 if ok else 0.0)
-            latency.add_metric([name], result.response_time_ms / 1000)
-            last.add_metric([name], result.timestamp)
-            for value, count in counts.get(name, {}).items():
-                if count:
-                    checks.add_metric([name, value.value], count)
-        for name, count in missed.items():
-            missed_f.add_metric([name], count)
-        yield from families
-
-
-def _reference_text(*args: Mapping[str, object]) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Reference(*args))  # type: ignore[arg-type]  # the four mappings
-    return generate_latest(registry).decode()
+def _reference_text(
+    results: Mapping[str, HealthCheckResult],
+    since: Mapping[str, float],
+    counts: Mapping[str, Mapping[HealthStatus, int]],
+    missed: Mapping[str, int],
+) -> str:
+    """prometheus_client's rendering of the same families (bench/http/render.py's
+    baseline: plain metric families, one sample at a time)."""
+    return reference_page(results, since, counts, missed).decode()
 
 
 async def test_the_text_is_prometheus_clients_own() -> None:

@@ -58,7 +58,7 @@ MAX_RAW_WINDOW = 3600.0
 _EARLIEST, _LATEST = 0.0, 253402300799.0  # 1970 .. 9999-12-31T23:59:59Z
 _EXPORT_PAGE = 500
 _SSE_PAGE = 200
-_SLICE = 100  # services shaped between two yields to the loop: ~2 ms
+_SLICE = 100  # services shaped between two yields to the loop: ~1-2 ms
 _BLOCKING = ("index", "wait")
 
 

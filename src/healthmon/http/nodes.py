@@ -24,6 +24,9 @@ __all__ = ["ClusterWatch"]
 
 log = structlog.get_logger("healthmon.http")
 
+_READ_TIMEOUT = 2.0
+"""Seconds a read of the node and lease rows may take before it counts as failed."""
+
 
 class ClusterWatch:
     """The cluster's nodes and service owners, read from the database on demand."""
@@ -74,11 +77,20 @@ class ClusterWatch:
         async with self._lock:  # one read for everyone asking meanwhile
             if time.monotonic() - self._read_at >= self._max_age:
                 try:
-                    async with self._reading, self._store.engine.connect() as conn:
+                    # Bounded once a read slot is ours: a database that stopped
+                    # answering must not hold /api/v1/cluster for the driver's own
+                    # timeouts (10-60 s).
+                    async with (
+                        self._reading,
+                        asyncio.timeout(_READ_TIMEOUT),
+                        self._store.engine.connect() as conn,
+                    ):
                         self._view = await read_cluster(conn)
-                except (SQLAlchemyError, OSError) as exc:
+                except (SQLAlchemyError, OSError, TimeoutError) as exc:
                     self._read_at = time.monotonic()  # not again at once, for everyone
-                    raise StorageError(f"cannot read the cluster's nodes: {exc}") from exc
+                    raise StorageError(
+                        f"cannot read the cluster's nodes: {exc or type(exc).__name__}"
+                    ) from exc
                 self._read_at = time.monotonic()
         return self._view
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -515,7 +516,10 @@ class _Routes:
             )
 
 
-def _event(record: Any) -> str:
+@functools.lru_cache(maxsize=2048)
+def _event(record: TransitionRecord) -> str:
+    """One transition as an event, made once however many streams send it (keyed by
+    the whole record, so a database whose ids started again gets new ones)."""
     data = json.dumps(transition_shape(record), separators=(",", ":"), ensure_ascii=False)
     return f"id: {record.id}\nevent: transition\ndata: {data}\n\n"
 

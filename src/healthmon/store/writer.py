@@ -360,13 +360,13 @@ class ResultWriter:
                 await self._until_stopping(self.flush_interval)
             if await self._flush():
                 retry_delay = _RETRY_FIRST
-                if self._rollup is not None and not self._stopping.is_set():
-                    async with self._flush_lock:  # between flushes, never during one
-                        self._details.forget(await self._rollup.maintain(self._engine))
                 if self._staging is not None and not self._stopping.is_set():
                     self._details.forget(
                         await self._staging.step(self._engine, self._flush_lock, self._keys)
                     )
+                if self._rollup is not None and not self._stopping.is_set():
+                    async with self._flush_lock:  # between flushes, never during one
+                        self._details.forget(await self._rollup.maintain(self._engine))
                 if self._checkpoints is not None and not self._stopping.is_set():
                     await self._checkpoints.step(self._engine, self._flush_lock)
                 continue

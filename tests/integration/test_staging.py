@@ -262,7 +262,7 @@ async def test_retention_hides_staged_results_it_would_have_pruned(tmp_path: Pat
     db = tmp_path / "h.db"
     now = time.time()
     retention = Retention(raw=60, minute=3600, hour=7200)
-    results = [result("api", now - 300 + k) for k in range(300)]
+    results = [result("api", now - 300 + k + 0.5) for k in range(300)]  # (none on the mark)
     results += [result("old", now - 200)]  # its newest: kept however old
     async with HealthStore(db, retention=retention) as store:
         writer = store.writer()

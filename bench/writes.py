@@ -227,8 +227,7 @@ def _one_postgres(services: int, hz: float, prefill: float, window: float) -> di
             )
         )  # fmt: skip
     finally:
-        server.stop()
-        server.delete()
+        server.delete()  # (stops it first)
 
 
 def _one(args: list[str]) -> None:

@@ -27,6 +27,7 @@ from healthmon.store.schema import (
     AGGREGATE_TABLES,
     STATUS_BY_CODE,
     check_results,
+    result_days,
     result_gaps,
     result_hours,
     result_minutes,
@@ -653,11 +654,11 @@ async def _first_results(
     conn: AsyncConnection, ids: list[int], coverage: Coverage
 ) -> dict[int, float]:
     """Each service's first result: its oldest raw result or, where retention pruned
-    older ones, the start of its oldest minute (or hour) row wholly before the raw (or
-    minute) rows kept: to the minute (hour) there. (A minute that straddles the raw
-    cut-off is not looked at: the first result is then its oldest kept, at most a
-    minute late.)"""
-    r, m, h = check_results.c, result_minutes.c, result_hours.c
+    older ones, the start of its oldest minute (hour, day) row wholly before the raw
+    (minute, hour) rows kept: to the minute (hour, day) there. (A minute that straddles
+    the raw cut-off is not looked at: the first result is then its oldest kept, at most
+    a minute late.)"""
+    r, m, h, d = check_results.c, result_minutes.c, result_hours.c, result_days.c
     # Staged rows (store/staging.py) are later than the others of their service: they
     # count where check_results has none (of the service, or from the raw mark on).
     kept_us = us_at_or_after(coverage.raw) if math.isfinite(coverage.raw) else None
@@ -689,7 +690,11 @@ async def _first_results(
             oldest_kept = func.coalesce(oldest_kept, staged.c.first_kept)
         oldest = case((newest < kept_us, newest), else_=oldest_kept)
     columns = [oldest]
-    for tier, width, pruned_before in ((m, 60, coverage.raw), (h, 3600, coverage.minute)):
+    for tier, width, pruned_before in (
+        (m, 60, coverage.raw),
+        (h, 3600, coverage.minute),
+        (d, 86_400, coverage.hour),
+    ):
         if math.isfinite(pruned_before):
             columns.append(
                 select(func.min(tier.start))

@@ -1,7 +1,7 @@
 """Staged results: a rowid table new results are appended to, compacted into check_results.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04
 
 Issue 16 (write amplification): on SQLite a flush appends its results to
@@ -13,9 +13,6 @@ store writes check_results directly there, and its views are unchanged.
 
 Downgrade: on SQLite the staged rows are moved into check_results first (nothing is
 lost), then the table is dropped and the view restored.
-
-(Its parent is 0005 until the day aggregates' 0006 lands: the chain is fixed at the
-merge.)
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -9,8 +9,9 @@ own late rows, those before a tier's mark, to that tier's rows itself (`SharedRo
 The coverage marks' rows (`history_coverage`, one per aggregate tier) are the lock
 that keeps the two apart:
 
-- a writer's flush reads the marks `FOR KEY SHARE`, held until it commits, and adds
-  its rows before each mark to that tier (an upsert, merged with the row there);
+- a writer's flush locks the marks `FOR KEY SHARE` first of all (`hold_marks`, from the
+  fence), held until it commits, and adds its rows before each mark to that tier (an
+  upsert, merged with the row there);
 - the closer takes them `FOR UPDATE`, which waits for every flush holding them and
   holds off every later one until it commits; it then sums the committed raw rows
   from the minute mark to the new one into minute rows, the minute rows of the hours
@@ -78,7 +79,16 @@ from healthmon.store.tiers import (
     upsert,
 )
 
-__all__ = ["LOCK_WAIT", "SETTLE", "TIERS", "Closed", "SharedRollup", "Tier", "close_step"]
+__all__ = [
+    "LOCK_WAIT",
+    "SETTLE",
+    "TIERS",
+    "Closed",
+    "SharedRollup",
+    "Tier",
+    "close_step",
+    "hold_marks",
+]
 
 SETTLE = 5.0
 """Seconds after a minute's end (by the database's clock) before the closer closes it:
@@ -217,6 +227,15 @@ async def _close(
             .values(complete_until=mark)
         )
     return Closed(new, summed_rows, more=more)
+
+
+async def hold_marks(conn: AsyncConnection) -> None:
+    """Lock the marks `FOR KEY SHARE` until the transaction ends: a cluster writer's
+    first statement in every flush (cluster/fence.py), before it creates a partition
+    or inserts a row. (Taken later, after a partition's DDL, a flush held
+    check_results exclusively while it waited for a closer that waited to read
+    check_results: a deadlock, found by test_cluster_history.py.)"""
+    await _marks(conn, lock="share")
 
 
 async def _marks(conn: AsyncConnection, *, lock: str | None) -> dict[str, float]:

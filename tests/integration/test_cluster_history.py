@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from healthmon import HealthStore
+from healthmon import HealthCheckResult, HealthStatus, HealthStore
 from healthmon.cluster.fence import ClusterFence
 from healthmon.micros import us_at_or_after
 from healthmon.store.closing import close_step
@@ -29,6 +29,7 @@ from tests import postgres
 from tests.integration.test_history_properties import (
     EXAMPLES,
     SERVICES,
+    T0,
     Stream,
     _empty,
     _migrate,
@@ -228,5 +229,53 @@ def test_reports_on_a_cluster_written_database_match_brute_force(
             for name in SERVICES:
                 if stream.of(name):
                     check_report(stream, name, await store.report(name, since, until))
+
+    asyncio.run(run())
+
+
+@pytest.mark.timeout(60)
+def test_a_flush_waits_for_the_closer_before_it_touches_check_results(
+    cluster_databases: Iterator[str],
+) -> None:
+    """The lock order: a cluster writer's flush takes the marks before anything else. A
+    closer holding them reads check_results at once, even while a flush of a result of
+    a new day (a partition to create: DDL, which locks check_results whole) waits for
+    it. (The flush took the marks after its inserts: the two deadlocked.)"""
+    url = next(cluster_databases)
+
+    async def run() -> None:
+        async with HealthStore(url) as store:
+            epoch = await _hand_to(store.engine, NODES[0])
+            writer = store.writer(fence=ClusterFence(NODES[0], 3600.0))
+            async with store.engine.connect() as closer:
+                await closer.execute(
+                    text("SELECT tier FROM history_coverage ORDER BY tier FOR UPDATE")
+                )
+                writer.submit(
+                    HealthCheckResult("api", HealthStatus.HEALTHY, 1.0, T0 + 5 * 86400), None, epoch
+                )
+                flush = asyncio.create_task(writer.flush())
+
+                async def flush_waits() -> bool:
+                    async with store.engine.connect() as conn:
+                        return bool(
+                            await conn.scalar(
+                                text(
+                                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type "
+                                    "= 'Lock' AND query LIKE '%history_coverage%FOR KEY SHARE%'"
+                                )
+                            )
+                        )
+
+                deadline = asyncio.get_running_loop().time() + 20
+                while not await flush_waits():
+                    assert asyncio.get_running_loop().time() < deadline, "the flush never waited"
+                    await asyncio.sleep(0.05)
+                await closer.execute(text("SET LOCAL statement_timeout = '2s'"))
+                assert await closer.scalar(text("SELECT count(*) FROM check_results")) == 0
+                await closer.rollback()
+            assert await flush
+            await writer.stop()
+            assert len(await store.results("api")) == 1
 
     asyncio.run(run())

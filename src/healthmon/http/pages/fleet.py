@@ -217,7 +217,7 @@ class FleetHistory:
         *,
         clock: Callable[[], float] = time.time,
         max_age: float = 10.0,
-        wait: float = 0.25,
+        wait: float = 0.1,
     ) -> None:
         self.store = store
         self.clock = clock

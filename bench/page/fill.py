@@ -4,7 +4,8 @@ Writing 90 days of 1,000 services at 20 Hz through the writer would take days, s
 rows are made directly, in the shape the writer leaves them after months of running:
 - hour aggregates for every whole hour of the 90 days before the current hour (72,000
   checks an hour), their histograms drawn from a few log-normal streams around 4 ms
-  encoded by store/sketch.py (the writer's own encoding);
+  encoded by store/sketch.py (the writer's own encoding); day aggregates summed from
+  them for every whole day before today (as the writer closes days);
 - minute aggregates for the whole minutes of the current hour (1,200 checks each), raw
   results at 20 Hz since the current minute began;
 - incidents about every 3 days per service (1 to 30 minutes UNHEALTHY), as
@@ -30,6 +31,7 @@ from healthmon.store import sketch
 from healthmon.store.schema import (
     check_results,
     history_coverage,
+    result_days,
     result_gaps,
     result_hours,
     result_minutes,
@@ -40,7 +42,7 @@ from healthmon.store.schema import (
 __all__ = ["Fleet", "fill_fleet"]
 
 RATE = 20  # checks per second
-HOUR, MINUTE = 3600, 60
+DAY, HOUR, MINUTE = 86_400, 3600, 60
 _BATCH = 20_000
 
 
@@ -82,7 +84,9 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
         template["latency_sum"] *= 8
         low, dense = sketch.decode(template["histogram"])
         template["histogram"] = sketch.encode({low + i: n * 8 for i, n in enumerate(dense) if n})
-    written = dict.fromkeys(("hours", "minutes", "raw", "transitions", "gaps"), 0)
+    written = dict.fromkeys(("days", "hours", "minutes", "raw", "transitions", "gaps"), 0)
+    day0 = hour0 // DAY * DAY  # today: days before it are closed
+    first_day = -(-start // DAY) * DAY  # the first whole day of hours
     failing: list[str] = []
     async with engine.begin() as conn:
         await conn.execute(
@@ -96,6 +100,7 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
                 {"tier": "raw", "complete_since": minute0, "complete_until": None},
                 {"tier": "minute", "complete_since": hour0, "complete_until": minute0},
                 {"tier": "hour", "complete_since": start, "complete_until": hour0},
+                {"tier": "day", "complete_since": first_day, "complete_until": day0},
                 {"tier": "events", "complete_since": start, "complete_until": None},
             ],
         )
@@ -125,6 +130,7 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
             template = hour_templates[(sid + t // HOUR) % len(hour_templates)]
             hours.append({"service_id": sid, "start": t, "healthy": HOUR * RATE - bad,
                           "unknown": 0, "degraded": 0, "unhealthy": bad, **template})  # fmt: skip
+        day_rows = _days(hours, first_day, day0)
         minutes = []
         status_now = 3 if now_failing and sid % 2 else 2 if now_failing else 0
         for t in range(hour0, minute0, MINUTE):
@@ -151,6 +157,7 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
             gaps.append({"service_id": sid, "start_ts": at, "end_ts": at + 300})
         async with engine.begin() as conn:
             for table, rows, key in (
+                (result_days, day_rows, "days"),
                 (result_hours, hours, "hours"),
                 (result_minutes, minutes, "minutes"),
                 (check_results, raw, "raw"),
@@ -161,6 +168,32 @@ async def fill_fleet(engine: AsyncEngine, count: int, now: float, days: int = 90
                     await conn.execute(insert(table), chunk)
                 written[key] += len(rows)
     return Fleet(names, now, failing, written)
+
+
+def _days(hours: list[dict[str, Any]], first_day: int, day0: int) -> list[dict[str, Any]]:
+    """The day rows of the hour rows in whole days [first_day, day0), as the writer sums
+    them."""
+    days: dict[int, dict[str, Any]] = {}
+    histograms: dict[int, sketch.Histogram] = {}
+    for hour in hours:
+        day = hour["start"] // DAY * DAY
+        if not first_day <= day < day0:
+            continue
+        found = days.get(day)
+        if found is None:
+            days[day] = {**hour, "start": day}
+            histograms[day] = sketch.Histogram()
+        else:
+            for column in ("healthy", "unknown", "degraded", "unhealthy", "answered"):
+                found[column] += hour[column]
+            found["latency_sum"] += hour["latency_sum"]
+            found["latency_min"] = min(found["latency_min"], hour["latency_min"])
+            found["latency_max"] = max(found["latency_max"], hour["latency_max"])
+        histograms[day].add_blob(hour["histogram"])
+    for day, row in days.items():
+        low, dense = histograms[day].dense()
+        row["histogram"] = sketch.encode({low + i: n for i, n in enumerate(dense) if n})
+    return list(days.values())
 
 
 def _incidents(rng: random.Random, first: float, last: float) -> list[tuple[float, float]]:

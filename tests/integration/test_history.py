@@ -370,9 +370,23 @@ async def test_upgrading_a_database_with_results_keeps_reports_exact(db_path: Pa
         minutes = conn.execute("SELECT count(*) FROM minutes_view").fetchone()
     conn.close()
     # Aggregates are complete from the hour after the newest result at upgrade time,
-    # up to the minute of the newest result written since (not over yet: nothing written).
-    assert marks == {"raw": 0, "events": 0, "minute": base + 3600, "hour": base + 3600}
-    assert ends == {"raw": None, "events": None, "minute": base + 3660, "hour": base + 3600}
+    # up to the minute of the newest result written since (not over yet: nothing written);
+    # days from the next whole day (0006), up to the day that hour is in.
+    day = base // 86_400 * 86_400
+    assert marks == {
+        "raw": 0,
+        "events": 0,
+        "minute": base + 3600,
+        "hour": base + 3600,
+        "day": day + 86_400,
+    }
+    assert ends == {
+        "raw": None,
+        "events": None,
+        "minute": base + 3660,
+        "hour": base + 3600,
+        "day": day,
+    }
     assert minutes == (0,)
 
 

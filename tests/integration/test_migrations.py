@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 APP_TABLES = {"services", "statuses", "check_results", "status_transitions"}
 HISTORY_TABLES = {"result_minutes", "result_hours", "result_gaps", "history_coverage"}
 COMPACT_TABLES = {"result_details"}
-VIEWS = {
+DAY_TABLES = {"result_days"}
+VIEWS_0002 = {
     "results_view",
     "transitions_view",
     "gaps_view",
@@ -35,6 +36,7 @@ VIEWS = {
     "minutes_view",
     "hours_view",
 }
+VIEWS = VIEWS_0002 | {"days_view"}
 
 
 def alembic(db_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,13 +75,17 @@ def revision(db_path: Path) -> str | None:
 
 def test_upgrade_downgrade_upgrade_and_check(db_path: Path) -> None:
     alembic(db_path, "upgrade", "head")
-    assert tables(db_path) >= APP_TABLES | HISTORY_TABLES | COMPACT_TABLES
+    assert tables(db_path) >= APP_TABLES | HISTORY_TABLES | COMPACT_TABLES | DAY_TABLES
     assert views(db_path) == VIEWS
     assert revision(db_path) == head_revision()
 
+    alembic(db_path, "downgrade", "0005")  # the day tier's step back
+    assert DAY_TABLES.isdisjoint(tables(db_path))
+    assert views(db_path) == VIEWS_0002
+
     alembic(db_path, "downgrade", "0002")  # the compact results' step back
     assert tables(db_path) == APP_TABLES | HISTORY_TABLES | {"alembic_version"}
-    assert views(db_path) == VIEWS
+    assert views(db_path) == VIEWS_0002
 
     alembic(db_path, "downgrade", "0001")  # the history's own step back
     assert tables(db_path) == APP_TABLES | {"alembic_version"}

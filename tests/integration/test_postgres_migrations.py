@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from healthmon import HealthStore, StorageError
-from healthmon.store import migrate
+from healthmon.store import migrate, sketch
 from healthmon.store.engine import create_engine, database_url
 from healthmon.store.migrate import LOCK_KEY, head_revision
 from tests.integration.test_migrations import APP_TABLES, BASE, OK, REPO, VIEWS, old_rows
@@ -197,3 +197,50 @@ def test_a_postgresql_url_without_the_driver_names_the_extra(
         HealthStore("postgresql://monitor:hunter2@db.example/health")
     assert "hunter2" not in str(caught.value)
     assert "db.example" in str(caught.value)
+
+
+def test_0006_backfills_day_rows_from_hour_rows_on_postgresql(pg_url: str) -> None:
+    """On a database at 0005 with hour rows: 0006 sums each whole day the hour tier
+    holds into a day row, and says so in history_coverage; down and up again."""
+    alembic(pg_url, "upgrade", "0005")
+    day = int(BASE) // 86_400 * 86_400
+    query(pg_url, "INSERT INTO services (id, name, kind, created_at) VALUES (1, 'api', 'http', 0)")
+    hours = [
+        {"start": day + 3600 * h, "healthy": 10 + h, "unhealthy": h % 2, "answered": 10 + h}
+        for h in range(30)  # day 0 whole, 6 hours of day 1
+    ]
+    query(
+        pg_url,
+        "INSERT INTO result_hours (service_id, start, healthy, unknown, degraded, unhealthy, "
+        "answered, latency_sum, latency_min, latency_max, histogram) VALUES "
+        "(1, :start, :healthy, 0, 0, :unhealthy, :answered, 2.0, 1.0, 3.0, :histogram)",
+        [row | {"histogram": sketch.encode({5: row["answered"]})} for row in hours],
+    )
+    query(
+        pg_url,
+        "UPDATE history_coverage SET complete_since = :since, complete_until = :until "
+        "WHERE tier = 'hour'",
+        {"since": day, "until": day + 30 * 3600},
+    )
+    alembic(pg_url, "upgrade", "head")
+    found = query(
+        pg_url,
+        "SELECT start, healthy, unhealthy, answered, latency_sum, latency_min, histogram "
+        "FROM result_days",
+    )
+    expected_healthy = sum(10 + h for h in range(24))
+    assert [row[:6] for row in found] == [(day, expected_healthy, 12, expected_healthy, 48.0, 1.0)]
+    assert sketch.decode(bytes(found[0][6]))[1].tolist() == [expected_healthy]
+    assert query(
+        pg_url, "SELECT complete_since, complete_until FROM history_coverage WHERE tier = 'day'"
+    ) == [(day, day + 86_400)]
+    assert query(pg_url, "SELECT service, at FROM days_view") == [
+        ("api", "2027-01-15T00:00:00.000Z")
+    ]
+    check = alembic(pg_url, "check")
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+    alembic(pg_url, "downgrade", "0005")
+    assert "result_days" not in tables(pg_url)
+    assert query(pg_url, "SELECT count(*) FROM history_coverage WHERE tier = 'day'") == [(0,)]
+    alembic(pg_url, "upgrade", "head")
+    assert query(pg_url, "SELECT count(*) FROM result_days") == [(1,)]

@@ -69,12 +69,17 @@ marks = st.one_of(st.just(-math.inf), times)
 
 
 @QUICK
-@given(a=times, b=times, raw=marks, minute=marks, hour=marks)
+@given(a=times, b=times, raw=marks, minute=marks, hour=marks, day=marks)
 def test_plans_tile_the_window_with_answerable_pieces(
-    a: float, b: float, raw: float, minute: float, hour: float
+    a: float, b: float, *, raw: float, minute: float, hour: float, day: float
 ) -> None:
     since, until = min(a, b), max(a, b)
-    coverage = Coverage(raw=max(raw, minute, hour), minute=max(minute, hour), hour=hour)
+    coverage = Coverage(
+        raw=max(raw, minute, hour, day),
+        minute=max(minute, hour, day),
+        hour=max(hour, day),
+        day=day,
+    )
     p = plan(since, until, coverage)
     assert since <= p.since <= p.until <= until
     if since >= coverage.raw:
@@ -89,7 +94,8 @@ def test_plans_tile_the_window_with_answerable_pieces(
             width = piece.tier
             assert piece.start % width == 0
             assert piece.end % width == 0
-            assert piece.start >= getattr(coverage, {60: "minute", 3600: "hour"}[width])
+            tier = {60: "minute", 3600: "hour", 86400: "day"}[width]
+            assert piece.start >= getattr(coverage, tier)
     assert t == p.until
     # Nothing that could be answered is left out at the start.
     assert p.since - since < 3600 or since < coverage.hour or p.since == until
@@ -107,12 +113,15 @@ def test_plans_read_hours_in_the_middle_and_raw_results_at_the_edges() -> None:
 
 
 @QUICK
-@given(a=times, b=times, minute_until=times, hour_until=times)
+@given(a=times, b=times, minute_until=times, hour_until=times, day_until=times)
 def test_plans_use_aggregates_only_before_the_writers_open_buckets(
-    a: float, b: float, minute_until: float, hour_until: float
+    a: float, b: float, *, minute_until: float, hour_until: float, day_until: float
 ) -> None:
     since, until = min(a, b), max(a, b)
-    coverage = Coverage(minute_until=minute_until, hour_until=min(hour_until, minute_until))
+    hour_until = min(hour_until, minute_until)
+    coverage = Coverage(
+        minute_until=minute_until, hour_until=hour_until, day_until=min(day_until, hour_until)
+    )
     p = plan(since, until, coverage)
     assert (p.since, p.until) == (since, until)
     t = since
@@ -123,7 +132,26 @@ def test_plans_use_aggregates_only_before_the_writers_open_buckets(
             assert piece.end <= coverage.minute_until
         elif piece.tier == 3600:
             assert piece.end <= coverage.hour_until
+        elif piece.tier == 86400:
+            assert piece.end <= coverage.day_until
     assert t == until
+
+
+def test_plans_read_days_in_the_middle_of_long_windows() -> None:
+    """90 days from a time in the day: the whole days from result_days (89 rows a
+    service, not 2,136 hour rows), hours and minutes around them."""
+    day = 1_800_000_000 // 86_400 * 86_400
+    since = day + 7290.5
+    p = plan(since, since + 90 * 86_400, Coverage())
+    assert [(piece.tier, piece.start, piece.end) for piece in p.pieces] == [
+        (RAW, since, day + 7320),
+        (60, day + 7320, day + 10_800),
+        (3600, day + 10_800, day + 86_400),
+        (86400, day + 86_400, day + 90 * 86_400),
+        (3600, day + 90 * 86_400, day + 90 * 86_400 + 7200),
+        (60, day + 90 * 86_400 + 7200, day + 90 * 86_400 + 7260),
+        (RAW, day + 90 * 86_400 + 7260, since + 90 * 86_400),
+    ]
 
 
 def test_a_long_window_without_aggregates_is_planned_in_one_step(
@@ -142,7 +170,9 @@ def test_a_long_window_without_aggregates_is_planned_in_one_step(
         return real(t, width)
 
     monkeypatch.setattr(planning, "_next", counted)
-    coverage = Coverage(raw=0.0, minute=0.0, hour=0.0, minute_until=0.0, hour_until=0.0)
+    coverage = Coverage(
+        raw=0.0, minute=0.0, hour=0.0, minute_until=0.0, hour_until=0.0, day=0.0, day_until=0.0
+    )
     p = plan(1_800_000_000.5, 1_800_000_000.5 + 90 * 86400, coverage)
     assert [(piece.tier, piece.start, piece.end) for piece in p.pieces] == [
         (RAW, 1_800_000_000.5, 1_800_000_000.5 + 90 * 86400)

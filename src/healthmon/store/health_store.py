@@ -24,6 +24,7 @@ from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.fleet import Aggregate, DayCounts
 from healthmon.store.history import TransitionRecord
+from healthmon.store.late import LateChanges
 from healthmon.store.plan import Coverage, load_coverage
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
@@ -52,10 +53,10 @@ class HealthStore:
 
     History settings (see docs/history.md): `retention` per tier (default: raw
     results 7 days, minute aggregates 35 days, hour aggregates with transitions and
-    gaps 400 days); `gap_after`, the seconds without a result that make a gap
-    (default 10); pruning deletes at most `prune_batch` rows per table in one short
-    transaction between two flushes, again after the next flush while a backlog
-    remains, else every `prune_interval` seconds.
+    gaps 400 days, day aggregates as long as hours); `gap_after`, the seconds
+    without a result that make a gap (default 10); pruning deletes at most
+    `prune_batch` rows per table in one short transaction between two flushes, again
+    after the next flush while a backlog remains, else every `prune_interval` seconds.
     """
 
     def __init__(
@@ -83,6 +84,8 @@ class HealthStore:
         self._prune_interval = prune_interval
         self._engine: AsyncEngine | None = None
         self._writer: ResultWriter | None = None
+        self.late = LateChanges()
+        """Aggregate rows this process's writer changed with late results (store/late.py)."""
 
     def __repr__(self) -> str:
         return f"HealthStore({display_url(self.url)!r})"
@@ -203,6 +206,7 @@ class HealthStore:
                 retention=self.retention,
                 prune_batch=self._prune_batch,
                 prune_interval=self._prune_interval,
+                on_late=self.late.add,
             ),
         )
         return self._writer
@@ -412,9 +416,10 @@ class HealthStore:
     async def aggregates(
         self, width: int, since: float, until: float
     ) -> dict[str, list[Aggregate]]:
-        """Every service's minute (`width` 60) or hour (3600) aggregate rows starting in
-        [since, until), by name, oldest first: for a reader keeping running sums of a
-        fleet's recent history, which reads each row once."""
+        """Every service's minute (`width` 60), hour (3600) or day (86400) aggregate
+        rows starting in [since, until), by name, oldest first: for a reader keeping
+        running sums of a fleet's recent history, which reads each row once (and again
+        those `late` reports changed)."""
         since, until = _window(since, until)
         async with self._reading() as conn:
             ids = await report.service_ids(conn, None)

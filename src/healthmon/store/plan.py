@@ -1,10 +1,11 @@
-"""Which rows answer a window: hour aggregates in the middle, minute aggregates
-around them, raw results at the unaligned edges.
+"""Which rows answer a window: day aggregates in the middle, hour and minute
+aggregates around them, raw results at the unaligned edges.
 
-A window [since, until) is cut into pieces, each read from one tier: whole hours from
-`result_hours`, whole minutes from `result_minutes`, the rest from `check_results`.
-So a 30-day report reads ~720 hour rows, up to 118 minute rows and under two minutes
-of raw results, and its counts are still exact.
+A window [since, until) is cut into pieces, each read from one tier: whole UTC days
+from `result_days`, whole hours from `result_hours`, whole minutes from
+`result_minutes`, the rest from `check_results`. So a 30-day report reads ~30 day
+rows, up to 46 hour rows, up to 118 minute rows and under two minutes of raw results,
+and its counts are still exact.
 
 `history_coverage` says from when each tier is complete (retention raises the marks
 as it prunes; aggregates start at the migration that created them). A piece uses a
@@ -23,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.store.schema import history_coverage
 
-__all__ = ["RAW", "Coverage", "Piece", "Plan", "load_coverage", "plan"]
+__all__ = ["DAY", "RAW", "Coverage", "Piece", "Plan", "load_coverage", "plan"]
 
 RAW = 0
-"""The tier of raw results; aggregate tiers are named by their width (60, 3600)."""
+"""The tier of raw results; aggregate tiers are named by their width (60, 3600, 86400)."""
+DAY = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +41,14 @@ class Coverage:
     events: float = -math.inf
     minute_until: float = math.inf  # where the writer's open (unwritten) minutes begin
     hour_until: float = math.inf
+    day: float = -math.inf
+    day_until: float = math.inf
 
     def raw_only(self) -> Coverage:
         """The same coverage without aggregates: for exact percentiles."""
-        return Coverage(self.raw, math.inf, math.inf, self.events, -math.inf, -math.inf)
+        return Coverage(
+            self.raw, math.inf, math.inf, self.events, -math.inf, -math.inf, math.inf, -math.inf
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,7 @@ async def load_coverage(conn: AsyncConnection) -> Coverage:
         select(c.tier, c.complete_since, c.complete_until)
     ):
         marks[tier] = since
-        if tier in ("minute", "hour") and until is not None:
+        if tier in ("minute", "hour", "day") and until is not None:
             marks[f"{tier}_until"] = until
     return Coverage(**marks)
 
@@ -76,8 +82,12 @@ def plan(since: float, until: float, coverage: Coverage) -> Plan:
     start = t = min(_first_answerable(since, coverage), until)
     pieces: list[Piece] = []
     while t < until:
-        if t % 3600 == 0 and t >= coverage.hour and t + 3600 <= min(until, coverage.hour_until):
-            end = t + (min(until, coverage.hour_until) - t) // 3600 * 3600
+        if t % DAY == 0 and t >= coverage.day and t + DAY <= min(until, coverage.day_until):
+            end = t + (min(until, coverage.day_until) - t) // DAY * DAY
+            tier = DAY
+        elif t % 3600 == 0 and t >= coverage.hour and t + 3600 <= min(until, coverage.hour_until):
+            # Up to the next day, where the day tier may answer.
+            end = min(t + (min(until, coverage.hour_until) - t) // 3600 * 3600, _next(t, DAY))
             tier = 3600
         elif t % 60 == 0 and t >= coverage.minute and t + 60 <= min(until, coverage.minute_until):
             end = min(min(until, coverage.minute_until) // 60 * 60, _next(t, 3600))
@@ -113,6 +123,7 @@ def _first_answerable(since: float, coverage: Coverage) -> float:
         coverage.raw,
         max(_ceil(since, 60), _ceil(coverage.minute, 60)),
         max(_ceil(since, 3600), _ceil(coverage.hour, 3600)),
+        max(_ceil(since, DAY), _ceil(coverage.day, DAY)),
     )
 
 

@@ -26,6 +26,7 @@ from healthmon.store.schema import (
     AGGREGATE_TABLES,
     STATUS_BY_CODE,
     check_results,
+    result_days,
     result_gaps,
     result_hours,
     result_minutes,
@@ -623,11 +624,11 @@ async def _first_results(
     conn: AsyncConnection, ids: list[int], coverage: Coverage
 ) -> dict[int, float]:
     """Each service's first result: its oldest raw result or, where retention pruned
-    older ones, the start of its oldest minute (or hour) row wholly before the raw (or
-    minute) rows kept: to the minute (hour) there. (A minute that straddles the raw
-    cut-off is not looked at: the first result is then its oldest kept, at most a
-    minute late.)"""
-    r, m, h = check_results.c, result_minutes.c, result_hours.c
+    older ones, the start of its oldest minute (hour, day) row wholly before the raw
+    (minute, hour) rows kept: to the minute (hour, day) there. (A minute that straddles
+    the raw cut-off is not looked at: the first result is then its oldest kept, at most
+    a minute late.)"""
+    r, m, h, d = check_results.c, result_minutes.c, result_hours.c, result_days.c
     oldest: ColumnElement[Any] = (
         select(func.min(r.ts_us))
         .where(r.service_id == services.c.id)
@@ -650,7 +651,11 @@ async def _first_results(
         )
         oldest = case((newest < kept_us, newest), else_=oldest_kept)
     columns = [oldest]
-    for tier, width, pruned_before in ((m, 60, coverage.raw), (h, 3600, coverage.minute)):
+    for tier, width, pruned_before in (
+        (m, 60, coverage.raw),
+        (h, 3600, coverage.minute),
+        (d, 86_400, coverage.hour),
+    ):
         if math.isfinite(pruned_before):
             columns.append(
                 select(func.min(tier.start))

@@ -38,6 +38,7 @@ from healthmon.store.partitions import drop_expired
 from healthmon.store.schema import (
     check_results,
     history_coverage,
+    result_days,
     result_details,
     result_gaps,
     result_hours,
@@ -56,26 +57,35 @@ class Retention:
     """Seconds to keep each tier; `HealthStore(..., retention=Retention(raw=3 * DAY))`.
 
     Defaults: raw results 7 days, minute aggregates 35 days, hour aggregates (with
-    the status transitions and gaps) 400 days. At 20 Hz a service-day of raw results
-    takes ~48 MB (~28 bytes a healthy result: `python -m bench.measure`), its minute
-    aggregates ~1.2 MB and its hour aggregates ~25 kB (bench/history).
+    the status transitions and gaps) 400 days, day aggregates as long as hours (None).
+    At 20 Hz a service-day of raw results takes ~48 MB (~28 bytes a healthy result:
+    `python -m bench.measure`), its minute aggregates ~1.2 MB, its hour aggregates
+    ~25 kB (bench/history) and its day aggregate ~1 kB.
     """
 
     raw: float = 7 * DAY
     minute: float = 35 * DAY
     hour: float = 400 * DAY
+    day: float | None = None
 
     def __post_init__(self) -> None:
-        for tier in ("raw", "minute", "hour"):
+        for tier in ("raw", "minute", "hour", "day"):
             value = getattr(self, tier)
+            if tier == "day" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"retention {tier} must be a positive number of seconds")
-        if not self.raw <= self.minute <= self.hour:
+        if not self.raw <= self.minute <= self.hour <= self.days:
             raise ValueError(
                 "retention must keep coarser tiers at least as long as finer ones "
-                f"(raw <= minute <= hour), got raw={self.raw}, minute={self.minute}, "
-                f"hour={self.hour}"
+                f"(raw <= minute <= hour <= day), got raw={self.raw}, minute={self.minute}, "
+                f"hour={self.hour}, day={self.day}"
             )
+
+    @property
+    def days(self) -> float:
+        """Seconds the day aggregates are kept: `day`, or as long as hours."""
+        return self.hour if self.day is None else self.day
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +107,12 @@ async def prune_step(
     raw_cutoff = now - retention.raw
     minute_cutoff = (now - retention.minute) // 60 * 60
     hour_cutoff = (now - retention.hour) // 3600 * 3600
+    day_cutoff = (now - retention.days) // DAY * DAY
     for tier, cutoff in (
         ("raw", raw_cutoff),
         ("minute", minute_cutoff),
         ("hour", hour_cutoff),
+        ("day", day_cutoff),
         ("events", hour_cutoff),
     ):
         await conn.execute(
@@ -117,6 +129,7 @@ async def prune_step(
         results,
         await _delete(conn, result_minutes, result_minutes.c.start, minute_cutoff, batch_size),
         await _delete(conn, result_hours, result_hours.c.start, hour_cutoff, batch_size),
+        await _delete(conn, result_days, result_days.c.start, day_cutoff, batch_size),
         await _delete(conn, result_gaps, result_gaps.c.end_ts, hour_cutoff, batch_size),
         await _delete_transitions(conn, hour_cutoff, batch_size),
     ]

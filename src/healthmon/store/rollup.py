@@ -29,20 +29,20 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import mul
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.micros import to_seconds, to_us, us_at_or_after
 from healthmon.model import HealthCheckResult, HealthStatus
-from healthmon.store import dialect, sketch
+from healthmon.store import sketch
 from healthmon.store.engine import begin_unchecked
 from healthmon.store.newest import Newest
 from healthmon.store.retention import Retention, prune_step
@@ -50,10 +50,10 @@ from healthmon.store.schema import (
     check_results,
     history_coverage,
     result_gaps,
-    result_hours,
     result_minutes,
     services,
 )
+from healthmon.store.tiers import Changed, CoarseTiers, Key, Sums, upsert
 
 __all__ = ["ANSWERED_ERRORS", "DEFAULT_GAP_AFTER", "Rollup", "is_answered"]
 
@@ -75,12 +75,6 @@ arrive about in time order, within the writer's flush interval (a later one is s
 added to its bucket, with an upsert in its own flush)."""
 _MINUTE_US = 60_000_000
 
-Key = tuple[int, int]
-"""(service id, bucket start)"""
-
-# The per-bucket sums, as a list for speed on the hot path:
-# [healthy, unknown, degraded, unhealthy, answered, latency sum, min, max, {bin: count}]
-_Sums = list[Any]
 # An open minute: [healthy, unknown, degraded, unhealthy, [answered latencies in us]]
 _OpenMinute = list[Any]
 
@@ -125,7 +119,11 @@ class Rollup:
         retention: Retention | None = None,
         prune_batch: int = 1000,
         prune_interval: float = 60.0,
+        on_late: Callable[[Changed], None] | None = None,
     ) -> None:
+        """`on_late`: called after each commit in which late results changed written
+        aggregate rows, with those rows' (width, service id, start), for readers
+        that keep sums of rows they read once (the status page)."""
         if not gap_after > 0:
             raise ValueError(f"gap_after must be a positive number of seconds, got {gap_after!r}")
         if prune_batch < 1:
@@ -140,10 +138,13 @@ class Rollup:
         self._state: _Open | None = None  # None until loaded from the database
         self._uncommitted = False  # a write whose transaction has not committed (yet)
         self._next_prune = 0.0
+        self._on_late = on_late
+        self._changed: Changed = []  # by late results in the write not committed yet
 
     def reset(self) -> None:
         """Forget what was learnt of the database (it was recreated: new service ids)."""
         self._state = None
+        self._changed = []
 
     async def write(self, conn: AsyncConnection, rows: Sequence[Row], before: Newest) -> None:
         """Account for a batch of check_results rows just inserted in this transaction;
@@ -153,6 +154,7 @@ class Rollup:
         if self._uncommitted:  # the last write rolled back: its sums are in the state
             self._state = None
         self._uncommitted = True
+        self._changed = []
         state, fresh = self._state, False
         if state is None:  # the open buckets as committed, this batch included
             state = self._state = await _load(conn)
@@ -167,11 +169,9 @@ class Rollup:
             collected: dict[Key, _OpenMinute] = {}
             _add_rows(collected, late)
             late_minutes = {key: _summed(minute) for key, minute in collected.items()}
-            await _upsert(conn, result_minutes, late_minutes)
-            late_hours = _by_hour(late_minutes)
-            written = {k: v for k, v in late_hours.items() if k[1] < state.hour_mark}
-            await _upsert(conn, result_hours, written)  # the others' hours are still open
-            _merge_into(state.hours, {k: v for k, v in late_hours.items() if k not in written})
+            await upsert(conn, result_minutes, late_minutes)
+            self._changed += [(60, sid, start) for sid, start in late_minutes]
+            self._changed += await state.coarse.late(conn, late_minutes)
         await self._close(conn, state, (newest - CLOSE_AFTER_US) // _MINUTE_US * 60)
         if gaps:
             await conn.execute(insert(result_gaps), gaps)
@@ -179,6 +179,9 @@ class Rollup:
     def committed(self) -> None:
         """The transaction of the last `write` committed."""
         self._uncommitted = False
+        changed, self._changed = self._changed, []
+        if changed and self._on_late is not None:
+            self._on_late(changed)
 
     async def maintain(self, engine: AsyncEngine, now: float | None = None) -> frozenset[int]:
         """One pruning step when one is due; returns the ids of the result_details rows
@@ -207,21 +210,14 @@ class Rollup:
         closed = {k: _summed(v) for k, v in state.minutes.items() if k[1] < minute_mark}
         for key in closed:
             del state.minutes[key]
-        await _upsert(conn, result_minutes, closed)
-        _merge_into(state.hours, _by_hour(closed))
-        hour_mark = minute_mark // 3600 * 3600
-        if hour_mark > state.hour_mark:
-            hours = {k: v for k, v in state.hours.items() if k[1] < hour_mark}
-            for key in hours:
-                del state.hours[key]
-            await _upsert(conn, result_hours, hours)
-        state.minute_mark, state.hour_mark = minute_mark, max(hour_mark, state.hour_mark)
-        for tier, mark in (("minute", state.minute_mark), ("hour", state.hour_mark)):
-            await conn.execute(
-                update(history_coverage)
-                .where(history_coverage.c.tier == tier)
-                .values(complete_until=mark)
-            )
+        await upsert(conn, result_minutes, closed)
+        state.minute_mark = minute_mark
+        await conn.execute(
+            update(history_coverage)
+            .where(history_coverage.c.tier == "minute")
+            .values(complete_until=minute_mark)
+        )
+        await state.coarse.closed(conn, closed, minute_mark)
 
     async def _regap(
         self,
@@ -274,24 +270,19 @@ class Rollup:
 
 @dataclass(slots=True)
 class _Open:
-    """The buckets not written yet: minutes from `minute_mark` on (summed from results)
-    and hours from `hour_mark` on (summed from the minutes written since)."""
+    """The buckets not written yet: minutes from `minute_mark` on (summed from
+    results), and the coarser tiers' (summed from the minutes written since)."""
 
     minute_mark: float
-    hour_mark: float
     minutes: dict[Key, _OpenMinute]
-    hours: dict[Key, _Sums]
+    coarse: CoarseTiers
 
 
 async def _load(conn: AsyncConnection) -> _Open:
     """The open buckets from what is committed: results from the minute mark on, and
-    the minute rows from the hour mark on."""
+    the coarser tiers' from the rows below them."""
     c = history_coverage.c
-    found = await conn.execute(
-        select(c.tier, c.complete_until).where(c.tier.in_(["minute", "hour"]))
-    )
-    marks = {tier: until for tier, until in found}
-    minute_mark, hour_mark = marks.get("minute") or 0.0, marks.get("hour") or 0.0
+    minute_mark = (await conn.scalar(select(c.complete_until).where(c.tier == "minute"))) or 0.0
     r = check_results.c
     rows = await conn.execute(
         select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us)
@@ -301,29 +292,7 @@ async def _load(conn: AsyncConnection) -> _Open:
     )
     minutes: dict[Key, _OpenMinute] = {}
     _add_rows(minutes, [row._asdict() for row in rows])
-    m = result_minutes.c
-    hours: dict[Key, _Sums] = {}
-    for row in await conn.execute(
-        select(
-            m.service_id,
-            m.start,
-            *[m[name] for name in _SUMMED],
-            m.latency_min,
-            m.latency_max,
-            m.histogram,
-        ).where(m.start >= hour_mark, m.start < minute_mark)
-    ):
-        service_id, start, *sums, low, high, blob = row
-        low_bin, counts = sketch.decode(blob)
-        bins = {low_bin + i: n for i, n in enumerate(counts) if n}
-        minute = [
-            *sums,
-            math.inf if low is None else low,
-            -math.inf if high is None else high,
-            bins,
-        ]
-        _merge_into(hours, {(service_id, start - start % 3600): minute})
-    return _Open(minute_mark, hour_mark, minutes, hours)
+    return _Open(minute_mark, minutes, await CoarseTiers.load(conn, minute_mark))
 
 
 def _scan(
@@ -388,7 +357,7 @@ def _add_rows(buckets: dict[Key, _OpenMinute], rows: Iterable[Row]) -> None:
             minute[4].append(row["response_time_us"])
 
 
-def _summed(minute: _OpenMinute) -> _Sums:
+def _summed(minute: _OpenMinute) -> Sums:
     """An open minute's counts and latencies as the sums its row holds (in ms)."""
     if not minute[4]:
         return [*minute[:4], 0, 0.0, math.inf, -math.inf, {}]
@@ -406,75 +375,3 @@ def _summed(minute: _OpenMinute) -> _Sums:
         max(latencies),
         dict(bins),
     ]
-
-
-def _by_hour(minutes: dict[Key, _Sums]) -> dict[Key, _Sums]:
-    hours: dict[Key, _Sums] = {}
-    for (service_id, start), sums in minutes.items():
-        _merge_into(hours, {(service_id, start - start % 3600): sums})
-    return hours
-
-
-def _merge_into(total: dict[Key, _Sums], more: dict[Key, _Sums]) -> None:
-    for key, sums in more.items():
-        found = total.get(key)
-        if found is None:
-            total[key] = [*sums[:8], dict(sums[8])]
-        else:
-            _add(found, sums)
-
-
-def _add(total: _Sums, sums: _Sums) -> None:
-    for i in range(6):
-        total[i] += sums[i]
-    total[6] = min(total[6], sums[6])
-    total[7] = max(total[7], sums[7])
-    bins = total[8]
-    for index, count in sums[8].items():
-        bins[index] = bins.get(index, 0) + count
-
-
-async def _upsert(conn: AsyncConnection, table: Table, buckets: dict[Key, _Sums]) -> None:
-    """Add the sums to the table's rows (new rows, or merged with rows there)."""
-    if not buckets:
-        return
-    statement = dialect.upsert(conn, table)
-    new = statement.excluded
-    c = table.c
-    rows = [
-        {
-            "service_id": service_id,
-            "start": start,
-            "healthy": sums[0],
-            "unknown": sums[1],
-            "degraded": sums[2],
-            "unhealthy": sums[3],
-            "answered": sums[4],
-            "latency_sum": sums[5],
-            "latency_min": sums[6] if sums[4] else None,
-            "latency_max": sums[7] if sums[4] else None,
-            "histogram": sketch.encode(sums[8]),
-        }
-        for (service_id, start), sums in buckets.items()
-    ]
-    histogram = await dialect.histogram_upsert(conn, table, rows, c.histogram, new.histogram)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[c.service_id, c.start],
-            set_={
-                **{name: c[name] + new[name] for name in _SUMMED},
-                "latency_min": dialect.least(
-                    conn,
-                    func.coalesce(c.latency_min, new.latency_min),
-                    func.coalesce(new.latency_min, c.latency_min),
-                ),
-                "latency_max": dialect.greatest(
-                    conn,
-                    func.coalesce(c.latency_max, new.latency_max),
-                    func.coalesce(new.latency_max, c.latency_max),
-                ),
-                "histogram": histogram,
-            },
-        ),
-        rows,
-    )

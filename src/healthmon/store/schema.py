@@ -47,6 +47,7 @@ __all__ = [
     "cluster_nodes",
     "history_coverage",
     "metadata",
+    "result_days",
     "result_details",
     "result_gaps",
     "result_hours",
@@ -217,7 +218,8 @@ def _aggregate_table(name: str, width: str) -> Table:
 
 result_minutes = _aggregate_table("result_minutes", "minute")
 result_hours = _aggregate_table("result_hours", "hour")
-AGGREGATE_TABLES = {60: result_minutes, 3600: result_hours}
+result_days = _aggregate_table("result_days", "day")
+AGGREGATE_TABLES = {60: result_minutes, 3600: result_hours, 86_400: result_days}
 """Aggregate tables by bucket width in seconds, finest first."""
 
 result_gaps = Table(

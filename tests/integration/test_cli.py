@@ -225,7 +225,7 @@ def test_run_stops_on_sigterm_with_every_result_flushed(
         ),
         pytest.param(
             "[store.retention]\ndays = 7\n" + service_toml("a", "http://x/"),
-            ["[store.retention]", "unknown key 'days'", "known keys: hour, minute, raw"],
+            ["[store.retention]", "unknown key 'days'", "known keys: day, hour, minute, raw"],
             id="unknown-retention-key",
         ),
         pytest.param(

@@ -46,13 +46,13 @@ async def _mixed(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
                 started = time.monotonic()
                 try:
                     response = await client.get(path)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    why = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    why = type(exc).__name__
+                if why == "200":
                     latencies[kind].append(time.monotonic() - started)
                 else:
-                    errors[kind] += 1
+                    errors[f"{kind} {why}"] += 1
                 if p["think"]:
                     await asyncio.sleep(p["think"])
 

@@ -36,3 +36,18 @@ def test_the_http_bench_runs_and_measures_something(tmp_path: Path) -> None:
     assert fleet["transitions_committed"] > 0
     assert fleet["sse"]["n"] > 0
     assert fleet["probes"]["/api/v1/cluster/status"]["n"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_the_render_bench_runs(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.http.render", "--services", "20", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "MetricsPage.render (now), none changed" in completed.stdout
+    assert "/metrics page:" in completed.stdout

@@ -225,7 +225,12 @@ def test_run_stops_on_sigterm_with_every_result_flushed(
         ),
         pytest.param(
             "[store.retention]\ndays = 7\n" + service_toml("a", "http://x/"),
-            ["[store.retention]", "unknown key 'days'", "known keys: day, hour, minute, raw"],
+            [
+                "[store.retention]",
+                "unknown key 'days'",
+                "did you mean 'day'?",  # the day tier's key (migration 0006)
+                "known keys: day, hour, minute, raw",
+            ],
             id="unknown-retention-key",
         ),
         pytest.param(

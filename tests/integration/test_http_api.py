@@ -6,7 +6,9 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,26 @@ async def test_cluster_and_services_show_the_monitor_now(
         one = await served.client.get("/api/v1/services/agent:db")
         assert one.status_code == 200
         assert one.json()["status"] == "unhealthy"
+        assert one.json()["node"] is None  # not in cluster mode
+
+        # Outside cluster mode: no nodes (tests/integration/test_http_cluster.py has them).
+        nodes = await served.client.get("/api/v1/cluster/nodes")
+        assert nodes.status_code == 200
+        assert nodes.json() == {"clustered": False, "node": None, "nodes": []}
+
+
+async def test_the_cluster_shows_each_change_after_an_earlier_answer(db_path: Path) -> None:
+    # Each service's JSON is kept between requests: a change must replace it.
+    async with serve(db_path) as served:
+        await served.flip("db", "healthy")
+        before = (await served.client.get("/api/v1/cluster")).json()["services"]
+        down = await served.flip("db", "unhealthy")
+        after = (await served.client.get("/api/v1/cluster")).json()["services"]
+        assert [(s["status"], s["transition_id"]) for s in before] == [("healthy", down.id - 1)]
+        assert [(s["status"], s["transition_id"]) for s in after] == [("unhealthy", down.id)]
+        await served.monitor.check_agents_health(served.agents)  # the same status again
+        again = (await served.client.get("/api/v1/cluster")).json()["services"]
+        assert again[0]["last_check"]["ts"] > after[0]["last_check"]["ts"]
 
 
 async def test_a_large_cluster_is_answered_whole_and_in_order(db_path: Path) -> None:
@@ -441,3 +463,80 @@ async def test_stop_ends_streams_and_long_polls_at_once(db_path: Path) -> None:
         assert (await stream)[0] == "retry: 2000"
         with pytest.raises(httpx.ConnectError):
             await served.client.get("/livez")
+
+
+async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
+    db_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Requests still running a second after the stop began: an export that has begun
+    # its answer and a report that has not, both waiting for a store read (the test
+    # holds every read slot); beside them an event stream and a long-poll, which the
+    # stop ends at once. uvicorn would cancel the two and log a traceback for each.
+    caplog.set_level(logging.INFO)
+    async with serve(db_path) as served:
+        record = await served.flip("a", "healthy")
+        for _ in range(4):
+            await served.api.reading.acquire()
+        poll = asyncio.create_task(
+            served.client.get("/api/v1/cluster", params={"index": record.id, "wait": "60s"})
+        )
+
+        async def follow() -> list[str]:
+            async with served.client.stream("GET", "/api/v1/events") as events:
+                return [line async for line in events.aiter_lines()]
+
+        async def export() -> bytes:
+            params = {"service": "agent:a"}  # known from memory: the answer begins
+            async with served.client.stream("GET", "/api/v1/results", params=params) as response:
+                assert response.status_code == 200
+                return b"".join([chunk async for chunk in response.aiter_raw()])
+
+        stream = asyncio.create_task(follow())
+        cut = asyncio.create_task(export())
+        report = asyncio.create_task(served.client.get("/api/v1/services/agent:a/report"))
+        await wait_for(
+            lambda: (
+                served.api.waiting.held == 1
+                and served.api.streams.held == 1
+                and served.api.exports.held == 1
+                and len(served.api.handling) == 4
+            )
+        )
+        started = time.monotonic()
+        await served.server.stop()
+        assert time.monotonic() - started < 3
+        assert not served.api.handling  # every request's task has ended
+        assert (await poll).status_code == 200
+        assert (await stream)[0] == "retry: 2000"
+        refused = await report
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "stopping"
+        with pytest.raises(httpx.RemoteProtocolError):  # cut short: never looks complete
+            await cut
+    logged = caplog.text + capsys.readouterr().out
+    assert "Traceback" not in logged, logged
+    assert not [r for r in caplog.records if r.exc_info], logged
+    assert "http_request_cut" in logged
+
+
+async def test_a_monitored_service_not_stored_yet_has_an_empty_report(
+    targets: TargetServer, db_path: Path
+) -> None:
+    # Under load the writer's flush that registers a new service may come seconds
+    # later: the store then said "unknown service", and the API answered 400 for a
+    # service it lists. Here another connection holds SQLite's write lock meanwhile.
+    async with serve(db_path) as served:
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            served.monitor.add_service(
+                ServiceDefinition("late", "http", "t", [], targets.url("/hang"))
+            )
+            assert not await served.api.feed.knows("late")
+            response = await served.client.get("/api/v1/services/late/report")
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["service"], body["counts"]["total"], body["uptime"]) == ("late", 0, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,6 +95,8 @@ class ClusterNode:
         self.fence: ClusterFence | None = None
         self.feed: TransitionFeed | None = None
         self.held: dict[str, int] = {}  # service -> epoch
+        self.renewed_at: float | None = None
+        """When a renew last succeeded, epoch seconds (this process's clock)."""
         self._running: set[str] = set()  # held services being checked
         self._deadline = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +107,12 @@ class ClusterNode:
 
     def epoch_of(self, service: str) -> int | None:
         return self.held.get(service)
+
+    @property
+    def checking(self) -> int:
+        """How many of the services held are being checked now (none while suspended:
+        no renew succeeded within the lease)."""
+        return len(self._running)
 
     async def join(self, deliver: Callable[[Sequence[FeedEntry]], None]) -> int:
         """Register this node and open the feed; the feed's start position."""
@@ -220,6 +229,7 @@ class ClusterNode:
             beat = await leases.beat(conn, me, settings.row_lease, names)
             self._deadline = sent + settings.row_lease * _DEADLINE_SHARE
             renewed = asyncio.get_running_loop().time()
+            self.renewed_at = time.time()
             still, soonest = beat.held, beat.soonest
             share = leases.fair_share(len(names), beat.alive, me)
             kept = {name: epoch for name, epoch in still.items() if name in names}

@@ -20,6 +20,8 @@ class NodeView:
     """Leases held now (unexpired)."""
     heartbeat_age: float
     """Seconds since its last heartbeat, by the database's clock."""
+    heartbeat_at: float
+    """Its last heartbeat, epoch seconds (the database's clock)."""
     started_at: float
     stopped_at: float | None
 
@@ -43,7 +45,8 @@ async def read_cluster(conn: AsyncConnection, recent: float = 3600.0) -> Cluster
                 "SELECT n.id, n.name, n.started_at, n.stopped_at, now.t - n.heartbeat_at, "
                 "       (SELECT count(*) FROM service_leases l "
                 "        WHERE l.node_id = n.id AND l.expires_at > now.t), "
-                "       (SELECT coalesce(max(expires_at), now.t) - now.t FROM service_leases) "
+                "       (SELECT coalesce(max(expires_at), now.t) - now.t FROM service_leases), "
+                "       n.heartbeat_at "
                 "FROM cluster_nodes n, now "
                 "WHERE n.heartbeat_at > now.t - :recent ORDER BY n.id"
             ),
@@ -74,9 +77,10 @@ async def read_cluster(conn: AsyncConnection, recent: float = 3600.0) -> Cluster
             alive=stopped is None and age < alive_within,
             services=held,
             heartbeat_age=float(age),
+            heartbeat_at=float(beat),
             started_at=started,
             stopped_at=stopped,
         )
-        for node_id, name, started, stopped, age, held, _ in rows
+        for node_id, name, started, stopped, age, held, _, beat in rows
     )
     return ClusterView(nodes, leases)

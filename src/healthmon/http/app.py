@@ -27,12 +27,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from healthmon.errors import ApiError, StorageError
 from healthmon.http import routes
 from healthmon.http.feed import TransitionFeed
 from healthmon.http.metrics import HttpGauges, MetricsPage
+from healthmon.http.nodes import ClusterWatch
 from healthmon.http.pages import StatusPages
 from healthmon.http.settings import HttpSettings
 from healthmon.http.shapes import error_response
@@ -67,13 +68,18 @@ class HttpApi:
         # Store reads at once; others queue here. The store's connection pool (15) is
         # shared with the writer, which must never wait for a connection behind them.
         self.reading = asyncio.Semaphore(4)
+        self.cluster = ClusterWatch(monitor, store, self.reading)
         self.metrics = MetricsPage(
             monitor,
             self.feed,
             HttpGauges(streams=lambda: self.streams.held, waiting=lambda: self.waiting.held),
             self.settings.metrics_max_age,
+            self.cluster,
         )
         self.started = False
+        self.handling: set[asyncio.Task[object]] = set()
+        """The tasks of the requests being answered (uvicorn runs one per request)."""
+        self._cutting = False
         token = self.settings.token
         self._token = None if token is None else token.encode()
         self.pages = StatusPages(self)  # the status page: /, /services/..., /static/...
@@ -95,6 +101,7 @@ class HttpApi:
     async def start(self) -> None:
         """Start following the store's transitions (the store must be open)."""
         if not self.started:
+            self._cutting = False
             await self.feed.start()
             await self.pages.start()
             self.started = True
@@ -104,6 +111,24 @@ class HttpApi:
         self.started = False
         await self.pages.stop()
         await self.feed.stop()
+
+    async def cut(self, grace: float) -> None:
+        """After `stop()`: wait up to `grace` seconds for the requests still being
+        answered, then cancel the others and wait for them to end. A request cut
+        before its answer began gets a 503; one cut mid-answer (a client reading too
+        slowly, a store read queued) has its connection closed by the server, so the
+        client sees the answer incomplete, and the cut is logged, without a traceback:
+        a stop is no error. (Left to uvicorn, they would be cancelled after its own
+        timeout, each with a traceback in the log, and not waited for.)"""
+        if self.handling:
+            await asyncio.wait(set(self.handling), timeout=grace)
+        left = set(self.handling)
+        if not left:
+            return
+        self._cutting = True
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -138,7 +163,31 @@ class HttpApi:
                 {"Retry-After": "1"},
             )(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        task = asyncio.current_task()
+        assert task is not None
+        self.handling.add(task)
+        began = False
+
+        async def sending(message: Message) -> None:
+            nonlocal began
+            began = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if not self._cutting:
+                raise  # not ours: the server's, or the client's going
+            task.uncancel()
+            log.warning("http_request_cut", path=path, answer_begun=began,
+                        reason="still running when the server stopped")  # fmt: skip
+            if not began:
+                await error_response(
+                    ApiError(503, "stopping", "the server stopped before answering; retry"),
+                    {"Retry-After": "1", "Connection": "close"},
+                )(scope, receive, send)
+        finally:
+            self.handling.discard(task)
 
     def _authorized(self, scope: Scope) -> bool:
         if self._token is None:

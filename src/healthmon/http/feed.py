@@ -187,6 +187,10 @@ class TransitionFeed:
             return page, page[-1].id
         return page, max(after, index, page[-1].id if page else 0)
 
+    def known(self, service_name: str) -> bool:
+        """Whether the database had the service when last read (no read)."""
+        return service_name in self._known
+
     async def knows(self, service_name: str) -> bool:
         """Whether the database has the service (read again on a name not seen yet)."""
         if service_name in self._known:

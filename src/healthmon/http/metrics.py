@@ -1,10 +1,17 @@
-"""`/metrics`: Prometheus' text format, from custom collectors that read the monitor's
-cache and counters at scrape time (no metric object is updated per check).
+"""`/metrics`: Prometheus' text format, from what the monitor, its store and (in
+cluster mode) the cluster hold at scrape time (no metric object is updated per check).
 
 Names follow Prometheus' practices: a `healthmon_` prefix, base units (seconds),
-`_total` on counters, and labels bounded by the services configured (`service`)
-and the four statuses (`status`). Every service has each of its series from its
-first result on, so a counter never appears out of nothing mid-life.
+`_total` on counters, and labels bounded by the services configured (`service`),
+the four statuses (`status`) and, in cluster mode, the cluster's nodes (`node`).
+Every service has each of its series from its first result on, so a counter never
+appears out of nothing mid-life.
+
+The page is two parts: the per-service families (nearly all of it), whose lines are
+kept between scrapes and formatted again only for the services that changed
+(http/samples.py), and the few dozen samples of the monitor, the store and the node,
+from a custom collector rendered by prometheus_client with its process collector.
+Both are made on the loop, a slice at a time: no thread holds the GIL meanwhile.
 """
 
 from __future__ import annotations
@@ -14,20 +21,25 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from healthmon.cluster.view import ClusterView
+from healthmon.errors import StorageError
 from healthmon.http.feed import TransitionFeed
-from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.http.nodes import ClusterWatch
+from healthmon.http.samples import ServiceSamples
+from healthmon.model import HealthStatus
 from healthmon.monitor import HealthMonitor
 from healthmon.store import WriterStats
 
 __all__ = ["CONTENT_TYPE", "HttpGauges", "MetricsPage"]
 
+log = structlog.get_logger("healthmon.http")
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_STATUSES = [status.value for status in HealthStatus]
-_SUCCEEDED = {HealthStatus.HEALTHY, HealthStatus.DEGRADED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +51,20 @@ class HttpGauges:
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """What a scrape reports, copied on the loop in one go (cheap: references and
-    small dicts), so that the formatting can run in a thread without racing it."""
+class _NodeFigures:
+    """Cluster mode: this node's part, and the cluster as last read."""
 
-    results: list[tuple[str, HealthCheckResult]]
-    since: dict[str, float]
-    counts: dict[str, dict[HealthStatus, int]]
-    missed: dict[str, int]
+    name: str
+    owned: int
+    checking: int
+    renewed_at: float | None
+    view: ClusterView | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The small families' values, copied on the loop in one go."""
+
     status_counts: dict[HealthStatus, int]
     worst: HealthStatus
     running: bool
@@ -54,33 +72,31 @@ class _Snapshot:
     streams: int
     waiting: int
     stats: WriterStats | None
+    node: _NodeFigures | None
 
     @classmethod
-    def take(cls, monitor: HealthMonitor, feed: TransitionFeed, http: HttpGauges) -> _Snapshot:
-        cache = monitor.health_cache
-        results = list(cache.items())
-        since = {}
-        for name, _ in results:
-            record = feed.latest(name)
-            if record is not None:
-                since[name] = record.transition.timestamp
+    def take(
+        cls,
+        monitor: HealthMonitor,
+        feed: TransitionFeed,
+        http: HttpGauges,
+        node: _NodeFigures | None,
+    ) -> _Snapshot:
         return cls(
-            results=results,
-            since=since,
-            counts=monitor.check_counts,
-            missed=monitor.missed_checks,
-            status_counts=cache.counts(),
+            status_counts=monitor.health_cache.counts(),
             worst=monitor.get_cluster_status(),  # the monitor's: UNKNOWN while one is unchecked
             running=monitor.running,
             index=feed.index,
             streams=http.streams(),
             waiting=http.waiting(),
             stats=monitor.store_stats,
+            node=node,
         )
 
 
 class _SnapshotCollector(Collector):
-    """Metric families from the snapshot it is handed before each render."""
+    """The page's small families (the cluster, the store, the node) from the snapshot
+    it is handed before each render; the per-service ones are `ServiceSamples`'."""
 
     def __init__(self) -> None:
         self.snapshot: _Snapshot | None = None
@@ -88,63 +104,9 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if self.snapshot is None:
             return
-        yield from self._services(self.snapshot)
         yield from self._cluster(self.snapshot)
         yield from self._store(self.snapshot)
-
-    def _services(self, snap: _Snapshot) -> Iterator[Metric]:
-        status = GaugeMetricFamily(
-            "healthmon_service_status",
-            "Confirmed status of the service: 1 for the status it has, 0 for the others.",
-            labels=["service", "status"],
-        )
-        since = GaugeMetricFamily(
-            "healthmon_service_status_since_timestamp_seconds",
-            "When the service's confirmed status last changed (committed transition), "
-            "epoch seconds.",
-            labels=["service"],
-        )
-        success = GaugeMetricFamily(
-            "healthmon_service_check_success",
-            "Whether the service's last check succeeded (healthy or degraded): 1 or 0.",
-            labels=["service"],
-        )
-        latency = GaugeMetricFamily(
-            "healthmon_service_check_duration_seconds",
-            "Response time of the service's last check.",
-            labels=["service"],
-        )
-        last = GaugeMetricFamily(
-            "healthmon_service_last_check_timestamp_seconds",
-            "When the service's last check completed, epoch seconds.",
-            labels=["service"],
-        )
-        checks = CounterMetricFamily(
-            "healthmon_service_checks",
-            "Check results recorded since the monitor started, by observed status.",
-            labels=["service", "status"],
-        )
-        missed = CounterMetricFamily(
-            "healthmon_service_missed_checks",
-            "Scheduled checks skipped because the previous check overran their slot.",
-            labels=["service"],
-        )
-        for name, result in snap.results:
-            current = result.effective_status
-            for value in HealthStatus:
-                status.add_metric([name, value.value], 1.0 if value is current else 0.0)
-            if name in snap.since:
-                since.add_metric([name], snap.since[name])
-            success.add_metric([name], 1.0 if result.status in _SUCCEEDED else 0.0)
-            latency.add_metric([name], result.response_time_ms / 1000)
-            last.add_metric([name], result.timestamp)
-            # Statuses a service never had are left out (a quarter of the page each).
-            for value, count in snap.counts.get(name, {}).items():
-                if count:
-                    checks.add_metric([name, value.value], count)
-        for name, count in snap.missed.items():
-            missed.add_metric([name], count)
-        yield from (status, since, success, latency, last, checks, missed)
+        yield from self._node(self.snapshot)
 
     def _cluster(self, snap: _Snapshot) -> Iterator[Metric]:
         cluster = GaugeMetricFamily(
@@ -229,25 +191,106 @@ class _SnapshotCollector(Collector):
             )
             commit.add_metric([], stats.last_commit_at)
             yield commit
+        if snap.node is not None:
+            for name, help_text, value in (
+                (
+                    "fenced_results",
+                    "Results not written: this node no longer held their service's lease.",
+                    stats.fenced_results,
+                ),
+                (
+                    "fenced_transitions",
+                    "Transitions not written: this node no longer held their service's lease.",
+                    stats.fenced_transitions,
+                ),
+            ):
+                counter = CounterMetricFamily(f"healthmon_store_{name}", help_text)
+                counter.add_metric([], value)
+                yield counter
+
+    def _node(self, snap: _Snapshot) -> Iterator[Metric]:
+        node = snap.node
+        if node is None:
+            return
+        info = GaugeMetricFamily(
+            "healthmon_node_info", "Cluster mode: this node's name, as a label.", labels=["node"]
+        )
+        info.add_metric([node.name], 1.0)
+        owned = GaugeMetricFamily(
+            "healthmon_node_owned_services",
+            "Cluster mode: services whose lease this node holds.",
+        )
+        owned.add_metric([], node.owned)
+        checking = GaugeMetricFamily(
+            "healthmon_node_checked_services",
+            "Cluster mode: services this node is checking now (0 while its leases are "
+            "suspended: no renew succeeded within the lease).",
+        )
+        checking.add_metric([], node.checking)
+        yield from (info, owned, checking)
+        if node.renewed_at is not None:
+            renewed = GaugeMetricFamily(
+                "healthmon_node_last_renew_timestamp_seconds",
+                "Cluster mode: when this node last renewed its leases, epoch seconds.",
+            )
+            renewed.add_metric([], node.renewed_at)
+            yield renewed
+        if node.view is None:
+            return
+        # The newest member of each name (a restarted node is a new member, under the
+        # same name: one series per name).
+        members = {n.name: n for n in sorted(node.view.nodes, key=lambda n: n.node_id)}
+        nodes = GaugeMetricFamily(
+            "healthmon_cluster_nodes",
+            "Cluster mode: nodes seen in the last hour, alive or down.",
+            labels=["state"],
+        )
+        alive = sum(1 for n in members.values() if n.alive)
+        nodes.add_metric(["alive"], alive)
+        nodes.add_metric(["down"], len(members) - alive)
+        up = GaugeMetricFamily(
+            "healthmon_cluster_node_up",
+            "Cluster mode: 1 while the node heartbeats within the lease and has not stopped.",
+            labels=["node"],
+        )
+        leased = GaugeMetricFamily(
+            "healthmon_cluster_node_owned_services",
+            "Cluster mode: services whose lease the node holds.",
+            labels=["node"],
+        )
+        age = GaugeMetricFamily(
+            "healthmon_cluster_node_heartbeat_age_seconds",
+            "Cluster mode: seconds since the node's last heartbeat (the database's clock).",
+            labels=["node"],
+        )
+        for name, member in members.items():
+            up.add_metric([name], 1.0 if member.alive else 0.0)
+            leased.add_metric([name], member.services)
+            age.add_metric([name], member.heartbeat_age)
+        yield from (nodes, up, leased, age)
 
 
 class MetricsPage:
     """The exposition, rendered at most once per `max_age` seconds however many
-    clients ask at once. Rendering formats every service's samples (~10 each: tens of
-    milliseconds at 1,000 services), so only the snapshot is taken on the monitor's
-    loop; the text is made in a thread, which holds the GIL for at most the switch
-    interval (5 ms) at a time instead of blocking the loop's checks for all of it."""
+    clients ask at once, on the loop a slice at a time (see the module's doc)."""
 
     def __init__(
-        self, monitor: HealthMonitor, feed: TransitionFeed, http: HttpGauges, max_age: float
+        self,
+        monitor: HealthMonitor,
+        feed: TransitionFeed,
+        http: HttpGauges,
+        max_age: float,
+        cluster: ClusterWatch,
     ) -> None:
         self._monitor = monitor
         self._feed = feed
         self._http = http
+        self._cluster = cluster
         self._collector = _SnapshotCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self._collector)
         ProcessCollector(registry=self.registry)
+        self.services = ServiceSamples()
         self._max_age = max_age
         self._page: bytes | None = None
         self._rendered_at = 0.0
@@ -259,15 +302,41 @@ class MetricsPage:
             return self._page
         async with self._lock:  # others asking meanwhile get this render
             if not self._fresh():
-                # One render at a time (the lock), so the collector's snapshot is ours.
-                self._collector.snapshot = _Snapshot.take(self._monitor, self._feed, self._http)
-                try:
-                    self._page = await asyncio.to_thread(generate_latest, self.registry)
-                finally:
-                    self._collector.snapshot = None
+                self._page = await self._render()
                 self._rendered_at = time.monotonic()
             assert self._page is not None
             return self._page
+
+    async def _render(self) -> bytes:
+        monitor, feed = self._monitor, self._feed
+        node = await self._node()
+        results = monitor.health_cache.copy()
+        since = {}
+        for name in results:
+            record = feed.latest(name)
+            if record is not None:
+                since[name] = record.transition.timestamp
+        services = await self.services.text(
+            results, since, monitor.check_counts, monitor.missed_checks
+        )
+        # One render at a time (the lock), so the collector's snapshot is ours.
+        self._collector.snapshot = _Snapshot.take(monitor, feed, self._http, node)
+        try:
+            rest = generate_latest(self.registry)  # a few dozen samples: ~1 ms
+        finally:
+            self._collector.snapshot = None
+        return services.encode() + rest
+
+    async def _node(self) -> _NodeFigures | None:
+        node = self._monitor.cluster
+        if node is None:
+            return None
+        try:
+            view = await self._cluster.view()
+        except StorageError as exc:  # this node's own figures are still worth a scrape
+            log.warning("http_cluster_read_failed", error=str(exc).splitlines()[0])
+            view = None
+        return _NodeFigures(node.name, len(node.held), node.checking, node.renewed_at, view)
 
     def _fresh(self) -> bool:
         return (

@@ -84,6 +84,37 @@ _SCHEMAS: dict[str, Any] = {
             "url": _OPT_STR,
             "interval": _OPT_NUM,
             "last_check": {"oneOf": [_ref("Result"), {"type": "null"}]},
+            "node": {
+                **_OPT_STR,
+                "description": "cluster mode: the node holding its lease (checking it) now; "
+                "null if none does, and outside cluster mode",
+            },
+        }
+    ),
+    "Node": _object(
+        {
+            "name": {"type": "string"},
+            "id": {"type": "integer"},
+            "alive": {
+                "type": "boolean",
+                "description": "its heartbeat is younger than the leases, and it has not stopped",
+            },
+            "services": {**_COUNT, "description": "leases it holds now"},
+            "heartbeat_at": _NUM,
+            "heartbeat_time": {"type": "string"},
+            "heartbeat_age": {**_NUM, "description": "seconds, by the database's clock"},
+            "started_at": _NUM,
+            "started_time": {"type": "string"},
+            "stopped_at": _OPT_NUM,
+            "stopped_time": _OPT_STR,
+            "this": {"type": "boolean", "description": "the node answering"},
+        }
+    ),
+    "Nodes": _object(
+        {
+            "clustered": {"type": "boolean", "description": "this monitor is a cluster node"},
+            "node": {**_OPT_STR, "description": "the answering node's name"},
+            "nodes": {"type": "array", "items": _ref("Node")},
         }
     ),
     "ClusterStatus": _object(_CLUSTER),
@@ -304,6 +335,12 @@ def document() -> dict[str, Any]:
             "The cluster's status and every service's latest (blocking query)",
             _json(_ref("Cluster")),
             [_INDEX, _WAIT],
+        ),
+        "/api/v1/cluster/nodes": _get(
+            "Cluster mode: every node that ran in the last hour, alive or not, and how many "
+            "services each checks (as `healthmon status` shows them); outside cluster mode "
+            "clustered is false and nodes empty",
+            _json(_ref("Nodes")),
         ),
         "/api/v1/services/{name}": _get(
             "One service's confirmed status, since when, and latest result (blocking query: "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -30,6 +31,7 @@ from healthmon.http.params import Query, bad_request
 from healthmon.http.shapes import (
     dumps,
     error_response,
+    nodes_shape,
     report_shape,
     result_shape,
     service_shape,
@@ -40,7 +42,7 @@ from healthmon.http.shapes import (
 from healthmon.http.streams import stream
 from healthmon.model import HealthCheckResult, ServiceDefinition
 from healthmon.render import iso
-from healthmon.store import TransitionRecord
+from healthmon.store import LatencyStats, ServiceReport, StatusCounts, TransitionRecord
 
 if TYPE_CHECKING:
     from healthmon.http.app import HttpApi
@@ -57,7 +59,7 @@ MAX_RAW_WINDOW = 3600.0
 _EARLIEST, _LATEST = 0.0, 253402300799.0  # 1970 .. 9999-12-31T23:59:59Z
 _EXPORT_PAGE = 500
 _SSE_PAGE = 200
-_SLICE = 250  # services shaped between two yields to the loop
+_SLICE = 100  # services shaped between two yields to the loop: ~1-2 ms
 _BLOCKING = ("index", "wait")
 
 
@@ -71,6 +73,7 @@ def table(api: HttpApi) -> list[tuple[str, Any]]:
         ("/api/v1/openapi.json", r.openapi),
         ("/api/v1/cluster", r.cluster),
         ("/api/v1/cluster/status", r.cluster_status),
+        ("/api/v1/cluster/nodes", r.nodes),
         ("/api/v1/services/{name}", r.service),
         ("/api/v1/services/{name}/report", r.report),
         ("/api/v1/services/{name}/series", r.series),
@@ -102,10 +105,14 @@ class _Routes:
         self.feed = api.feed
         self.settings = api.settings
         self._openapi = dumps(openapi.document())
+        # /api/v1/cluster: each service's JSON and what it was made from.
+        self._shaped: dict[str, tuple[tuple[object, ...], bytes]] = {}
 
     def json(self, body: Any, status: int = 200) -> Response:
-        headers = {INDEX_HEADER: str(self.feed.index), "Cache-Control": "no-store"}
-        return Response(dumps(body), status, headers, media_type="application/json")
+        return Response(dumps(body), status, self._headers(), media_type="application/json")
+
+    def _headers(self) -> dict[str, str]:
+        return {INDEX_HEADER: str(self.feed.index), "Cache-Control": "no-store"}
 
     # -- health of healthmon itself ------------------------------------------------------
 
@@ -146,23 +153,32 @@ class _Routes:
     async def cluster(self, request: Request) -> Response:
         query = Query(request.query_params, _BLOCKING)
         await self._block(query, lambda index: self.feed.index > index)
-        # One moment's copies, then shaped a slice at a time with the loop let go in
-        # between: at 1,000 services the whole takes ~10 ms, which the checks due
-        # meanwhile would otherwise wait for.
+        # One moment's copies, then each service's JSON a slice at a time with the
+        # loop let go in between (at 1,000 services the whole is ~20 ms of shaping and
+        # encoding, which the checks due meanwhile would otherwise wait for); a
+        # service's JSON is kept until what it shows changes, so a service not
+        # checked since the last request costs a lookup.
+        owners = await self.api.cluster.owners()
         summary = self._summary()
         results = self.monitor.health_cache.copy()
         services = dict(self.monitor.services)
         latest = self.feed.latest_copy()
         names = [*services, *(name for name in results if name not in services)]
-        shapes = []
+        kept, fresh = self._shaped, {}
         for start in range(0, len(names), _SLICE):
             if start:
                 await asyncio.sleep(0)
-            shapes += [
-                self._service(name, results, services, latest)
-                for name in names[start : start + _SLICE]
-            ]
-        return self.json({**summary, "services": shapes})
+            for name in names[start : start + _SLICE]:
+                key = (results.get(name), services.get(name), latest.get(name), owners.get(name))
+                entry = kept.get(name)
+                if entry is None or entry[0] != key:
+                    entry = (key, dumps(self._service(name, results, services, latest, owners)))
+                fresh[name] = entry
+        self._shaped = fresh
+        body = b"".join(
+            (dumps(summary)[:-1], b',"services":[', b",".join(e[1] for e in fresh.values()), b"]}")
+        )
+        return Response(body, 200, self._headers(), media_type="application/json")
 
     async def service(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -175,7 +191,15 @@ class _Routes:
             return record is not None and record.id > index
 
         await self._block(query, changed)
-        return self.json(self._service(name))
+        owners = await self.api.cluster.owners()
+        return self.json(self._service(name, owners=owners))
+
+    async def nodes(self, request: Request) -> Response:
+        """Cluster mode: the nodes as `healthmon status` shows them."""
+        Query(request.query_params, ())
+        watch = self.api.cluster
+        view = await watch.view()
+        return self.json(nodes_shape(watch.clustered, watch.node_name, watch.node_id, view))
 
     def _summary(self) -> dict[str, Any]:
         cache = self.monitor.health_cache
@@ -194,6 +218,7 @@ class _Routes:
         results: Mapping[str, HealthCheckResult] | None = None,
         services: Mapping[str, ServiceDefinition] | None = None,
         latest: Mapping[str, TransitionRecord] | None = None,
+        owners: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One service's shape, from the given copies or else the live state."""
         service = (self.monitor.services if services is None else services).get(name)
@@ -202,7 +227,8 @@ class _Routes:
             interval = service.interval or self.monitor.check_interval
         result = (self.monitor.health_cache if results is None else results).get(name)
         record = self.feed.latest(name) if latest is None else latest.get(name)
-        return service_shape(name, result, service, record, interval)
+        node = None if owners is None else owners.get(name)
+        return service_shape(name, result, service, record, interval, node=node)
 
     async def _block(self, query: Query, changed: Callable[[int], bool]) -> None:
         """Wait, for a blocking query, until `changed(index)` or the wait ends."""
@@ -233,6 +259,13 @@ class _Routes:
         if not known:
             raise _unknown_service(name, "neither monitored nor in the database")
 
+    async def _stored(self, name: str) -> bool:
+        """Whether the database has the service (a monitored one may not have yet)."""
+        if self.feed.known(name):
+            return True
+        async with self.api.reading:
+            return await self.feed.knows(name)
+
     def _window(self, query: Query, *, default_since: str | None = "24h") -> tuple[float, float]:
         now = self.api.now()
         since = query.moment("since", now)
@@ -260,6 +293,13 @@ class _Routes:
                 f"(1 h) of window, got {until - since:.0f} s; leave exact out for longer ones"
             )
         await self._known(name)
+        if not await self._stored(name):
+            # Monitored, and nothing of it committed yet (its first flush is still to
+            # come): an empty report, as for a window without results.
+            empty = ServiceReport(
+                name, since, until, StatusCounts(), LatencyStats(exact=exact), (), (), None, None
+            )
+            return self.json(report_shape(empty))
         try:
             async with self.api.reading:
                 found = await self.store.report(name, since, until, exact=exact)
@@ -476,7 +516,10 @@ class _Routes:
             )
 
 
-def _event(record: Any) -> str:
+@functools.lru_cache(maxsize=2048)
+def _event(record: TransitionRecord) -> str:
+    """One transition as an event, made once however many streams send it (keyed by
+    the whole record, so a database whose ids started again gets new ones)."""
     data = json.dumps(transition_shape(record), separators=(",", ":"), ensure_ascii=False)
     return f"id: {record.id}\nevent: transition\ndata: {data}\n\n"
 

@@ -52,7 +52,9 @@ class HttpServer:
             access_log=False,
             server_header=False,
             limit_concurrency=settings.max_connections,
-            timeout_graceful_shutdown=self._shutdown_timeout,
+            # A backstop only: the app cuts its own requests after shutdown_timeout
+            # (HttpApi.cut), cleanly; uvicorn's would be cancelled with a traceback each.
+            timeout_graceful_shutdown=self._shutdown_timeout + 5,
             timeout_keep_alive=5,
         )
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
@@ -85,7 +87,12 @@ class HttpServer:
                 await self._ticks
             self._ticks = None
         try:
-            await server.shutdown(sockets=[self._socket] if self._socket else None)
+            # uvicorn closes the listening socket and the idle connections and waits
+            # for the others; meanwhile the app cuts what still runs after the grace.
+            await asyncio.gather(
+                server.shutdown(sockets=[self._socket] if self._socket else None),
+                self.api.cut(self._shutdown_timeout),
+            )
         finally:
             if self._socket is not None:
                 self._socket.close()

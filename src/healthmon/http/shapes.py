@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from healthmon.cluster.view import ClusterView
 from healthmon.errors import ApiError
 from healthmon.model import HealthCheckResult, ServiceDefinition, redact_url
 from healthmon.render import iso
@@ -30,6 +31,7 @@ from healthmon.store import (
 __all__ = [
     "dumps",
     "error_response",
+    "nodes_shape",
     "report_shape",
     "result_shape",
     "service_shape",
@@ -67,9 +69,12 @@ def service_shape(
     service: ServiceDefinition | None,
     since: TransitionRecord | None,
     interval: float | None,
+    *,
+    node: str | None = None,
 ) -> dict[str, Any]:
     """One service as the cluster sees it: its confirmed status since when, and its
-    latest result. A service registered but not checked yet is `unknown`."""
+    latest result; in cluster mode, the node checking it. A service registered but
+    not checked yet is `unknown`."""
     status = "unknown" if result is None else result.effective_status.value
     url = None
     if service is not None and service.health_check_url is not None:
@@ -84,7 +89,33 @@ def service_shape(
         "url": url,
         "interval": interval,
         "last_check": None if result is None else result_shape(result),
+        "node": node,
     }
+
+
+def nodes_shape(
+    clustered: bool, me: str | None, my_id: int | None, view: ClusterView | None
+) -> dict[str, Any]:
+    """The cluster's nodes as `healthmon status` lists them (cli/status.py); `me`,
+    `my_id`: the answering node's name and id (a restarted node is a new id)."""
+    nodes = [
+        {
+            "name": n.name,
+            "id": n.node_id,
+            "alive": n.alive,
+            "services": n.services,
+            "heartbeat_at": n.heartbeat_at,
+            "heartbeat_time": iso(n.heartbeat_at),
+            "heartbeat_age": round(n.heartbeat_age, 3),
+            "started_at": n.started_at,
+            "started_time": iso(n.started_at),
+            "stopped_at": n.stopped_at,
+            "stopped_time": iso(n.stopped_at),
+            "this": n.node_id == my_id,
+        }
+        for n in (view.nodes if view is not None else ())
+    ]
+    return {"clustered": clustered, "node": me, "nodes": nodes}
 
 
 def transition_shape(record: TransitionRecord) -> dict[str, Any]:

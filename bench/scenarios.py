@@ -169,7 +169,8 @@ def _count_results(database: Path, t0: float, t1: float) -> tuple[int, int]:
     """(results, healthy results) stored with a time in [t0, t1)."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
         found = conn.execute(
-            "SELECT count(*), coalesce(sum(status = 0), 0) FROM check_results "
+            # (results_view: staged rows too, should any be left: store/staging.py)
+            "SELECT count(*), coalesce(sum(status = 'healthy'), 0) FROM results_view "
             "WHERE ts_us >= ? AND ts_us < ?",
             (int(t0 * 1e6), int(t1 * 1e6)),
         ).fetchone()

@@ -14,6 +14,14 @@ layer, WAL and checkpoints included. Each scenario runs twice in the same run:
 - `healthmon`: the store as it is (512-byte pages, checkpoints beside the writer);
 - `sqlite defaults`: a database made with 4,096-byte pages and SQLite's checkpoint
   inside the commit past 1,000 WAL pages (what healthmon did before issue 16).
+
+`--variants postgresql` measures PostgreSQL instead (a server of the `pgserver`
+package's binaries with its default, durable settings, as `bench.postgres` starts it):
+`write_bytes` of the server's processes (the postmaster and its children: backends,
+WAL writer, checkpointer, background writer), over a window that starts and ends with a
+`CHECKPOINT`, so that the data pages the window dirtied are written within it (and the
+WAL's full-page images after a checkpoint are counted, as in steady state every
+`checkpoint_timeout`); the WAL's share from `pg_stat_wal`.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from healthmon import HealthCheckResult, HealthStatus, HealthStore
 from healthmon.log import configure_logging
@@ -38,7 +46,7 @@ from healthmon.log import configure_logging
 __all__ = ["main", "measure"]
 
 SCENARIOS = [(100, 1.0), (400, 1.0), (100, 20.0), (1_000, 1.0), (2_000, 1.0)]
-VARIANTS = ["healthmon", "sqlite defaults"]
+VARIANTS = ["healthmon", "sqlite defaults"]  # (and "postgresql", on request)
 TARGETS = {(100, 20.0): 500.0, (2_000, 1.0): 1_000.0}
 _STEP = 0.01  # seconds between submissions: services due in each step go together
 _FLUSH = 0.1
@@ -56,9 +64,40 @@ def _result(index: int, ts: float) -> HealthCheckResult:
     return HealthCheckResult(f"svc-{index:04d}", HealthStatus.HEALTHY, ms, ts, {"status": "ok"})
 
 
-async def measure(
-    database: Path, services: int, hz: float, variant: str, *, prefill: float, window: float
+def _server_write_bytes(data: Path) -> int:
+    """write_bytes of a PostgreSQL server's processes: the postmaster and its children."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if int(entry.name) != postmaster and ppid != postmaster:
+                continue
+            for line in (entry / "io").read_text().splitlines():
+                if line.startswith("write_bytes:"):
+                    total += int(line.split()[1])
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+async def measure(  # noqa: PLR0912, PLR0915 - one measured run, step by step
+    database: Path | str,
+    services: int,
+    hz: float,
+    variant: str,
+    *,
+    prefill: float,
+    window: float,
+    written_bytes: Any = None,
 ) -> dict[str, Any]:
+    """`written_bytes`: a function giving the bytes written so far (this process's by
+    default); an async `checkpoint(store)` attribute on it runs at both ends of the
+    window (PostgreSQL)."""
+    written_bytes = written_bytes or _write_bytes
+    checkpoint = getattr(written_bytes, "checkpoint", None)
     interval = 1.0 / hz
     if variant == "sqlite defaults":
         with sqlite3.connect(database) as conn:  # before the store: the file's page size
@@ -83,8 +122,9 @@ async def measure(
                 writer.submit(_result(index, start + slot * interval + index / services * interval))
             if not await writer.flush():
                 raise RuntimeError(f"prefill: {writer.stats.last_error}")
-        async with store.engine.connect() as connection:
-            await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if checkpoint is None:
+            async with store.engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         # Paced: service i is due at phase i/services of each interval.
         steps = max(1, round(interval / _STEP))
         due: list[list[int]] = [[] for _ in range(steps)]
@@ -99,12 +139,15 @@ async def measure(
         while True:
             now = loop.time()
             if not measuring and now - began >= 2.0:  # a short settle first
+                if checkpoint is not None:
+                    await checkpoint(store)
                 measuring, committed0, written0, t0 = (
                     True,
                     writer.stats.committed_results,
-                    _write_bytes(),
-                    now,
+                    written_bytes(),
+                    loop.time(),
                 )
+                wal0 = await _pg_wal(store) if checkpoint is not None else 0
             if measuring and now - t0 >= window:
                 break
             wall = time.time()
@@ -112,9 +155,27 @@ async def measure(
                 writer.submit(_result(index, wall))
             step += 1
             await asyncio.sleep(max(0.0, began + step * _STEP - loop.time()))
-        written, committed, t1 = _write_bytes(), writer.stats.committed_results, loop.time()
+        committed, t1 = writer.stats.committed_results, loop.time()
+        await writer.flush()
+        if checkpoint is not None:
+            wal1 = await _pg_wal(store)
+            await checkpoint(store)
+        written = written_bytes()
         await writer.stop()
     results = committed - committed0
+    if checkpoint is not None:
+        return {
+            "services": services,
+            "hz": hz,
+            "variant": variant,
+            "page_size": 8192,
+            "results": results,
+            "results_per_s": results / (t1 - t0),
+            "written_per_result": (written - written0) / results if results else None,
+            "written_mb_per_s": (written - written0) / (t1 - t0) / 1e6,
+            "wal_per_result": (wal1 - wal0) / results if results else None,
+            "db_bytes_per_row": None,
+        }
     with sqlite3.connect(database) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         rows = conn.execute("SELECT count(*) FROM check_results").fetchone()[0]
@@ -136,9 +197,46 @@ async def measure(
     }
 
 
+async def _pg_wal(store: HealthStore) -> int:
+    async with store.engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT wal_bytes FROM pg_stat_wal")) or 0)
+
+
+async def _pg_checkpoint(store: HealthStore) -> None:
+    async with store.engine.connect() as conn:
+        await conn.execute(text("CHECKPOINT"))
+        await conn.commit()
+
+
+def _one_postgres(services: int, hz: float, prefill: float, window: float) -> dict[str, Any]:
+    from tests.postgres import LocalPostgres, create_database  # noqa: PLC0415 - dev only
+
+    server = LocalPostgres(settings=())  # its defaults: fsync, synchronous_commit on
+    server.start()
+    try:
+        url = create_database(server.url)
+
+        def written() -> int:
+            return _server_write_bytes(server.data)
+
+        written.checkpoint = _pg_checkpoint  # type: ignore[attr-defined]  # (see measure)
+        return asyncio.run(
+            measure(
+                url, services, hz, "postgresql", prefill=prefill, window=window,
+                written_bytes=written,
+            )
+        )  # fmt: skip
+    finally:
+        server.delete()  # (stops it first)
+
+
 def _one(args: list[str]) -> None:
     services, hz, variant, prefill, window, out = args
     configure_logging("warning", "json")  # as an application would; no debug lines
+    if variant == "postgresql":
+        figures = _one_postgres(int(services), float(hz), float(prefill), float(window))
+        Path(out).write_text(json.dumps(figures))
+        return
     with tempfile.TemporaryDirectory(prefix="healthmon-writes-") as folder:
         figures = asyncio.run(
             measure(
@@ -151,6 +249,10 @@ def _one(args: list[str]) -> None:
             )
         )
     Path(out).write_text(json.dumps(figures))
+
+
+def _db(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {services:,} x {hz:g} Hz | {variant} | {figures['page_size']} | "
                 f"{figures['results_per_s']:,.0f} | {per:,.0f} | "
                 f"{figures['written_mb_per_s']:.2f} | "
-                f"{figures['db_bytes_per_row']:.1f} | {verdict} |",
+                f"{_db(figures['db_bytes_per_row'])} | {verdict} |",
                 flush=True,
             )
     if args.json:

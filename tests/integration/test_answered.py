@@ -16,9 +16,7 @@ from healthmon.targets import TargetServer
 
 def stored_answered(db_path: Path) -> dict[str, bool]:
     with sqlite3.connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT s.name, r.answered FROM check_results r JOIN services s ON s.id = r.service_id"
-        ).fetchall()
+        rows = conn.execute("SELECT service, answered FROM results_view").fetchall()
     conn.close()
     return {name: bool(answered) for name, answered in rows}
 

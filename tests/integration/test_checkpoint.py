@@ -52,7 +52,8 @@ async def test_a_commit_never_checkpoints_past_sqlites_default_of_1000_pages(
     db = tmp_path / "h.db"
     async with HealthStore(db) as store:
         writer = store.writer()  # not started: its flushes only, no checkpoint step
-        for slot in range(0, 60, 5):  # 200 services' results, 5 s a flush: ~2,000 pages
+        # 200 services' results, 5 s a flush: ~1,500 pages (staged: store/staging.py)
+        for slot in range(0, 120, 5):
             for result in results(200, slot, 5):
                 writer.submit(result)
             assert await writer.flush()
@@ -83,7 +84,7 @@ async def test_the_writers_checkpoint_copies_the_wal_and_the_next_commits_start_
         assert checkpoints._task is None
         # Everything is in the main file: a reader without the WAL sees every row.
         with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:
-            assert conn.execute("SELECT count(*) FROM check_results").fetchone() == (2_000,)
+            assert conn.execute("SELECT count(*) FROM results_view").fetchone() == (2_000,)
         conn.close()
         # The next commit goes over the old frames instead of after them.
         for result in results(200, 10, 1):
@@ -113,7 +114,7 @@ async def test_a_running_writer_checkpoints_by_itself(tmp_path: Path) -> None:
             # The main file alone: what only a checkpoint puts there.
             conn = sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True)
             try:
-                (rows,) = conn.execute("SELECT count(*) FROM check_results").fetchone()
+                (rows,) = conn.execute("SELECT count(*) FROM results_view").fetchone()
             except sqlite3.OperationalError:  # not even the tables yet
                 rows = 0
             finally:

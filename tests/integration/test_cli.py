@@ -76,8 +76,7 @@ def toml_value(value: object) -> str:
 def rows_per_service(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         found = conn.execute(
-            "SELECT s.name, count(*) FROM check_results r JOIN services s ON s.id = r.service_id "
-            "GROUP BY s.name"
+            "SELECT service, count(*) FROM results_view GROUP BY service"
         ).fetchall()
     conn.close()
     return dict(found)

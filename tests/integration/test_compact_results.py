@@ -226,7 +226,7 @@ async def test_a_colliding_result_goes_after_its_service_s_previous_or_the_first
 
 
 @pytest.mark.asyncio
-async def test_a_row_written_behind_the_writer_s_back_costs_one_retry_not_a_result(
+async def test_a_row_written_behind_the_writer_s_back_costs_no_result(
     db_url: str,
 ) -> None:
     async with HealthStore(db_url) as store:
@@ -240,8 +240,11 @@ async def test_a_row_written_behind_the_writer_s_back_costs_one_retry_not_a_resu
             to_us(T0 + 1),
         )
         writer.submit(ok("api", T0 + 1, ms=7.0))
-        assert not await writer.flush()  # the key is taken: rolled back, kept queued
-        assert await writer.flush()  # read anew, guarded, moved 1 us
+        if db_url.startswith("postgresql"):
+            assert not await writer.flush()  # the key is taken: rolled back, kept queued
+            assert await writer.flush()  # read anew, guarded, moved 1 us
+        else:  # staged (store/staging.py), where no key is taken; the compaction at
+            assert await writer.flush()  # stop meets the taken key and moves it 1 us
         await writer.stop()
         stored = await store.results("api")
     assert [(r.timestamp, r.response_time_ms) for r in stored] == [

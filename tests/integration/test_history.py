@@ -300,7 +300,7 @@ async def test_the_running_writer_prunes_in_small_batches_between_flushes(
         def raw_rows_before_cutoff() -> int:
             with sqlite3.connect(db_path) as conn:
                 (count,) = conn.execute(
-                    "SELECT count(*) FROM check_results WHERE ts_us < ?",
+                    "SELECT count(*) FROM results_view WHERE ts_us < ?",
                     (round((time.time() - 60) * 1e6),),
                 ).fetchone()
             conn.close()

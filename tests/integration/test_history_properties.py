@@ -488,14 +488,16 @@ def test_reports_stay_exact_across_retention_cutoffs(
             async with store.engine.connect() as db:  # no result lost its details row,
                 dangling = await db.scalar(  # and no details row outlived its results
                     text(
-                        "SELECT count(*) FROM check_results r LEFT JOIN result_details d "
+                        "SELECT count(*) FROM (SELECT details_id FROM check_results UNION ALL "
+                        "SELECT details_id FROM staged_results) r LEFT JOIN result_details d "
                         "ON d.id = r.details_id WHERE r.details_id IS NOT NULL AND d.id IS NULL"
                     )
                 )
                 orphans = await db.scalar(
                     text(
                         "SELECT count(*) FROM result_details d WHERE NOT EXISTS "
-                        "(SELECT 1 FROM check_results r WHERE r.details_id = d.id)"
+                        "(SELECT 1 FROM check_results r WHERE r.details_id = d.id) AND NOT EXISTS "
+                        "(SELECT 1 FROM staged_results r WHERE r.details_id = d.id)"
                     )
                 )
             assert (dangling, orphans) == (0, 0)

@@ -136,7 +136,7 @@ async def test_restart_records_no_new_transition(targets: TargetServer, db_url: 
 async def test_reader_in_a_transaction_does_not_block_the_writer(
     targets: TargetServer, db_url: str, backend: str
 ) -> None:
-    count = text("SELECT count(*) FROM check_results")
+    count = text("SELECT count(*) FROM results_view")
     async with HealthStore(db_url) as store, HealthStore(db_url) as reader:
         monitor = HealthMonitor(0.05, store=store)
         monitor.add_service(http_service("ok", targets.url("/healthy")))

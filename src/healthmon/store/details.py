@@ -23,10 +23,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import Insert, and_, bindparam, func, insert, literal, or_, select
+from sqlalchemy import Insert, Select, Table, and_, bindparam, func, insert, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from healthmon.store import dialect
+from healthmon.store import dialect, raw
 from healthmon.store.schema import check_results, result_details
 
 __all__ = ["WINDOW_US", "Details", "Remembered", "copy_body", "unreferenced", "window_of"]
@@ -163,17 +163,24 @@ async def unreferenced(
         windows[service_id, window].add(details_id)
     if not windows:
         return set()
-    c = check_results.c
     terms = sorted(windows)
     referenced: set[int | None] = set()
     for first in range(0, len(terms), _QUERY_TERMS):
-        where = or_(
-            *[
-                and_(c.service_id == service_id, c.ts_us >= window, c.ts_us < window + WINDOW_US)
-                for service_id, window in terms[first : first + _QUERY_TERMS]
-            ]
-        )
-        referenced.update(await conn.scalars(select(c.details_id).distinct().where(where)))
+        chunk = terms[first : first + _QUERY_TERMS]
+
+        def arm(table: Table, chunk: list[tuple[int, int]] = chunk) -> Select[Any]:
+            c = table.c
+            where = or_(
+                *[
+                    and_(c.service_id == sid, c.ts_us >= window, c.ts_us < window + WINDOW_US)
+                    for sid, window in chunk
+                ]
+            )
+            if table is not check_results:  # staged rows (a scan): the services first
+                where = and_(c.service_id.in_({sid for sid, _ in chunk}), where)
+            return select(c.details_id).distinct().where(where)
+
+        referenced.update(await conn.scalars(raw.union(dialect.name(conn), arm)))
     return {i for ids in windows.values() for i in ids if i not in referenced}
 
 

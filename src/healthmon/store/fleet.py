@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Select, case, func, select
+from sqlalchemy import CompoundSelect, Integer, Select, Table, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import us_at_or_after
+from healthmon.store import dialect, raw
 from healthmon.store.plan import RAW, load_coverage, plan
-from healthmon.store.schema import AGGREGATE_TABLES, check_results
+from healthmon.store.schema import AGGREGATE_TABLES
 from healthmon.store.stats import StatusCounts
 
 __all__ = ["DAY", "Aggregate", "DayCounts", "aggregates", "day_counts", "minute_counts"]
@@ -110,7 +111,7 @@ async def day_counts(
         for first in range(0, len(service_ids), _IDS_PER_QUERY):
             chunk = service_ids[first : first + _IDS_PER_QUERY]
             for service_id, day, *counts in await conn.execute(
-                _query(piece.tier, chunk, piece.start, piece.end)
+                _query(piece.tier, chunk, piece.start, piece.end, dialect_name=dialect.name(conn))
             ):
                 into = sums[service_id][int(day)]
                 for status, count in enumerate(counts):
@@ -131,7 +132,7 @@ async def minute_counts(
     for first in range(0, len(service_ids), _IDS_PER_QUERY):
         chunk = service_ids[first : first + _IDS_PER_QUERY]
         for service_id, minute, *counts in await conn.execute(
-            _query(RAW, chunk, since, until, width=60)
+            _query(RAW, chunk, since, until, width=60, dialect_name=dialect.name(conn))
         ):
             into = sums[service_id][int(minute)]
             for status, count in enumerate(counts):
@@ -144,28 +145,39 @@ async def minute_counts(
 
 
 def _query(
-    tier: int, ids: Sequence[int], start: float, end: float, *, width: int = DAY
-) -> Select[Any]:
+    tier: int,
+    ids: Sequence[int],
+    start: float,
+    end: float,
+    *,
+    width: int = DAY,
+    dialect_name: str = dialect.SQLITE,
+) -> Select[Any] | CompoundSelect[Any]:
     """(service id, day, healthy, unknown, degraded, unhealthy) of a tier's rows in
     [start, end), grouped by service and day (raw results: by `width` seconds); each
-    service's rows are a key range."""
+    service's rows are a key range. Raw results come from both their tables
+    (store/staging.py): a (service, day) may come twice, to be added up."""
     if tier == RAW:
-        c = check_results.c
         width_us = width * 1_000_000
-        day = (c.ts_us - c.ts_us % width_us) / 1_000_000
-        # A CASE, not a sum of comparisons: PostgreSQL sums no booleans.
-        statuses = [
-            func.sum(case((c.status == code, 1), else_=0), type_=Integer) for code in range(4)
-        ]
-        return (
-            select(c.service_id, day.label("day"), *statuses)
-            .where(
-                c.service_id.in_(ids),
-                c.ts_us >= us_at_or_after(start),
-                c.ts_us < us_at_or_after(end),
+
+        def arm(table: Table) -> Select[Any]:
+            c = table.c
+            day = (c.ts_us - c.ts_us % width_us) / 1_000_000
+            # A CASE, not a sum of comparisons: PostgreSQL sums no booleans.
+            statuses = [
+                func.sum(case((c.status == code, 1), else_=0), type_=Integer) for code in range(4)
+            ]
+            return (
+                select(c.service_id, day.label("day"), *statuses)
+                .where(
+                    c.service_id.in_(ids),
+                    c.ts_us >= us_at_or_after(start),
+                    c.ts_us < us_at_or_after(end),
+                )
+                .group_by(c.service_id, "day")
             )
-            .group_by(c.service_id, "day")
-        )
+
+        return raw.union(dialect_name, arm)
     a = AGGREGATE_TABLES[tier].c
     day = a.start - a.start % DAY
     return (

@@ -28,6 +28,7 @@ from healthmon.store.late import LateChanges
 from healthmon.store.plan import Coverage, load_coverage
 from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
+from healthmon.store.staging import Staging
 from healthmon.store.stats import ServiceReport, StatusCounts, WindowStats
 from healthmon.store.writer import Committed, Fence, ResultWriter
 
@@ -199,6 +200,8 @@ class HealthStore:
             checkpoints=None
             if self._file.path is None or self.url.get_backend_name() != "sqlite"
             else Checkpoints(Path(f"{self._file.path}-wal")),
+            # SQLite: results staged in commit order, compacted every few seconds.
+            staged=None if self.url.get_backend_name() != "sqlite" else Staging(),
             rollup=None
             if fence is not None
             else Rollup(
@@ -308,7 +311,9 @@ class HealthStore:
 
         async def query(conn: AsyncConnection) -> Select[*history.ResultColumns]:
             # (The raw mark read in the same snapshot as the rows.)
-            return history.results_query(service_name, since, until, await history.raw_mark(conn))
+            return history.results_query(
+                service_name, since, until, await history.raw_mark(conn), dialect.name(conn)
+            )
 
         async with contextlib.aclosing(self._stream(query, batch_size)) as rows:
             async for row in rows:

@@ -6,18 +6,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after, us_to_ms
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
+from healthmon.store import dialect, raw
 from healthmon.store.schema import (
     STATUS_BY_CODE,
     check_results,
     history_coverage,
     result_details,
     services,
+    staged_results,
     status_transitions,
 )
 
@@ -65,7 +68,7 @@ async def results(
     limit: int | None = None,
 ) -> list[HealthCheckResult]:
     """One service's results in [since, until), oldest first; the first `limit` of them."""
-    query = results_query(service_name, since, until, await raw_mark(conn))
+    query = results_query(service_name, since, until, await raw_mark(conn), dialect.name(conn))
     if limit is not None:
         query = query.limit(limit)
     return [result_from_row(row) for row in await conn.execute(query)]
@@ -90,20 +93,27 @@ async def raw_mark(conn: AsyncConnection) -> float:
     return -math.inf if found is None else float(found)
 
 
-def visible(kept_since: float) -> ColumnElement[bool]:
+def visible(
+    kept_since: float, table: Table = check_results, dialect_name: str = dialect.SQLITE
+) -> ColumnElement[bool]:
     """The results retention keeps: those from `kept_since` (the raw mark) on, and each
     service's newest. SQLite deletes the others row by row, in steps behind the mark;
     PostgreSQL drops them a whole day (partition) at a time: the rest of the day at the
-    edge stays on disk, and this keeps it out of sight."""
-    c = check_results.c
-    inner = check_results.alias("kept_newest").c
+    edge stays on disk, and this keeps it out of sight. `table`: check_results or
+    staged_results (store/staging.py), whose rows are later than the others of their
+    service: a service's newest in check_results is its newest only without any."""
+    c = table.c
+    inner = table.alias("kept_newest").c
     newest = (
         select(func.max(inner.ts_us))
         .where(inner.service_id == c.service_id)
-        .correlate(check_results)
+        .correlate(table)
         .scalar_subquery()
     )
-    return or_(c.ts_us >= us_at_or_after(kept_since), c.ts_us == newest)
+    is_newest = c.ts_us == newest
+    if table is check_results and staged_results in raw.tables(dialect_name):
+        is_newest = and_(is_newest, ~raw.has_staged(c.service_id))
+    return or_(c.ts_us >= us_at_or_after(kept_since), is_newest)
 
 
 def results_query(
@@ -111,27 +121,40 @@ def results_query(
     since: float | None,
     until: float | None,
     kept_since: float = -math.inf,
+    dialect_name: str = dialect.SQLITE,
 ) -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
     """Results in [since, until), in the key's order, which needs no sort: one service's
     oldest first; all services' one service after another (by id, the order they were
     first registered), each oldest first. (All services' in time order would sort the
     whole window before the first row: see bench/README.md.) Only results retention
-    keeps (`visible`) when the window starts before `kept_since`, the raw mark."""
-    c = check_results.c
-    query = _results_query()
-    if (-math.inf if since is None else since) < kept_since:
-        query = query.where(visible(kept_since))
-    if service_name is None:
-        # One key range per service, as retention reads: a window over all services
-        # must not scan every result.
-        query = query.where(c.service_id.in_(select(services.c.id)))
-    else:
-        query = query.where(services.c.name == service_name)
-    if since is not None:
-        query = query.where(c.ts_us >= us_at_or_after(since))
-    if until is not None:
-        query = query.where(c.ts_us < us_at_or_after(until))
-    return query.order_by(c.service_id, c.ts_us)
+    keeps (`visible`) when the window starts before `kept_since`, the raw mark.
+
+    Over both tables of raw results (store/staging.py): SQLite merges the arms in the
+    key's order (each arm in its own order: check_results' key, a sort of the few
+    staged rows), so this still needs no sort of the window."""
+
+    def arm(table: Table) -> Select[Any]:
+        c = table.c
+        query = _results_query(table).add_columns(c.service_id.label("sid"))
+        if (-math.inf if since is None else since) < kept_since:
+            query = query.where(visible(kept_since, table, dialect_name))
+        if service_name is None:
+            # One key range per service, as retention reads: a window over all services
+            # must not scan every result.
+            query = query.where(c.service_id.in_(select(services.c.id)))
+        else:
+            query = query.where(services.c.name == service_name)
+        if since is not None:
+            query = query.where(c.ts_us >= us_at_or_after(since))
+        if until is not None:
+            query = query.where(c.ts_us < us_at_or_after(until))
+        return query
+
+    both = raw.union(dialect_name, arm).subquery("raw")
+    r = both.c
+    return select(
+        r.name, r.status, r.response_time_us, r.ts_us, r.body, r.error, r.answered
+    ).order_by(r.sid, r.ts_us)
 
 
 def transitions_query(
@@ -171,20 +194,33 @@ def transition_from_row(row: TransitionRow) -> StatusTransition:
 
 async def latest_results(conn: AsyncConnection) -> dict[str, HealthCheckResult]:
     """The newest stored result of every service that has one."""
-    # Two seeks on the key per service. (Written as `ts_us = newest(service)`, SQLite
-    # scans every result and looks the newest up for each.)
-    c = check_results.c
-    inner = check_results.alias("newest")
-    newest = (
-        select(func.max(inner.c.ts_us))
-        .where(inner.c.service_id == services.c.id)
-        .correlate(services)
-        .scalar_subquery()
-    )
-    keys = select(services.c.id, newest)
-    rows = await conn.execute(_results_query().where(tuple_(c.service_id, c.ts_us).in_(keys)))
-    found = (result_from_row(row) for row in rows)
-    return {result.service_name: result for result in found}
+
+    def arm(table: Table) -> Select[Any]:
+        c = table.c
+        keys: Select[Any]
+        if table is check_results:
+            # Two seeks on the key per service. (Written as `ts_us = newest(service)`,
+            # SQLite scans every result and looks the newest up for each.)
+            inner = check_results.alias("newest")
+            newest = (
+                select(func.max(inner.c.ts_us))
+                .where(inner.c.service_id == services.c.id)
+                .correlate(services)
+                .scalar_subquery()
+            )
+            keys = select(services.c.id, newest)
+        else:  # the staged rows, grouped in one scan (no index to seek)
+            keys = select(c.service_id, func.max(c.ts_us)).group_by(c.service_id)
+        query: Select[Any] = _results_query(table)  # type: ignore[assignment]  # (typed rows as Any)
+        return query.where(tuple_(c.service_id, c.ts_us).in_(keys))
+
+    found: dict[str, HealthCheckResult] = {}
+    for row in await conn.execute(raw.union(dialect.name(conn), arm)):
+        result = result_from_row(row)
+        known = found.get(result.service_name)
+        if known is None or known.timestamp < result.timestamp:  # staged: the later
+            found[result.service_name] = result
+    return found
 
 
 async def current_statuses(conn: AsyncConnection) -> dict[str, HealthStatus]:
@@ -206,8 +242,10 @@ async def current_statuses(conn: AsyncConnection) -> dict[str, HealthStatus]:
     return {name: STATUS_BY_CODE[code] for name, code in rows}
 
 
-def _results_query() -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
-    c = check_results.c
+def _results_query(
+    table: Table = check_results,
+) -> Select[str, int, int, int, dict[str, object] | None, str | None, bool]:
+    c = table.c
     return (
         select(
             services.c.name,
@@ -218,7 +256,7 @@ def _results_query() -> Select[str, int, int, int, dict[str, object] | None, str
             c.error,
             c.answered,
         )
-        .select_from(check_results)
+        .select_from(table)
         .join(services, services.c.id == c.service_id)
         .outerjoin(result_details, result_details.c.id == c.details_id)
     )

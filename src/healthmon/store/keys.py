@@ -115,6 +115,13 @@ class ResultKeys:
             newest[service_id] = ts if last is None else max(last, ts)
         return Inserted(newest, moved_details)
 
+    async def insert_each(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
+    ) -> frozenset[int]:
+        """Insert the rows one at a time, a row whose key is taken moved forward (see
+        `_one_by_one`): for rows that met a key taken behind the writer's back."""
+        return await self._one_by_one(conn, rows)
+
     async def _one_by_one(
         self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]
     ) -> frozenset[int]:

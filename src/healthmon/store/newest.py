@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from healthmon.store.schema import check_results
+from healthmon.store import dialect
+from healthmon.store.schema import check_results, staged_results
 
 __all__ = ["Newest", "NewestTimes"]
 
@@ -41,11 +42,21 @@ class NewestTimes:
         unknown = sorted(wanted - known.keys())
         c = check_results.c
         for first in range(0, len(unknown), _PER_QUERY):
+            chunk = unknown[first : first + _PER_QUERY]
             queries = [
-                select(literal(sid), func.max(c.ts_us)).where(c.service_id == sid)
-                for sid in unknown[first : first + _PER_QUERY]
+                select(literal(sid), func.max(c.ts_us)).where(c.service_id == sid) for sid in chunk
             ]
             known.update({sid: ts for sid, ts in await conn.execute(union_all(*queries))})
+            if dialect.name(conn) != dialect.POSTGRESQL:
+                # Staged rows (store/staging.py) are later than the service's others:
+                # one scan of the staging table for the chunk.
+                s = staged_results.c
+                staged = await conn.execute(
+                    select(s.service_id, func.max(s.ts_us))
+                    .where(s.service_id.in_(chunk))
+                    .group_by(s.service_id)
+                )
+                known.update({sid: ts for sid, ts in staged})
         return known
 
     def remember(self, newest: Newest) -> None:

@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.micros import to_seconds, us_at_or_after
 from healthmon.model import HealthStatus
+from healthmon.store import dialect, raw
 from healthmon.store.plan import RAW, Coverage, Plan, load_coverage, plan
 from healthmon.store.schema import (
     AGGREGATE_TABLES,
@@ -31,6 +32,7 @@ from healthmon.store.schema import (
     result_hours,
     result_minutes,
     services,
+    staged_results,
     status_transitions,
 )
 from healthmon.store.sketch import Histogram
@@ -415,18 +417,13 @@ async def _fetch(
     query as a MULTI-INDEX OR, so a query costs what its rows cost.
     """
     if tier == RAW:
-        c = check_results.c
-        columns: Select[Any] = select(
-            c.service_id, c.ts_us, c.status, c.answered, c.response_time_us
-        )
-        when = c.ts_us
-    else:
-        c = AGGREGATE_TABLES[tier].c
-        columns = select(
-            c.service_id, c.start, c.healthy, c.unknown, c.degraded, c.unhealthy,
-            c.answered, c.latency_sum, c.latency_min, c.latency_max, c.histogram,
-        )  # fmt: skip
-        when = c.start
+        return await _fetch_raw(conn, terms)
+    c = AGGREGATE_TABLES[tier].c
+    columns = select(
+        c.service_id, c.start, c.healthy, c.unknown, c.degraded, c.unhealthy,
+        c.answered, c.latency_sum, c.latency_min, c.latency_max, c.histogram,
+    )  # fmt: skip
+    when = c.start
     found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for first in range(0, len(terms), _TERMS_PER_QUERY):
         chunk = [
@@ -438,6 +435,39 @@ async def _fetch(
         )
         # Chunks follow (service, time) order, so appending keeps each service's order.
         for row in await conn.execute(columns.where(where).order_by(c.service_id, when)):
+            found[row[0]].append(tuple(row))
+    return found
+
+
+async def _fetch_raw(
+    conn: AsyncConnection, terms: list[tuple[int, float, float]]
+) -> dict[int, list[tuple[Any, ...]]]:
+    """`_fetch` of raw results: from both their tables (store/staging.py), merged in
+    the key's order."""
+    found: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for first in range(0, len(terms), _TERMS_PER_QUERY):
+        chunk = [
+            (sid, *_bounds(RAW, start, end))
+            for sid, start, end in terms[first : first + _TERMS_PER_QUERY]
+        ]
+
+        def arm(table: Table, chunk: list[tuple[int, Any, Any]] = chunk) -> Select[Any]:
+            c = table.c
+            where = or_(
+                *[
+                    and_(c.service_id == sid, c.ts_us >= start, c.ts_us < end)
+                    for sid, start, end in chunk
+                ]
+            )
+            if table is not check_results:  # a scan: the services first, then their ranges
+                where = and_(c.service_id.in_({sid for sid, _, _ in chunk}), where)
+            return select(c.service_id, c.ts_us, c.status, c.answered, c.response_time_us).where(
+                where
+            )
+
+        both = raw.union(dialect.name(conn), arm).subquery("raw")
+        r = both.c
+        for row in await conn.execute(select(*r).order_by(r.service_id, r.ts_us)):
             found[row[0]].append(tuple(row))
     return found
 
@@ -629,26 +659,35 @@ async def _first_results(
     the raw cut-off is not looked at: the first result is then its oldest kept, at most
     a minute late.)"""
     r, m, h, d = check_results.c, result_minutes.c, result_hours.c, result_days.c
+    # Staged rows (store/staging.py) are later than the others of their service: they
+    # count where check_results has none (of the service, or from the raw mark on).
+    kept_us = us_at_or_after(coverage.raw) if math.isfinite(coverage.raw) else None
+    staged = _staged(conn, first=func.min, last=func.max, first_kept=_min_from(kept_us))
     oldest: ColumnElement[Any] = (
         select(func.min(r.ts_us))
         .where(r.service_id == services.c.id)
         .correlate(services)
         .scalar_subquery()
     )
-    if math.isfinite(coverage.raw):  # of the results before the raw mark, only each
-        kept_us = us_at_or_after(coverage.raw)  # service's newest is kept (history.visible)
-        newest = (
+    if staged is not None:
+        oldest = func.coalesce(oldest, staged.c.first)
+    if kept_us is not None:  # of the results before the raw mark, only each
+        # service's newest is kept (history.visible)
+        newest: ColumnElement[Any] = (
             select(func.max(r.ts_us))
             .where(r.service_id == services.c.id)
             .correlate(services)
             .scalar_subquery()
         )
-        oldest_kept = (
+        oldest_kept: ColumnElement[Any] = (
             select(func.min(r.ts_us))
             .where(r.service_id == services.c.id, r.ts_us >= kept_us)
             .correlate(services)
             .scalar_subquery()
         )
+        if staged is not None:
+            newest = func.coalesce(staged.c.last, newest)
+            oldest_kept = func.coalesce(oldest_kept, staged.c.first_kept)
         oldest = case((newest < kept_us, newest), else_=oldest_kept)
     columns = [oldest]
     for tier, width, pruned_before in (
@@ -664,9 +703,10 @@ async def _first_results(
                 .scalar_subquery()
             )
     found: dict[int, float] = {}
-    for service_id, raw_us, *aggregated in await conn.execute(
-        select(services.c.id, *columns).where(services.c.id.in_(ids))
-    ):
+    query = select(services.c.id, *columns).where(services.c.id.in_(ids))
+    if staged is not None:
+        query = query.outerjoin(staged, staged.c.service_id == services.c.id)
+    for service_id, raw_us, *aggregated in await conn.execute(query):
         times = [t for t in aggregated if t is not None]
         if raw_us is not None:
             times.append(to_seconds(raw_us))
@@ -705,6 +745,13 @@ async def _gaps(
     r = check_results.c
     until_us = us_at_or_after(until)
     kept_us = None if math.isinf(kept_since) else us_at_or_after(kept_since)
+    # Staged rows (store/staging.py) are later than the others of their service: the
+    # last of them before `until` (from the raw mark on) comes first.
+    staged = _staged(
+        conn,
+        last=func.max,
+        last_before=_max_before(until_us, kept_us),
+    )
     last_kept = (
         select(func.max(r.ts_us))
         .where(r.service_id == services.c.id, r.ts_us < until_us)
@@ -712,22 +759,49 @@ async def _gaps(
     )
     last: ColumnElement[Any] = last_kept.scalar_subquery()
     if kept_us is not None:
-        newest = (
+        newest: ColumnElement[Any] = (
             select(func.max(r.ts_us))
             .where(r.service_id == services.c.id)
             .correlate(services)
             .scalar_subquery()
         )
+        if staged is not None:
+            newest = func.coalesce(staged.c.last, newest)
         last = func.coalesce(
             last_kept.where(r.ts_us >= kept_us).scalar_subquery(),
             case((newest < until_us, newest)),
         )
-    for service_id, last_us in await conn.execute(
-        select(services.c.id, last).where(services.c.id.in_(ids))
-    ):
+    query = select(services.c.id, last).where(services.c.id.in_(ids))
+    if staged is not None:
+        query = (
+            select(services.c.id, func.coalesce(staged.c.last_before, last))
+            .where(services.c.id.in_(ids))
+            .outerjoin(staged, staged.c.service_id == services.c.id)
+        )
+    for service_id, last_us in await conn.execute(query):
         if last_us is None or service_id in open_ended:
             continue
         seen = to_seconds(last_us)
         if until - seen > gap_after:
             found[service_id].append((max(seen, since), None))
     return found
+
+
+def _staged(conn: AsyncConnection, **columns: Any) -> Any:
+    """`staging.staged_span` on SQLite; None on PostgreSQL (nothing staged)."""
+    if staged_results not in raw.tables(dialect.name(conn)):
+        return None
+    return raw.staged_span(**columns)
+
+
+def _min_from(kept_us: int | None) -> Any:
+    """For `staging.staged_span`: the oldest time at or after the raw mark."""
+    return lambda ts: func.min(ts if kept_us is None else case((ts >= kept_us, ts)))
+
+
+def _max_before(until_us: int, kept_us: int | None) -> Any:
+    """For `staging.staged_span`: the newest time before `until_us` (and at or after
+    the raw mark: the others, but a service's newest, are out of sight)."""
+    if kept_us is None:
+        return lambda ts: func.max(case((ts < until_us, ts)))
+    return lambda ts: func.max(case((and_(ts < until_us, ts >= kept_us), ts)))

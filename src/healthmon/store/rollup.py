@@ -36,13 +36,13 @@ from operator import mul
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from healthmon.micros import to_seconds, to_us, us_at_or_after
 from healthmon.model import HealthCheckResult, HealthStatus
-from healthmon.store import sketch
+from healthmon.store import dialect, raw, sketch
 from healthmon.store.engine import begin_unchecked
 from healthmon.store.newest import Newest
 from healthmon.store.retention import Retention, prune_step
@@ -283,13 +283,17 @@ async def _load(conn: AsyncConnection) -> _Open:
     the coarser tiers' from the rows below them."""
     c = history_coverage.c
     minute_mark = (await conn.scalar(select(c.complete_until).where(c.tier == "minute"))) or 0.0
-    r = check_results.c
-    rows = await conn.execute(
-        select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us)
-        .select_from(services)
-        .join(check_results, r.service_id == services.c.id)
-        .where(r.ts_us >= us_at_or_after(minute_mark))
-    )
+
+    def arm(table: Table) -> Select[Any]:
+        r = table.c
+        return (
+            select(r.service_id, r.ts_us, r.status, r.answered, r.response_time_us)
+            .select_from(services)
+            .join(table, r.service_id == services.c.id)
+            .where(r.ts_us >= us_at_or_after(minute_mark))
+        )
+
+    rows = await conn.execute(raw.union(dialect.name(conn), arm))  # staged ones too
     minutes: dict[Key, _OpenMinute] = {}
     _add_rows(minutes, [row._asdict() for row in rows])
     return _Open(minute_mark, minutes, await CoarseTiers.load(conn, minute_mark))

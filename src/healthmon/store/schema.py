@@ -54,6 +54,7 @@ __all__ = [
     "result_minutes",
     "service_leases",
     "services",
+    "staged_results",
     "status_transitions",
     "statuses",
 ]
@@ -153,6 +154,27 @@ check_results = Table(
     # A range partition per UTC day on PostgreSQL (migration 0003, store/partitions.py).
     postgresql_partition_by="RANGE (ts_us)",
 )
+
+staged_results = Table(
+    "staged_results",
+    metadata,
+    # No foreign keys: SQLite would look each row's parents up on every insert, and
+    # would delete the rows one by one instead of emptying the table whole; the rows
+    # are checked when a compaction moves them into check_results.
+    Column("service_id", Integer, nullable=False),
+    Column("ts_us", BigInteger, nullable=False, comment="epoch microseconds, UTC"),
+    Column("status", SmallInteger, nullable=False),
+    Column("response_time_us", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("details_id", Integer, nullable=True),
+    Column("answered", Boolean, nullable=False, server_default=true()),
+    Column("node_id", Integer, nullable=True),
+    CheckConstraint(f"status {_STATUS_RANGE}", name="status_code"),
+    comment="SQLite: the newest check results in commit order, moved into check_results "
+    "every few seconds (store/staging.py); read check_results through results_view",
+)
+"""check_results' columns in a rowid table without any index: a flush appends its rows
+to the last pages instead of writing one leaf page per service (store/staging.py)."""
 
 status_transitions = Table(
     "status_transitions",

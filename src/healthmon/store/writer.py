@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Select, Table, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, NotSupportedError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -45,14 +45,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from healthmon.errors import StorageError
 from healthmon.micros import ms_to_us, storable, to_us
 from healthmon.model import HealthCheckResult, StatusTransition
-from healthmon.store import dialect
+from healthmon.store import dialect, raw
 from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.details import Details, Remembered
 from healthmon.store.keys import Inserted, ResultKeys
 from healthmon.store.newest import NewestTimes
 from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
-from healthmon.store.schema import STATUS_CODES, check_results, services, status_transitions
+from healthmon.store.schema import STATUS_CODES, services, status_transitions
+from healthmon.store.staging import Staging
 
 __all__ = ["Committed", "Fence", "ResultWriter", "WriterStats"]
 
@@ -150,6 +151,7 @@ class ResultWriter:
         recreate_if_lost: Callable[[], Awaitable[bool]] | None = None,
         fence: Fence | None = None,
         checkpoints: Checkpoints | None = None,
+        staged: Staging | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -164,6 +166,7 @@ class ResultWriter:
         self._recreate_if_lost = recreate_if_lost  # the database file deleted under us?
         self._fence = fence
         self._checkpoints = checkpoints  # SQLite's WAL, between flushes (store/checkpoint.py)
+        self._staging = staged  # SQLite: rows staged, compacted between flushes (staging.py)
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -342,6 +345,12 @@ class ResultWriter:
         while True:
             if not (self._buffer or self._dirty_services()):
                 if self._stopping.is_set():
+                    if self._staging is not None:  # a stopped writer leaves none staged
+                        self._details.forget(
+                            await self._staging.step(
+                                self._engine, self._flush_lock, self._keys, now=True
+                            )
+                        )
                     return
                 await self._wakeup.wait()
                 self._wakeup.clear()
@@ -351,6 +360,10 @@ class ResultWriter:
                 await self._until_stopping(self.flush_interval)
             if await self._flush():
                 retry_delay = _RETRY_FIRST
+                if self._staging is not None and not self._stopping.is_set():
+                    self._details.forget(
+                        await self._staging.step(self._engine, self._flush_lock, self._keys)
+                    )
                 if self._rollup is not None and not self._stopping.is_set():
                     async with self._flush_lock:  # between flushes, never during one
                         self._details.forget(await self._rollup.maintain(self._engine))
@@ -404,6 +417,8 @@ class ResultWriter:
             self._details.forget(written.keys.moved_details)  # now another minute's
             self._newest.remember(written.keys.newest)
             self._partitions.committed()
+            if self._staging is not None:
+                self._staging.committed()
             if self._rollup is not None:
                 self._rollup.committed()
             self._committed(written.batch)
@@ -489,7 +504,11 @@ class ResultWriter:
         await self._partitions.ensure(conn, (row["ts_us"] for row in rows))
         details = await self._details.link(conn, rows, [r.details for r in batch.results])
         before = await self._newest.read(conn, {ids[r.service_name] for r in batch.results})
-        keys = await self._keys.insert(conn, rows, before) if rows else Inserted({})
+        keys = Inserted({})
+        if rows and self._staging is not None:
+            keys = await self._staging.insert(conn, rows, before, self._keys)
+        elif rows:
+            keys = await self._keys.insert(conn, rows, before)
         if self._rollup is not None:
             await self._rollup.write(conn, rows, before)
         if batch.transitions:
@@ -657,14 +676,12 @@ async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, 
     microsecond: two results of one service with the same microsecond, status,
     latency and error are taken for one.) Transitions are still reported as committed
     (their subscribers have not heard of them)."""
-    c, t = check_results.c, status_transitions.c
+    t = status_transitions.c
     stored: set[tuple[Any, ...]] = set()
     keys = [(ids[r.service_name], to_us(r.timestamp)) for r in batch.results]
-    for first in range(0, len(keys), 500):
+    for first in range(0, len(keys), 250):
         found = await conn.execute(
-            select(c.service_id, c.ts_us, c.status, c.response_time_us, c.error).where(
-                tuple_(c.service_id, c.ts_us).in_(keys[first : first + 500])
-            )
+            raw.union(dialect.name(conn), _stored(keys[first : first + 250]))
         )
         stored.update(tuple(row) for row in found)
     kept = [
@@ -703,6 +720,18 @@ async def _already_stored(conn: AsyncConnection, batch: _Buffer, ids: dict[str, 
             consequence="not written twice",
         )
     return _Buffer(results, written, [epoch for _, epoch in kept], batch.fenced)
+
+
+def _stored(keys: list[tuple[int, int]]) -> Callable[[Table], Select[Any]]:
+    """For `_already_stored`: the stored fields of the results with these keys."""
+
+    def arm(table: Table) -> Select[Any]:
+        c = table.c
+        return select(c.service_id, c.ts_us, c.status, c.response_time_us, c.error).where(
+            tuple_(c.service_id, c.ts_us).in_(keys)
+        )
+
+    return arm
 
 
 def _recoverable(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@
 - `run_client_cost`: CPU per `AsyncClient.get()` over a transport that answers from
   memory: what httpx's client costs by itself, whatever the network stack under it.
 
-aiohttp and httpx-aiohttp are healthmon's dependencies (and named in the `bench` extra).
+aiohttp is healthmon's dependency; httpx-aiohttp is in the `bench` extra (and `dev`).
 """
 
 from __future__ import annotations

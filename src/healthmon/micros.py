@@ -51,12 +51,13 @@ def us_to_ms(us: int) -> float:
 def seconds_on_grid(seconds: float) -> float:
     """The time as it will be stored and read back. What is not a finite number is
     left alone: the writer refuses to store it, and says so."""
-    return to_seconds(to_us(seconds)) if _finite(seconds) else seconds
+    # to_seconds(to_us(seconds)), inlined: every result's time goes through here.
+    return round(seconds * 1_000_000) / 1_000_000 if _finite(seconds) else seconds
 
 
 def ms_on_grid(ms: float) -> float:
     """The duration as it will be stored and read back (see `seconds_on_grid`)."""
-    return us_to_ms(ms_to_us(ms)) if _finite(ms) else ms
+    return round(ms * 1000) / 1000 if _finite(ms) else ms  # us_to_ms(ms_to_us(ms))
 
 
 def storable(value: float) -> bool:
@@ -64,8 +65,11 @@ def storable(value: float) -> bool:
     return _finite(value) and abs(value) * 1_000_000 < MAX_US
 
 
+_NUMBERS = (float, int)  # a tuple: `float | int` would make a union object at each call
+
+
 def _finite(value: object) -> bool:
-    return isinstance(value, float | int) and math.isfinite(value)
+    return isinstance(value, _NUMBERS) and math.isfinite(value)
 
 
 def us_at_or_after(seconds: float) -> int:

@@ -28,13 +28,12 @@ from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from healthmon.formats import read_body
 from healthmon.log import guard_http_logs
 from healthmon.model import HealthCheckResult, HealthStatus, redact_urls_in
 from healthmon.policy import CheckPolicy
-from healthmon.transport import BodyTooLarge, CappedTransport, proxy_for, responded, ssl_context
+from healthmon.transport import BodyTooLarge, CheckTransport, proxy_for, responded, ssl_context
 
 __all__ = ["CheckClient", "describe_error", "new_http_client", "probe_http"]
 
@@ -64,13 +63,13 @@ def new_http_client(
     proxy = proxy_for(url) if policy.trust_env and url is not None else None
     # httpx's client (the seed's contract patches its `get`) over aiohttp's connection
     # pool: 1.7x less CPU per check than over httpcore (bench/README.md).
-    transport = AiohttpTransport(
+    transport = CheckTransport(
+        policy.max_body_bytes,
         verify=ssl_context(policy.verify_tls),
-        trust_env=False,
         proxy=None if proxy is None else httpx.Proxy(proxy),
     )
     return CheckClient(
-        transport=CappedTransport(transport, policy.max_body_bytes),
+        transport=transport,
         follow_redirects=policy.follow_redirects,
         trust_env=False,  # the proxy, if any, is chosen above, under the cap
         headers=_HEADERS,
@@ -135,7 +134,7 @@ async def probe_http(
                 )
         except BodyTooLarge as exc:  # the headers came: the body is over the cap
             error = str(exc)
-        # httpx-aiohttp lets aiohttp errors it has no mapping for through unchanged.
+        # The transport lets aiohttp's errors that have no httpx kind through unchanged.
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
             error = describe_error(exc, policy.timeout)
             # A timeout's time is the timeout's, not the service's.
@@ -176,9 +175,10 @@ def describe_error(exc: BaseException, timeout: float) -> str:
     """A short, stable description of a failed request, for grouping and for people.
 
     httpx (and aiohttp under it) wrap the OS and TLS errors; the cause chain holds
-    the precise reason. It is looked at before the exception's own type, because
-    httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout: a
-    refused connection must not read as a timeout.
+    the precise reason. It is looked at before the exception's own type, which is
+    coarser (an application's own transport may map every aiohttp connection error
+    to httpx.ConnectTimeout, as httpx-aiohttp does): a refused connection must not
+    read as a timeout.
     """
     for cause in _cause_chain(exc):
         if (described := _describe_cause(cause)) is not None:

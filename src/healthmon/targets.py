@@ -17,6 +17,7 @@ Routes (each answers with Content-Length and keeps the connection alive)::
     /endless              200 chunked, a body that never ends
     /drip?interval=S      200, Content-Length 100, one byte every S seconds
     /gzipbomb?mb=N        200 gzip-encoded: a few kB that expand to N MB of zeros
+    /gzipped?status=X     200 application/json {"status": X} (default "ok"), gzip-encoded
     /redirect             302 to /healthy
     /redirect-loop        302 to itself
     /auth                 200 with `Authorization: Bearer letmein` or user:hunter2, else 401
@@ -73,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/endless": "_endless",
         "/drip": "_drip",
         "/gzipbomb": "_gzipbomb",
+        "/gzipped": "_gzipped",
         "/redirect": "_redirect",
         "/redirect-loop": "_redirect_loop",
         "/auth": "_auth",
@@ -188,6 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._start(200, "text/plain", length=len(body), encoding="gzip")
         with contextlib.suppress(ConnectionError):  # the check hung up: capped or timed out
             self.wfile.write(body)
+
+    def _gzipped(self, query: dict[str, str]) -> None:
+        body = gzip.compress(json.dumps({"status": query.get("status", "ok")}).encode())
+        self._start(200, "application/json", length=len(body), encoding="gzip")
+        self.wfile.write(body)
 
     def _redirect(self, _query: dict[str, str]) -> None:
         self._redirect_to("/healthy")

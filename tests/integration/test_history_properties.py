@@ -96,13 +96,13 @@ async def _empty(url: str) -> None:
             await conn.execute(
                 text(
                     "TRUNCATE check_results, result_details, status_transitions, result_minutes, "
-                    "result_hours, result_gaps, services RESTART IDENTITY CASCADE"
+                    "result_hours, result_days, result_gaps, services RESTART IDENTITY CASCADE"
                 )
             )
             await conn.execute(
                 text(
                     "UPDATE history_coverage SET complete_since = 0, complete_until = "
-                    "CASE WHEN tier IN ('minute', 'hour') THEN 0 END"
+                    "CASE WHEN tier IN ('minute', 'hour', 'day') THEN 0 END"
                 )
             )
     finally:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from healthmon import HealthMonitor, HealthStatus
+from healthmon import CheckPolicy, HealthCheckResult, HealthMonitor, HealthStatus
 from healthmon.probe import new_http_client, probe_http
 from healthmon.targets import TargetServer
+from healthmon.transport import BodyTooLarge, CappedTransport
 
 
 @pytest.mark.asyncio
@@ -109,3 +110,61 @@ async def test_a_url_quoted_in_an_error_is_redacted() -> None:
     assert result.error == (
         "RuntimeError: could not reach http://***@127.0.0.1:9/health?token=***&period=5"
     )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/healthy", "/gzipped", "/endless"])
+async def test_a_response_reads_as_httpx_makes_one(targets: TargetServer, path: str) -> None:
+    """The transport hands httpx a response whose body it has read (and decoded, and
+    capped): it must read as one httpx made from that content, read again or not."""
+    async with new_http_client(CheckPolicy(max_body_bytes=1000)) as client:
+        if path == "/endless":  # chunked, never ends: capped
+            with pytest.raises(BodyTooLarge):
+                await client.get(targets.url(path))
+            return
+        response = await client.get(targets.url(path))
+        async with client.stream("GET", targets.url(path)) as streamed:
+            chunks = [chunk async for chunk in streamed.aiter_bytes()]
+    like = httpx.Response(200, content=b'{"status": "ok"}')
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert "content-encoding" not in response.headers  # decoded here: httpx must not again
+    assert (response.content, response.text, response.json()) == (
+        like.content,
+        like.text,
+        like.json(),
+    )
+    assert (await response.aread(), response.read()) == (like.content, like.content)
+    assert (response.is_closed, response.is_stream_consumed) == (True, True)
+    assert response.http_version == "HTTP/1.1"
+    assert response.reason_phrase == "OK"
+    assert b"".join(chunks) == like.content
+    await response.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_gzipped_body_is_read_decoded(targets: TargetServer) -> None:
+    result = await check_service(targets.url("/gzipped?status=DOWN"))
+    assert (result.status, result.error, result.details) == (
+        HealthStatus.UNHEALTHY,
+        "body status DOWN",
+        {"status": "DOWN"},
+    )
+
+
+async def check_service(url: str) -> HealthCheckResult:
+    async with new_http_client() as client:
+        return await probe_http(client, "svc", url)
+
+
+@pytest.mark.asyncio
+async def test_capped_transport_caps_any_transport(targets: TargetServer) -> None:
+    """An application's own client gets the cap by wrapping its transport (docs/checks.md)."""
+    transport = CappedTransport(httpx.AsyncHTTPTransport(), max_body_bytes=1000)
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(BodyTooLarge):
+            await client.get(targets.url("/big?bytes=5000"))
+        with pytest.raises(BodyTooLarge):
+            await client.get(targets.url("/gzipbomb?mb=1"))
+        response = await client.get(targets.url("/gzipped"))
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})

@@ -57,12 +57,7 @@ async def _write(store: HealthStore, since: float, until: float) -> None:
 
 async def _summaries(history: FleetHistory) -> dict[str, Summary]:
     await history.start()
-    task = history._settled_task
-    if task is not None:
-        await task
-    history.max_age = 0.0
-    _, found = await history.summaries()  # takes the settled days in
-    _, found = await history.summaries()
+    _, found = await history.read()
     return found
 
 
@@ -106,7 +101,7 @@ async def test_the_overview_figures_equal_the_reports_across_hours_and_midnight(
             # with the store, and with a history that reads it all afresh.
             await _write(store, first_now, later)
             clock[0] = later
-            _, found = await history.summaries()
+            _, found = await history.read()
             await _check(store, found, later)
             fresh = FleetHistory(store, clock=lambda: clock[0])
             try:

@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 async def test_the_pages_and_their_files(db_path: Path, targets: TargetServer) -> None:
     async with serve(db_path, targets.url("/healthy"), token=None) as served:
         await wait_for(lambda: "web" in served.monitor.health_cache)
-        # Its first results committed, so that the history read by the first page has it.
+        # Its first results committed, and the history read since (a view shows the last
+        # reading, begun at the start and up to max_age old: it may be from before them).
         await wait_for(lambda: (served.monitor.store_stats or _none()).committed_results > 0)
+        await served.api.pages.history.read()
         client = served.client
         page = await client.get("/")
         assert page.status_code == 200

@@ -240,3 +240,22 @@ def test_history_settings_are_checked_when_the_store_is_made(
         HealthStore("health.db", **kwargs)
     with pytest.raises(ValueError, match=message):
         Rollup(**kwargs)
+
+
+def test_the_late_log_names_rows_per_commit_and_says_when_it_forgot() -> None:
+    from healthmon.store.late import LateChanges  # noqa: PLC0415
+
+    log = LateChanges(keep=4)
+    assert (log.version, log.after(0)) == (0, [])
+    log.add([(60, 1, 120), (3600, 1, 0)])
+    log.add([])  # nothing changed: no version
+    log.add([(86400, 2, 0)])
+    assert log.version == 2
+    assert log.after(0) == [(60, 1, 120), (3600, 1, 0), (86400, 2, 0)]
+    assert log.after(1) == [(86400, 2, 0)]
+    assert log.after(2) == []
+    log.add([(60, 3, 60), (60, 3, 120)])  # 5 rows kept > 4: the first commit forgotten
+    assert log.after(0) is None  # a reader at 0 must read everything again
+    assert log.after(1) == [(86400, 2, 0), (60, 3, 60), (60, 3, 120)]
+    with pytest.raises(ValueError, match="keep"):
+        LateChanges(keep=0)

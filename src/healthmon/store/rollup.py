@@ -3,17 +3,19 @@
 `Rollup.write` runs inside the writer's flush transaction, right after the batch's
 rows are inserted. It sums the results per (service, minute) in memory (a few tenths
 of a microsecond per result) and writes a minute's row once the minute is over (a
-result 2 s past its end has come), and an hour's row, summed from its minutes, once
-the hour is over; `history_coverage.complete_until` of the minute and hour tiers
-moves with them, in the same transaction. So everything before those marks is in the
+result 2 s past its end has come), an hour's row, summed from its minutes, once the
+hour is over, and a day's row, summed from its hours, once the day is over (the hour
+and day tiers: store/tiers.py); `history_coverage.complete_until` of each tier moves
+with them, in the same transaction. So everything before those marks is in the
 aggregates and nothing after them: reports read raw results past the marks, and the
 aggregates cannot drift from the results. A result older than the minute mark (late:
-e.g. retried after a database outage) is added to its rows at once, by an upsert
-that merges histograms with the SQL function `hm_merge_histograms` (store/engine.py).
+e.g. retried after a database outage) is added to its minute, hour and day rows at
+once, by upserts that merge histograms with the SQL function `hm_merge_histograms`
+(store/engine.py); after the commit, the rows it changed are reported (`on_late`).
 
 The sums in memory are rebuilt from the database when a writer starts or a write was
-rolled back: from the results after the minute mark, and from the minute rows after
-the hour mark.
+rolled back: from the results after the minute mark, from the minute rows after the
+hour mark, and from the hour rows after the day mark.
 
 It also records gaps: a span longer than `gap_after` between a result and the newest
 earlier one of its service. Results come in time order per service (one check in

@@ -33,13 +33,14 @@ SEVERITY = {
 """Sort order of the overview: worst first."""
 
 WINDOWS: dict[str, tuple[float, float]] = {
-    # window: (seconds, bucket seconds). Buckets of whole minutes or hours, aligned to
-    # them, are read from the aggregates alone; each chart has 60 to 180 points.
+    # window: (seconds, bucket seconds). Buckets of whole minutes, hours or UTC days,
+    # aligned to them, are read from the aggregates alone (90 d: 90 day rows, not
+    # 2,160 hour rows); each chart has 60 to 180 points.
     "1h": (3600, 60),
     "24h": (86_400, 600),
     "7d": (7 * 86_400, 3600),
     "30d": (30 * 86_400, 4 * 3600),
-    "90d": (90 * 86_400, 12 * 3600),
+    "90d": (90 * 86_400, 86_400),
 }
 
 

@@ -116,8 +116,8 @@ class StatusPages:
             "pages": pages,
             "page_link": lambda n: "?" + urlencode({"q": text, "page": n} if text else {"page": n}),
             "days": DAYS,
-            "read_at": read_at,
-            "loading": not self.history.ready,
+            "read_at": read_at,  # None: nothing read yet, every figure is "reading"
+            "loading": not self.history.ready,  # the days (30 d, 90 d, bars) not read yet
         }
         return await self._render(request, "overview.html", context, started)
 
@@ -147,6 +147,8 @@ class StatusPages:
             raise bad_request("service is required: whose days?")
         async with self.api.reading:
             _, summaries = await self.history.summaries()
+            if not self.history.ready:  # the tooltips are of the bars: wait for them
+                _, summaries = await self.history.read()
         summary = summaries.get(name)
         if summary is None:  # monitored, nothing read of it yet: no days to show
             if name not in self._names():

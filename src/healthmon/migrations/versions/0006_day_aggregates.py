@@ -29,7 +29,7 @@ from alembic import op
 
 # The histogram BLOB format is the stored data format, as fixed as the columns: read
 # and written with the functions that define it.
-from healthmon.store.sketch import decode, encode
+from healthmon.store.sketch import Histogram, encode
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -138,19 +138,20 @@ def _backfill(bind: sa.Connection, since: int, until: int) -> int:
             .order_by(h.start)
         )
         sums: dict[int, list[Any]] = {}
+        histograms: dict[int, Histogram] = {}
         for start, *counts, low, high, blob in rows:
-            day = sums.setdefault(start - start % _DAY, [0] * 5 + [0.0, None, None, {}])
+            day = start - start % _DAY
+            found = sums.get(day)
+            if found is None:
+                found = sums[day] = [0] * 5 + [0.0, None, None]
+                histograms[day] = Histogram()
             for index, value in enumerate(counts):
-                day[index] += value
+                found[index] += value
             if low is not None:
-                day[6] = low if day[6] is None else min(day[6], low)
+                found[6] = low if found[6] is None else min(found[6], low)
             if high is not None:
-                day[7] = high if day[7] is None else max(day[7], high)
-            low_bin, bins = decode(blob or b"")
-            histogram = day[8]
-            for offset, count in enumerate(bins):
-                if count:
-                    histogram[low_bin + offset] = histogram.get(low_bin + offset, 0) + count
+                found[7] = high if found[7] is None else max(found[7], high)
+            histograms[day].add_blob(blob or b"")  # added up once a day, in C loops
         if sums:
             bind.execute(
                 sa.insert(days),
@@ -161,13 +162,18 @@ def _backfill(bind: sa.Connection, since: int, until: int) -> int:
                         **dict(zip(_COLUMNS, day[:6], strict=True)),
                         "latency_min": day[6],
                         "latency_max": day[7],
-                        "histogram": encode(day[8]),
+                        "histogram": _encoded(histograms[start]),
                     }
                     for start, day in sums.items()
                 ],
             )
             written += len(sums)
     return written
+
+
+def _encoded(histogram: Histogram) -> bytes:
+    low, counts = histogram.dense()
+    return encode({low + i: n for i, n in enumerate(counts) if n})
 
 
 def downgrade() -> None:

@@ -7,7 +7,13 @@ is committed.
 """
 
 from healthmon.agents import AgentsAdapter
-from healthmon.errors import ConfigError, HealthmonError, SchemaVersionError, StorageError
+from healthmon.errors import (
+    ConfigError,
+    DatabaseInUseError,
+    HealthmonError,
+    SchemaVersionError,
+    StorageError,
+)
 from healthmon.model import HealthCheckResult, HealthStatus, ServiceDefinition, StatusTransition
 from healthmon.monitor import HealthMonitor, Subscriber
 from healthmon.policy import CheckPolicy
@@ -27,6 +33,7 @@ __all__ = [
     "AgentsAdapter",
     "CheckPolicy",
     "ConfigError",
+    "DatabaseInUseError",
     "Gap",
     "HealthCheckResult",
     "HealthMonitor",

@@ -2,7 +2,8 @@
 
     HealthmonError
     ├── StorageError            the database could not be opened, read or written
-    │   └── SchemaVersionError  the database is not at the schema this version expects
+    │   ├── SchemaVersionError  the database is not at the schema this version expects
+    │   └── DatabaseInUseError  another kind of healthmon writer holds the database
     ├── ConfigError             a configuration file or value is wrong (names where)
     ├── ServeError              the HTTP face cannot listen (address in use, no permission)
     └── ApiError                a request to the HTTP API is refused (a 4xx/5xx answer)
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "ConfigError",
+    "DatabaseInUseError",
     "HealthmonError",
     "SchemaVersionError",
     "ServeError",
@@ -43,6 +45,11 @@ class SchemaVersionError(StorageError):
             f"database schema is at revision {found_text}, expected {expected}; "
             "open it with migrate=True or run `alembic upgrade head` to upgrade it"
         )
+
+
+class DatabaseInUseError(StorageError):
+    """A monitor cannot start: another healthmon node of the other kind (single or
+    cluster) writes to this PostgreSQL database. The message names the holders."""
 
 
 class ConfigError(HealthmonError):

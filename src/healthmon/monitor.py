@@ -39,6 +39,8 @@ import structlog
 from healthmon.agents import AGENT_PREFIX, AgentsAdapter, agent_health_status
 from healthmon.cache import HealthCache
 from healthmon.cluster import ClusterNode, ClusterSettings, FeedEntry, Seed
+from healthmon.cluster.guard import WriterGuard
+from healthmon.cluster.historian import HISTORY_LEASE
 from healthmon.confirm import Confirmation
 from healthmon.log import guard_http_logs, keep_out_of_logs
 from healthmon.model import (
@@ -149,6 +151,7 @@ class HealthMonitor:
             raise TypeError(f"cluster must be ClusterSettings, got {cluster!r}")
         self.cluster_settings = cluster
         self._cluster: ClusterNode | None = None
+        self._guard: WriterGuard | None = None  # PostgreSQL: no writer of another kind beside
         self._owned: set[str] = set()  # cluster mode: the services whose lease we hold
         self._seeded: set[str] = set()  # owned, confirmation set from the database
         self._own_results: dict[int, HealthCheckResult] = {}  # feed position -> our result
@@ -613,7 +616,24 @@ class HealthMonitor:
                     await self._deliver(result)
 
     async def _open_session(self) -> None:
-        """Start the notifier and the writer's task (the writer opened if need be)."""
+        """Hold the database against writers of the other kind (PostgreSQL), then start
+        the notifier and the writer's task (the writer opened if need be)."""
+        if self._store is not None and is_postgres(self._store.url):
+            settings = self.cluster_settings
+            guard = WriterGuard(
+                self._store.engine.url, cluster=None if settings is None else settings.node_name
+            )
+            await guard.take()  # DatabaseInUseError names the other writer
+            try:
+                await self._open_guarded_session()
+            except BaseException:
+                await guard.release()
+                raise
+            self._guard = guard
+            return
+        await self._open_guarded_session()
+
+    async def _open_guarded_session(self) -> None:
         notifier = Notifier(lambda: list(self.subscribers), self._call)
         if self.cluster_settings is not None:
             if self._store is None:
@@ -680,6 +700,9 @@ class HealthMonitor:
                     self._seeded.clear()
                     self._at_once.clear()
                     self._own_results.clear()
+            guard, self._guard = self._guard, None
+            if guard is not None:
+                await guard.release()  # after the last write
             notifier, self._notifier = self._notifier, None
             told, self._untold = self._untold, []  # committed by a writer kept idle
             if notifier is not None:
@@ -708,7 +731,9 @@ class HealthMonitor:
             if writer is not None:
                 await writer.flush()
 
-        node = ClusterNode(settings, store.engine, self, flush=flush)
+        if HISTORY_LEASE in self.services:
+            raise ValueError(f"{HISTORY_LEASE!r} is the cluster's own lease: rename that service")
+        node = ClusterNode(settings, store.engine, self, flush=flush, pruner=store.rollup())
         self._cluster = node
         try:
             await node.join(self._heard)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,8 +33,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from healthmon.store import HealthStore
+from healthmon.cluster.historian import HISTORY_LEASE
+from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.store import HealthStore, Retention
 from healthmon.store.engine import create_engine, database_url
+from healthmon.store.retention import DAY
 from healthmon.targets import TargetServer
 from tests import postgres
 
@@ -46,6 +50,10 @@ LEASE = 3.0
 FAILOVER_BOUND = LEASE + INTERVAL
 """The issue's bound: a dead node's services checked by others within one lease and one
 check interval (lease rows last 75 % of the lease: the takeover fits in the rest)."""
+GAP_AFTER = 1.0
+"""Seconds without a result that make a gap: short, so that failovers, the pause and the
+database restart make some, each of which the writers must record."""
+OLD = 10 * DAY
 HANDOVER_BOUND = 1.5
 """A clean stop hands its services over "within a second or so" (the issue's words):
 0.7-0.9 s measured on a machine of its own, up to 1.3 s with the full suite and other
@@ -87,6 +95,7 @@ class Cluster:
     engine: AsyncEngine
     nodes: list[Node] = field(default_factory=list)
     started = 0
+    created: float = field(default_factory=time.time)
 
     def start(self, name: str) -> Node:
         self.started += 1
@@ -112,7 +121,8 @@ class Cluster:
     async def holders(self) -> dict[str, int | None]:
         rows = await self.query(
             "SELECT service, node_id FROM service_leases "
-            "WHERE expires_at > extract(epoch from clock_timestamp())"
+            "WHERE expires_at > extract(epoch from clock_timestamp()) AND service <> :history",
+            history=HISTORY_LEASE,
         )
         return dict(rows)
 
@@ -185,8 +195,15 @@ async def cluster_of(
     server: postgres.LocalPostgres, folder: Path, targets: TargetServer
 ) -> AsyncIterator[Cluster]:
     url = postgres.create_database(server.url)
-    async with HealthStore(url):  # migrated once, before the nodes start
-        pass
+    # Migrated once, before the nodes start, with a few results from OLD days ago (a
+    # store that keeps them): the cluster's retention (7 days) prunes them.
+    async with HealthStore(url, retention=Retention(400 * DAY, 400 * DAY, 400 * DAY)) as store:
+        writer = store.writer()
+        await writer.start()
+        for number, k in itertools.product(range(3), range(5)):
+            healthy = HealthStatus.HEALTHY
+            writer.submit(HealthCheckResult(f"svc{number:02}", healthy, 1.0, time.time() - OLD + k))
+        await writer.stop()
     services = []
     for number in range(SERVICES):
         path = f"/flip?period={0.6 + 0.1 * number:.1f}" if number < FLIPPING else "/healthy"
@@ -196,7 +213,7 @@ async def cluster_of(
         )
     config = folder / "cluster.toml"
     config.write_text(
-        f"[monitor]\ncheck_interval = {INTERVAL}\n\n"
+        f"[store]\ngap_after = {GAP_AFTER}\n\n[monitor]\ncheck_interval = {INTERVAL}\n\n"
         f"[cluster]\nlease = {LEASE}\nfeed_poll = 0.5\n\n" + "\n".join(services)
     )
     engine = create_engine(database_url(url))
@@ -276,7 +293,25 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         await wait_until(lambda: cluster.balanced([a, b, c]), 30, "b rejoined")
         c_services = {s for s, holder in (await cluster.holders()).items() if holder == c.node_id}
         await wait_until(lambda: cluster.checked_by(c, c_services), 15, "c checks its services")
-        paused = stop(c, signal.SIGSTOP)
+        # Paused with results in hand, surely: c's lease rows locked a moment, its flush
+        # waits for them (the fence's KEY SHARE); paused there, then let go. (Paused at a
+        # random moment, c may hold no result at all: nothing would be left to fence.)
+        async with cluster.engine.connect() as conn:
+            await conn.execute(
+                text("SELECT 1 FROM service_leases WHERE node_id = :c FOR UPDATE"),
+                {"c": c.node_id},
+            )
+
+            async def c_flush_waits() -> bool:
+                waiting = await cluster.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%service_leases%FOR KEY SHARE%'"
+                )
+                return bool(waiting[0][0])
+
+            await wait_until(c_flush_waits, 10, "c's flush waits for its leases")
+            paused = stop(c, signal.SIGSTOP)
+            await conn.rollback()
         await asyncio.sleep(2 * LEASE)
         os.kill(c.process.pid, signal.SIGCONT)
         resumed = time.time()
@@ -336,6 +371,19 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
         live = cluster.live()
         await wait_until(lambda: cluster.balanced(live), 30, "balanced after the restart")
         await asyncio.sleep(1.0)
+
+        async def a_minute_of_the_run_closed() -> bool:
+            (rows,) = await cluster.query(
+                "SELECT count(*) FROM result_minutes WHERE start >= :since",
+                since=cluster.created // 60 * 60,
+            )
+            return bool(rows[0] >= SERVICES)
+
+        # (A minute closes a few seconds after its end: the run may not have closed one
+        # with results of every service yet, the nodes' start taking long under load.)
+        figures["waited_for_a_minute_s"] = await wait_until(
+            a_minute_of_the_run_closed, 90, "a minute of the run closed"
+        )
         for node in cluster.live():
             stop(node)
         for node in cluster.nodes:
@@ -380,10 +428,181 @@ async def test_three_nodes_through_kill_stop_pause_rolling_restart_and_database_
             if seqs:
                 assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{node.name}: a hole"
             heard_total += len(seqs)
-        # Fenced results were counted and logged by the node that was paused.
-        fenced = [e for e in c.read_events() if e.get("event") == "results_fenced"]
+        # The paused node held results for the services it lost: refused, counted, logged.
+        fenced = [
+            e
+            for e in c.read_events()
+            if e.get("event") == "results_fenced"
+            and datetime.fromisoformat(e["timestamp"]).timestamp() > paused
+        ]
         figures["fenced_results_after_pause"] = sum(e["results"] for e in fenced)
+        assert figures["fenced_results_after_pause"] > 0
+        assert {name for e in fenced for name in e["services"]} <= c_services
+        # -- the history, kept by the cluster ---------------------------------------------
+        figures.update(await check_history(cluster, began))
         figures["transitions"] = len(stored)
         figures["heard_total"] = heard_total
         figures["run_s"] = ended - began
     print("cluster figures:", json.dumps({k: round(v, 3) for k, v in figures.items()}))
+
+
+async def check_history(cluster: Cluster, began: float) -> dict[str, float]:
+    """Aggregates are the sums of the raw rows, the gaps those the raw rows make, old
+    results pruned, the history lease taken over; some figures."""
+    marks = {
+        tier: (since, until)
+        for tier, since, until in await cluster.query(
+            "SELECT tier, complete_since, complete_until FROM history_coverage"
+        )
+    }
+    raw_since, minute_mark = marks["raw"][0], marks["minute"][1]
+    hour_mark, day_mark = marks["hour"][1], marks["day"][1]
+    assert minute_mark > cluster.created  # minutes of the run were closed
+    assert raw_since > time.time() - OLD  # retention pruned the old results
+    assert await cluster.query(
+        "SELECT count(*) FROM check_results WHERE ts_us < :cut", cut=int(raw_since * 1e6)
+    ) == [(0,)]
+    # Minutes: the raw rows' counts, latencies and extremes, none past the mark.
+    raw = await cluster.query(
+        "SELECT service_id, floor(ts_us / 60e6) * 60 AS m, count(*) FILTER (WHERE status = 0), "
+        "count(*), count(*) FILTER (WHERE answered), "
+        "CAST(coalesce(sum(response_time_us) FILTER (WHERE answered), 0) AS float8) / 1000, "
+        "CAST(min(response_time_us) FILTER (WHERE answered) AS float8) / 1000, "
+        "CAST(max(response_time_us) FILTER (WHERE answered) AS float8) / 1000 "
+        "FROM check_results WHERE ts_us >= :since AND ts_us < :until GROUP BY 1, 2 ORDER BY 1, 2",
+        since=math.ceil(raw_since / 60) * 60_000_000,
+        until=int(minute_mark * 1e6),
+    )
+    minutes = await cluster.query(
+        "SELECT service_id, start, healthy, healthy + unknown + degraded + unhealthy, "
+        "answered, latency_sum, latency_min, latency_max FROM result_minutes "
+        "WHERE start >= :since ORDER BY 1, 2",
+        since=math.ceil(raw_since / 60) * 60,
+    )
+    assert len(raw) >= SERVICES
+    assert [row[:5] for row in minutes] == [row[:5] for row in raw]
+    for got, want in zip(minutes, raw, strict=True):
+        assert got[5] == pytest.approx(want[5], rel=1e-9)  # (summed in another order)
+        assert got[6:] == want[6:]  # us / 1000 in Python and in SQL: the same float
+    # Hours and days: the sums of the tier below (the old results' hour and day among
+    # them: the closer closed their day).
+    for lower, tier, width, mark in (("minutes", "hours", 3600, hour_mark),
+                                     ("hours", "days", 86_400, day_mark)):  # fmt: skip
+        assert await cluster.query(
+            f"SELECT service_id, start, healthy, answered FROM result_{tier} ORDER BY 1, 2"  # noqa: S608
+        ) == await cluster.query(
+            f"SELECT service_id, floor(start / {width}) * {width}, sum(healthy), "  # noqa: S608
+            f"sum(answered) FROM result_{lower} WHERE start < :mark GROUP BY 1, 2 ORDER BY 1, 2",
+            mark=mark,
+        ), tier
+    assert day_mark > time.time() - OLD  # the old results' day was closed
+    # Gaps: every span of more than GAP_AFTER between two results of a service in the
+    # run, recorded once, and no other.
+    times: dict[int, list[int]] = defaultdict(list)
+    for service_id, ts_us in await cluster.query(
+        "SELECT service_id, ts_us FROM check_results WHERE ts_us >= :since ORDER BY 1, 2",
+        since=int((began - 60) * 1e6),
+    ):
+        times[service_id].append(ts_us)
+    expected = sorted(
+        (sid, a, b)
+        for sid, found in times.items()
+        for a, b in itertools.pairwise(found)
+        if b - a > GAP_AFTER * 1e6
+    )
+    first = {sid: found[0] for sid, found in times.items()}
+    stored = sorted(
+        (sid, round(start * 1e6), round(end * 1e6))
+        for sid, start, end in await cluster.query(
+            "SELECT service_id, start_ts, end_ts FROM result_gaps"
+        )
+        if round(start * 1e6) >= first.get(sid, 0)
+    )
+    assert stored == expected
+    assert expected, "no gap to prove anything"
+    # The history lease changed hands (the rolling restart stopped every node).
+    takers = [
+        node.name
+        for node in cluster.nodes
+        if any(e.get("event") == "cluster_history_lease_taken" for e in node.read_events())
+    ]
+    assert len(takers) >= 2, takers
+    return {
+        "gaps": len(expected),
+        "minutes_checked": len(raw),
+        "history_takers": len(takers),
+    }
+
+
+def run_node(url: str, config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-W", "error", "-m", "healthmon.cli", "run", "--config",
+             str(config), "--database", url, "--log-format", "json", *extra],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def started(process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until the node logs that it monitors (or fail if it exits)."""
+
+    def said() -> str:
+        return log.read_text()
+
+    async def up() -> bool:
+        assert process.poll() is None, said()
+        return '"monitor_started"' in said()
+
+    await wait_until(up, 60, f"{log.name} started")
+
+
+@pytest.mark.timeout(120)
+async def test_single_nodes_and_clusters_do_not_share_a_database(
+    pg_url: str, tmp_path: Path, targets: TargetServer
+) -> None:
+    """A single node holds the database: a second single node and a cluster node are
+    refused, naming it; once it is killed (SIGKILL: no clean stop), a new one starts at
+    once. A cluster holds it likewise against a single node, not against its own."""
+    async with HealthStore(pg_url):
+        pass
+    config = tmp_path / "one.toml"
+    config.write_text(
+        '[monitor]\ncheck_interval = 0.5\n\n[[services]]\nname = "api"\n'
+        f'service_type = "http"\nmodule_path = "t"\nhealth_check_url = '
+        f'"{targets.url("/healthy")}"\n'
+    )
+    first = run_node(pg_url, config, tmp_path / "first.log")
+    try:
+        await started(first, tmp_path / "first.log")
+        for name, extra in (("second", ()), ("node", ("--node", "x"))):
+            refused = run_node(pg_url, config, tmp_path / f"{name}.log", *extra)
+            assert await asyncio.to_thread(refused.wait, 60) == 1
+            said = (tmp_path / f"{name}.log").read_text()
+            assert "cannot start" in said, said
+            assert f"healthmon single node {socket.gethostname()}:{first.pid}" in said, said
+        first.kill()
+        first.wait(timeout=10)
+        again = run_node(pg_url, config, tmp_path / "again.log")
+        await started(again, tmp_path / "again.log")
+        again.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(again.wait, 30) == 0
+        # A cluster: a second node joins it; a single node is refused.
+        a = run_node(pg_url, config, tmp_path / "a.log", "--node", "a")
+        b = run_node(pg_url, config, tmp_path / "b.log", "--node", "b")
+        try:
+            await started(a, tmp_path / "a.log")
+            await started(b, tmp_path / "b.log")
+            single = run_node(pg_url, config, tmp_path / "single.log")
+            assert await asyncio.to_thread(single.wait, 60) == 1
+            said = (tmp_path / "single.log").read_text()
+            assert "another healthmon node already writes" in said, said
+            assert "healthmon cluster node a (" in said
+            assert "healthmon cluster node b (" in said
+        finally:
+            for node in (a, b):
+                node.send_signal(signal.SIGTERM)
+                node.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=10)

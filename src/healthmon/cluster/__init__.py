@@ -3,7 +3,10 @@
 Each service is checked by one live node at a time (lease rows timed by the
 database's clock, cluster/leases.py); writes are fenced by the lease's epoch
 (cluster/fence.py); every node hears every committed transition (cluster/feed.py);
-cluster/node.py runs a node's part beside its monitor. See docs/cluster.md.
+one node at a time closes the history's aggregates and prunes (cluster/historian.py);
+no single node writes beside a cluster, nor two single nodes together
+(cluster/guard.py); cluster/node.py runs a node's part beside its monitor. See
+docs/cluster.md.
 """
 
 from healthmon.cluster.feed import FeedEntry

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from healthmon.cluster.leases import FEED_CHANNEL
 from healthmon.model import HealthCheckResult
+from healthmon.store.closing import hold_marks
 
 __all__ = ["ClusterFence"]
 
@@ -51,6 +52,9 @@ class ClusterFence:
         """Of the (service, epoch) pairs, those whose lease this node holds now. (First
         in every flush: what an earlier, rolled-back flush numbered is forgotten.)"""
         self.numbered = {}
+        # First of all: the history's marks, as every writer and the closer take them
+        # first (store/closing.py): one lock order for all.
+        await hold_marks(conn)
         if not wanted:
             return set()
         await conn.execute(

@@ -30,8 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from healthmon.cluster import leases
 from healthmon.cluster.feed import FeedEntry, TransitionFeed, last_position
 from healthmon.cluster.fence import ClusterFence
+from healthmon.cluster.historian import HISTORY_LEASE, Historian
 from healthmon.cluster.settings import ClusterSettings
 from healthmon.model import HealthStatus
+from healthmon.store.rollup import Rollup
 from healthmon.store.schema import STATUS_BY_CODE
 
 __all__ = ["ClusterNode", "Member", "Seed"]
@@ -84,6 +86,7 @@ class ClusterNode:
         *,
         flush: Callable[[], Awaitable[object]],
         seed_window: int = 8,
+        pruner: Rollup | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.node_name
@@ -104,6 +107,8 @@ class ClusterNode:
         self._rows_for: frozenset[str] = frozenset()
         self._handing_back: set[str] = set()  # held, no longer checked, being released
         self._hand_back_task: asyncio.Task[None] | None = None
+        self._pruner = pruner  # the store's history settings, for the historian's pruning
+        self.historian: Historian | None = None
 
     def epoch_of(self, service: str) -> int | None:
         return self.held.get(service)
@@ -138,10 +143,17 @@ class ClusterNode:
         except (SQLAlchemyError, OSError, LookupError) as exc:
             log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
         self._task = asyncio.create_task(self._run(), name="healthmon-cluster-leases")
+        if self._pruner is not None and self.node_id is not None:
+            self.historian = Historian(
+                self._engine, self.node_id, self._pruner, lease=self.settings.row_lease
+            )
+            await self.historian.start()
 
     async def stop(self) -> None:
         """Leave cleanly: the monitor has stopped its checks and flushed; hand every lease
         back at once (the others claim them on the notification) and close the feed."""
+        if self.historian is not None:
+            await self.historian.stop()
         for task in (self._task, self._hand_back_task):
             if task is not None:
                 task.cancel()
@@ -161,7 +173,7 @@ class ClusterNode:
     async def _leave(self, node_id: int, held: Collection[str]) -> None:
         try:
             async with asyncio.timeout(_STOP_TIMEOUT), self._engine.begin() as conn:
-                await leases.release(conn, node_id, held)
+                await leases.release(conn, node_id, [*held, HISTORY_LEASE])
                 await leases.stop_node(conn, node_id)
             log.info("cluster_left", node=self.name, handed_back=len(held))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
@@ -191,7 +203,7 @@ class ClusterNode:
                 continue
             started, soonest = loop.time(), None
             try:
-                soonest = await self._step()
+                soonest = await self._step_within_deadline()
             except (SQLAlchemyError, OSError, LookupError) as exc:
                 log.warning("cluster_renew_failed", node=self.name, error=str(exc).splitlines()[0])
             step = self.settings.renew_every
@@ -201,6 +213,32 @@ class ClusterNode:
             # take yet must not make it step without a pause.)
             soon = step if soonest is None else max(min(step, soonest), step / 10)
             next_step = started + soon
+
+    async def _step_within_deadline(self) -> float | None:
+        """`_step`, watched: a renewal that hangs (neither succeeds nor fails: a network
+        cut without a reset, a lock) suspends the checks once a whole `lease` has passed
+        since the last successful renewal was sent, while it goes on waiting for its
+        answer. (Not at the renew deadline, 90 % of a lease row's time, which applies
+        between steps: a renewal merely slow, on a loaded machine, would suspend every
+        check for a moment. A whole lease: by then the row has expired and others may
+        check, so a hung renewal checks beside them for a quarter lease at most, where
+        it went on for as long as the hang lasted.)"""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        slack = settings.lease - settings.row_lease * _DEADLINE_SHARE
+        step = asyncio.ensure_future(self._step())
+        try:
+            while not step.done():
+                limit = self._deadline + slack
+                wait = max(limit - loop.time(), 0.0) if self._running else None
+                await asyncio.wait({step}, timeout=wait)
+                if not step.done() and self._running and loop.time() >= limit:
+                    self._suspend()
+            return step.result()
+        finally:
+            if not step.done():  # this task cancelled (stop): the step with it
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
 
     def _suspend(self) -> None:
         log.error(

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from healthmon.cluster.historian import HISTORY_LEASE
+
 __all__ = ["ClusterView", "NodeView", "read_cluster"]
 
 
@@ -44,13 +46,14 @@ async def read_cluster(conn: AsyncConnection, recent: float = 3600.0) -> Cluster
                 "WITH now AS (SELECT extract(epoch from clock_timestamp()) AS t) "
                 "SELECT n.id, n.name, n.started_at, n.stopped_at, now.t - n.heartbeat_at, "
                 "       (SELECT count(*) FROM service_leases l "
-                "        WHERE l.node_id = n.id AND l.expires_at > now.t), "
+                "        WHERE l.node_id = n.id AND l.expires_at > now.t "
+                "          AND l.service <> :history), "
                 "       (SELECT coalesce(max(expires_at), now.t) - now.t FROM service_leases), "
                 "       n.heartbeat_at "
                 "FROM cluster_nodes n, now "
                 "WHERE n.heartbeat_at > now.t - :recent ORDER BY n.id"
             ),
-            {"recent": recent},
+            {"recent": recent, "history": HISTORY_LEASE},
         )
     ).all()
     if not rows:
@@ -61,8 +64,10 @@ async def read_cluster(conn: AsyncConnection, recent: float = 3600.0) -> Cluster
                 text(
                     "SELECT l.service, n.name FROM service_leases l "
                     "JOIN cluster_nodes n ON n.id = l.node_id "
-                    "WHERE l.expires_at > extract(epoch from clock_timestamp())"
-                )
+                    "WHERE l.expires_at > extract(epoch from clock_timestamp()) "
+                    "AND l.service <> :history"
+                ),
+                {"history": HISTORY_LEASE},
             )
         ).all()
     )

@@ -20,6 +20,7 @@ from healthmon.errors import StorageError
 from healthmon.model import HealthCheckResult, HealthStatus, StatusTransition
 from healthmon.store import dialect, fleet, history, migrate, report
 from healthmon.store.checkpoint import Checkpoints
+from healthmon.store.closing import SharedRollup
 from healthmon.store.dbfile import DatabaseFile, FileState
 from healthmon.store.engine import create_engine, database_url, display_url
 from healthmon.store.fleet import Aggregate, DayCounts
@@ -181,9 +182,9 @@ class HealthStore:
         over from an idle one: no task, nothing pending).
 
         With a `fence` (cluster mode, PostgreSQL) every flush is checked against this
-        node's leases. Several nodes then write at once, so the writer keeps no
-        aggregates, gaps or pruning of its own (their bookkeeping assumes one writer):
-        reports read raw results, exactly (docs/cluster.md)."""
+        node's leases. Several nodes then write at once: the writer adds its late rows
+        and gaps to the history, and one node's historian closes the aggregates and
+        prunes (store/closing.py, cluster/historian.py; docs/cluster.md)."""
         if self._writer is not None and not self._writer.release_if_idle():
             raise RuntimeError(
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
@@ -202,17 +203,22 @@ class HealthStore:
             else Checkpoints(Path(f"{self._file.path}-wal")),
             # SQLite: results staged in commit order, compacted every few seconds.
             staged=None if self.url.get_backend_name() != "sqlite" else Staging(),
-            rollup=None
+            rollup=SharedRollup(gap_after=self.gap_after, on_late=self.late.add)
             if fence is not None
-            else Rollup(
-                gap_after=self.gap_after,
-                retention=self.retention,
-                prune_batch=self._prune_batch,
-                prune_interval=self._prune_interval,
-                on_late=self.late.add,
-            ),
+            else self.rollup(),
         )
         return self._writer
+
+    def rollup(self) -> Rollup:
+        """A single writer's history bookkeeping with this store's settings (also what
+        cluster mode's historian prunes with)."""
+        return Rollup(
+            gap_after=self.gap_after,
+            retention=self.retention,
+            prune_batch=self._prune_batch,
+            prune_interval=self._prune_interval,
+            on_late=self.late.add,
+        )
 
     def _release_writer(self) -> None:
         self._writer = None

@@ -109,6 +109,16 @@ class Historian:
                     consequence="tried again at the next step; reports read raw results "
                     "past the marks meanwhile",
                 )
+            except Exception as exc:  # a bug: said when it happens, not only at stop
+                log.critical(
+                    "cluster_history_crashed",
+                    node_id=self.node_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    consequence="this node closes and prunes no more history; another "
+                    "node takes the lease only once this one stops",
+                    exc_info=exc,
+                )
+                raise
             await asyncio.sleep(self.every)
 
     async def _hold(self) -> bool:

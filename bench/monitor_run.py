@@ -98,19 +98,19 @@ class _CommitLatency:
     committed_at: dict[int, tuple[HealthCheckResult, float]] = field(default_factory=dict)
 
     def hook(self, writer: ResultWriter) -> None:
-        original: Callable[[Any], None] = writer._committed
+        original: Callable[..., None] = writer._committed
         loop = asyncio.get_running_loop()
 
-        def committed(batch: Any) -> None:
+        def committed(batch: Any, *rest: Any) -> None:
             if self.recording:
                 now_wall, now = time.time(), loop.time()
                 # Result timestamps are wall-clock (epoch) by design: compare like with like.
                 self.result_to_commit.extend(now_wall - r.timestamp for r in batch.results)
                 for result, _transition in batch.transitions:
                     self.committed_at[id(result)] = (result, now)
-            original(batch)
+            original(batch, *rest)
 
-        writer._committed = committed  # type: ignore[method-assign]  # bench-side hook
+        writer._committed = committed  # type: ignore[method-assign,assignment]  # bench-side hook
 
     async def subscriber(self, result: HealthCheckResult) -> None:
         entry = self.committed_at.pop(id(result), None)

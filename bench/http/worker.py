@@ -133,14 +133,14 @@ def _hook_commits(store: HealthStore, commits: dict[tuple[str, float], float]) -
         made = make(**kwargs)
         committed = made._committed
 
-        def timed(batch: Any) -> None:
+        def timed(batch: Any, *rest: Any) -> None:
             now = time.monotonic()
             for _, transition in batch.transitions:
                 if transition.from_status is not None:  # not a first status: a change
                     commits[(transition.service_name, transition.timestamp)] = now
-            committed(batch)
+            committed(batch, *rest)
 
-        made._committed = timed  # type: ignore[method-assign]  # bench-side hook
+        made._committed = timed  # type: ignore[method-assign,assignment]  # bench-side hook
         return made
 
     store.writer = writer  # type: ignore[method-assign]  # bench-side hook

@@ -821,10 +821,11 @@ class HealthMonitor:
         if cluster is None or cluster.fence is None:
             return
         heard_up_to = cluster.feed.cursor if cluster.feed is not None else 0
-        for seq, result in cluster.fence.numbered.items():
+        numbered = cluster.fence.numbered
+        while numbered:  # (one by one: the store's thread may add a later flush's)
+            seq, result = numbered.popitem()
             if seq > heard_up_to:  # (the feed may have read it already)
                 self._own_results[seq] = result
-        cluster.fence.numbered = {}
 
     def _heard(self, entries: Sequence[FeedEntry]) -> None:
         """Committed transitions of the whole fleet, in commit order: the cache follows

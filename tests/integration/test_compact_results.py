@@ -89,7 +89,7 @@ def count_result_inserts(store: HealthStore) -> list[int]:
     an executemany counting once."""
     inserts = [0]
 
-    @event.listens_for(store.engine.sync_engine, "before_cursor_execute")
+    @event.listens_for(store.thread_engine.sync_engine, "before_cursor_execute")
     def count(*args: Any) -> None:
         if args[2].startswith("INSERT INTO check_results"):  # (conn, cursor, statement, ...)
             inserts[0] += 1

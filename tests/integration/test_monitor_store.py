@@ -266,11 +266,11 @@ async def test_a_one_off_check_of_a_stopped_monitor_is_one_transaction(
         def count(*args: object) -> None:
             statements.append(str(args[2]))
 
-        event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+        event.listen(store.thread_engine.sync_engine, "before_cursor_execute", count)
         for _ in range(5):
             await monitor.check_health("ok")
             await monitor.check_agents_health(Adapter())
-        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+        event.remove(store.thread_engine.sync_engine, "before_cursor_execute", count)
         await monitor.stop_monitoring()
         assert len(await store.results("ok")) == 6
         assert len(await store.results("agent:w")) == 6

@@ -237,7 +237,7 @@ async def test_a_connection_lost_during_commit_neither_duplicates_nor_loses(
         writer.submit(results[0], StatusTransition("api", None, HealthStatus.HEALTHY, T0))
         for result in results[1:]:
             writer.submit(result)
-        dialect: Any = store.engine.sync_engine.dialect
+        dialect: Any = store.thread_engine.sync_engine.dialect
         real_commit = dialect.do_commit
 
         def lost_commit(dbapi_connection: Any) -> None:

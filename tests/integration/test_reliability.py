@@ -207,6 +207,7 @@ async def test_short_soak_has_no_growth(targets: TargetServer, db_path: Path) ->
     flat while running, and go back to where they were after stop."""
     tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
     async with HealthStore(db_path) as store:
+        await store.latest()  # (its thread's engine connects at its first use)
         fds_with_store = open_fds()
         monitor = HealthMonitor(0.05, store=store, policy=CheckPolicy(timeout=0.3))
         for i in range(10):

@@ -146,7 +146,7 @@ SUBMITTER = textwrap.dedent(
         async with HealthStore(db) as store:
             writer = store.writer()
             if crash_in_compaction:
-                @event.listens_for(store.engine.sync_engine, "before_cursor_execute")
+                @event.listens_for(store.thread_engine.sync_engine, "before_cursor_execute")
                 def die(conn, cursor, statement, *args):
                     if statement.startswith("DELETE FROM staged_results"):
                         # the rows are copied into check_results, not yet committed

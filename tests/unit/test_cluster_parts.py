@@ -1,16 +1,18 @@
 """Cluster mode's parts that need no database: settings, config, shares, the CLI's
-refusal of cluster mode on SQLite."""
+refusal of cluster mode on SQLite, the fence's hand-over of feed positions."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from healthmon import ConfigError
+from healthmon import ConfigError, HealthCheckResult, HealthStatus
 from healthmon.cluster import ClusterSettings
+from healthmon.cluster.fence import ClusterFence
 from healthmon.cluster.leases import fair_share
 from healthmon.config import load_config, monitor_keys
 
@@ -67,3 +69,48 @@ def test_run_refuses_cluster_mode_on_sqlite(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "cluster mode (--node or [cluster]) needs a PostgreSQL database" in done.stderr
+
+
+class _Rows:
+    """What the fence's statements get back from a fake connection."""
+
+    def __init__(self, last_seq: int) -> None:
+        self.last_seq = last_seq
+
+    def scalar_one(self) -> int:
+        return self.last_seq
+
+    def __iter__(self) -> Any:
+        return iter([])
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.last_seq = 0
+
+    async def execute(self, statement: object, params: dict[str, Any] | None = None) -> _Rows:
+        if params is not None and "count" in params:
+            self.last_seq += params["count"]
+        return _Rows(self.last_seq)
+
+
+@pytest.mark.asyncio
+async def test_feed_positions_reach_the_monitor_only_from_committed_flushes() -> None:
+    """The writer (on the store's thread) numbers a flush's transitions; the monitor
+    takes the positions after the commit, perhaps after the next flush began: a
+    rolled-back flush's positions never reach it, a committed one's stay until taken."""
+    fence = ClusterFence(node_id=1, lease=5.0)
+    conn: Any = _Connection()
+    results = [HealthCheckResult(f"s{i}", HealthStatus.HEALTHY, 1.0, 1.0) for i in range(3)]
+
+    async def flush(count: int) -> None:
+        await fence.admit(conn, set())
+        await fence.number(conn, [(r, None) for r in results[:count]])
+
+    await flush(2)  # rolled back: the next flush begins without a commit
+    await flush(1)
+    fence.committed()
+    await flush(3)  # committed, and the next flush begins before the monitor looks
+    fence.committed()
+    await flush(1)
+    assert fence.numbered == {3: results[0], 4: results[0], 5: results[1], 6: results[2]}

@@ -43,15 +43,17 @@ class ClusterFence:
         self.node_id = node_id
         self._idle_limit = str(max(round(lease * 1000), 1))  # ms
         self.numbered: dict[int, HealthCheckResult] = {}
-        """The last `number`'s positions (of the last flush), with the result that caused
-        each transition."""
+        """Committed feed positions with the result that caused each transition, until
+        the monitor takes them (`popitem`: the writer may add more meanwhile, from the
+        store's thread)."""
+        self._numbering: dict[int, HealthCheckResult] = {}  # this flush's, until it commits
 
     async def admit(
         self, conn: AsyncConnection, wanted: Collection[tuple[str, int]]
     ) -> set[tuple[str, int]]:
         """Of the (service, epoch) pairs, those whose lease this node holds now. (First
         in every flush: what an earlier, rolled-back flush numbered is forgotten.)"""
-        self.numbered = {}
+        self._numbering = {}
         # First of all: the history's marks, as every writer and the closer take them
         # first (store/closing.py): one lock order for all.
         await hold_marks(conn)
@@ -91,5 +93,10 @@ class ClusterFence:
             {"channel": FEED_CHANNEL, "last": str(last)},
         )
         first = int(last) - count + 1
-        self.numbered = {first + i: result for i, (result, _) in enumerate(transitions)}
+        self._numbering = {first + i: result for i, (result, _) in enumerate(transitions)}
         return first
+
+    def committed(self) -> None:
+        """The flush committed: its positions are the monitor's to take."""
+        numbering, self._numbering = self._numbering, {}
+        self.numbered.update(numbering)

@@ -32,6 +32,7 @@ __all__ = [
     "database_url",
     "display_url",
     "is_postgres",
+    "one_connection",
 ]
 
 PAGE_SIZE = 512
@@ -105,6 +106,12 @@ def is_postgres(url: URL) -> bool:
     return url.get_backend_name() == "postgresql"
 
 
+def one_connection(url: URL) -> bool:
+    """An in-memory SQLite database: one connection (a second would see another,
+    empty database), shared by everyone on one loop."""
+    return url.get_backend_name() == "sqlite" and (url.database or "") in ("", ":memory:")
+
+
 def database_path(url: URL) -> Path | None:
     """The file a SQLite URL names; None for an in-memory database, a `file:` URI or
     a server's database (PostgreSQL)."""
@@ -152,7 +159,7 @@ def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
     """
     if is_postgres(url):
         return _create_postgres(url, **kwargs)
-    if (url.database or "") in ("", ":memory:"):
+    if one_connection(url):
         # One shared connection, or every connection would see its own empty database.
         kwargs.setdefault("poolclass", StaticPool)
     engine = create_async_engine(url, **kwargs)

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVarTuple
+from typing import Self, TypeVar, TypeVarTuple
 
 import structlog
 from sqlalchemy import Row, Select
@@ -22,7 +22,7 @@ from healthmon.store import dialect, fleet, history, migrate, report
 from healthmon.store.checkpoint import Checkpoints
 from healthmon.store.closing import SharedRollup
 from healthmon.store.dbfile import DatabaseFile, FileState
-from healthmon.store.engine import create_engine, database_url, display_url
+from healthmon.store.engine import create_engine, database_url, display_url, one_connection
 from healthmon.store.fleet import Aggregate, DayCounts
 from healthmon.store.history import TransitionRecord
 from healthmon.store.late import LateChanges
@@ -31,6 +31,7 @@ from healthmon.store.retention import Retention
 from healthmon.store.rollup import DEFAULT_GAP_AFTER, Rollup
 from healthmon.store.staging import Staging
 from healthmon.store.stats import ServiceReport, StatusCounts, WindowStats
+from healthmon.store.thread import StoreThread
 from healthmon.store.writer import Committed, Fence, ResultWriter
 
 log = structlog.get_logger("healthmon.store")
@@ -38,6 +39,7 @@ log = structlog.get_logger("healthmon.store")
 __all__ = ["HealthStore"]
 
 _Columns = TypeVarTuple("_Columns")
+_T = TypeVar("_T")
 
 
 class HealthStore:
@@ -52,6 +54,13 @@ class HealthStore:
 
     Any number of stores may read one file at once, in this process or others (WAL);
     writes go through one `ResultWriter` at a time, which the monitor owns.
+
+    The writer and the reads below run on the store's own thread and event loop
+    (store/thread.py), with an engine of their own there: a monitor's loop busy with
+    checks never holds them up, and awaits each of them once. `engine` is an engine
+    on the opener's loop, for code that runs its own SQL (cluster mode's leases, the
+    CLI) and for the streamed exports. (An in-memory database, one connection, has
+    no thread: everything runs on the opener's loop.)
 
     History settings (see docs/history.md): `retention` per tier (default: raw
     results 7 days, minute aggregates 35 days, hour aggregates with transitions and
@@ -85,6 +94,8 @@ class HealthStore:
         self._prune_batch = prune_batch
         self._prune_interval = prune_interval
         self._engine: AsyncEngine | None = None
+        self._thread: StoreThread | None = None
+        self._own: AsyncEngine | None = None  # the thread's (or `_engine` without one)
         self._writer: ResultWriter | None = None
         self.late = LateChanges()
         """Aggregate rows this process's writer changed with late results (store/late.py)."""
@@ -113,6 +124,12 @@ class HealthStore:
             raise
         self._engine = engine
         self._file.remember()
+        if one_connection(self.url):
+            self._own = engine
+            return
+        self._thread = StoreThread()
+        self._thread.start()
+        self._own = create_engine(self.url)  # (it connects on the thread, when first used)
 
     async def _recreate_if_lost(self) -> bool:
         """If the database file was deleted or replaced under us, make a new one at the
@@ -133,9 +150,14 @@ class HealthStore:
             consequence="results committed to the lost file are gone with it; "
             "a new database is created at the same path",
         )
-        await self.engine.dispose()  # the pooled connections still point at the old inode
+        # The pooled connections still point at the old inode. (This runs on the store's
+        # thread; closing the opener's aiosqlite connections from here is safe: aiosqlite
+        # answers each call on the loop that made it.)
+        await self.thread_engine.dispose()
+        if self.engine is not self.thread_engine:
+            await self.engine.dispose()
         self._file.remove_leftovers()
-        await migrate.upgrade(self.engine)
+        await migrate.upgrade(self.thread_engine)
         self._file.remember()
         log.info("database_recreated", path=str(self._file.path))
         return True
@@ -147,8 +169,16 @@ class HealthStore:
                 await self._writer.stop()  # raises if it crashed: after it let go
         finally:
             engine, self._engine = self._engine, None
-            if engine is not None:
-                await engine.dispose()
+            own, self._own = self._own, None
+            thread, self._thread = self._thread, None
+            try:
+                if thread is not None and own is not None:
+                    await thread.run(own.dispose())
+            finally:
+                if thread is not None:
+                    thread.stop()
+                if engine is not None:
+                    await engine.dispose()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -167,6 +197,16 @@ class HealthStore:
         if self._engine is None:
             raise RuntimeError(f"{self!r} is not open: use `async with` or await open()")
         return self._engine
+
+    @property
+    def thread_engine(self) -> AsyncEngine:
+        """The engine the writer and the reads use, on the store's thread (`engine`
+        itself for an in-memory database). For instrumentation, such as SQLAlchemy
+        events; do not await on it from another loop (PostgreSQL's connections belong
+        to the loop that made them)."""
+        if self._own is None:
+            raise RuntimeError(f"{self!r} is not open: use `async with` or await open()")
+        return self._own
 
     # -- writing ------------------------------------------------------------------------
 
@@ -190,7 +230,7 @@ class HealthStore:
                 f"{self!r} already has a writer: one monitor writes to a store at a time"
             )
         self._writer = ResultWriter(
-            self.engine,
+            self.thread_engine,
             flush_interval=flush_interval,
             max_pending=max_pending,
             on_commit=on_commit,
@@ -206,6 +246,7 @@ class HealthStore:
             rollup=SharedRollup(gap_after=self.gap_after, on_late=self.late.add)
             if fence is not None
             else self.rollup(),
+            thread=self._thread,
         )
         return self._writer
 
@@ -238,8 +279,9 @@ class HealthStore:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
-        async with self._reading() as conn:
-            return await history.results(conn, service_name, since, until, limit)
+        return await self._read(
+            lambda conn: history.results(conn, service_name, since, until, limit)
+        )
 
     async def transitions(
         self,
@@ -248,15 +290,18 @@ class HealthStore:
         until: float | None = None,
     ) -> list[StatusTransition]:
         """Status transitions with since <= timestamp < until, oldest first."""
-        async with self._reading() as conn:
-            return await history.transitions(conn, service_name, since, until)
+        return await self._read(lambda conn: history.transitions(conn, service_name, since, until))
 
     async def latest(self) -> dict[str, HealthCheckResult]:
         """The newest stored result of each service, with the service's confirmed
         status (from its newest transition) as `confirmed_status`."""
-        async with self._reading() as conn:  # one read transaction: one snapshot
-            results = await history.latest_results(conn)
-            statuses = await history.current_statuses(conn)
+
+        async def read(
+            conn: AsyncConnection,  # one read transaction: one snapshot
+        ) -> tuple[dict[str, HealthCheckResult], dict[str, HealthStatus]]:
+            return await history.latest_results(conn), await history.current_statuses(conn)
+
+        results, statuses = await self._read(read)
         return {
             name: dataclasses.replace(result, confirmed_status=statuses.get(name))
             for name, result in results.items()
@@ -264,8 +309,7 @@ class HealthStore:
 
     async def current_statuses(self) -> dict[str, HealthStatus]:
         """Each service's status as its newest stored transition left it."""
-        async with self._reading() as conn:
-            return await history.current_statuses(conn)
+        return await self._read(history.current_statuses)
 
     async def transitions_after(
         self,
@@ -281,24 +325,22 @@ class HealthStore:
             raise ValueError(f"after must be a transition id (an integer >= 0), got {after!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        async with self._reading() as conn:
-            return await history.transitions_after(conn, after, limit, service_names)
+        return await self._read(
+            lambda conn: history.transitions_after(conn, after, limit, service_names)
+        )
 
     async def last_transition_id(self) -> int:
         """The id of the newest stored transition (0 when there is none)."""
-        async with self._reading() as conn:
-            return await history.last_transition_id(conn)
+        return await self._read(history.last_transition_id)
 
     async def latest_transitions(self) -> dict[str, TransitionRecord]:
         """Each service's newest stored transition, with its id: since when a service
         has had its status."""
-        async with self._reading() as conn:
-            return await history.latest_transitions(conn)
+        return await self._read(history.latest_transitions)
 
     async def service_names(self) -> list[str]:
         """Every service the database has rows of, in the order first stored."""
-        async with self._reading() as conn:
-            return await history.service_names(conn)
+        return await self._read(history.service_names)
 
     async def stream_results(
         self,
@@ -349,7 +391,7 @@ class HealthStore:
     ) -> AsyncGenerator[Row[*_Columns]]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        async with self._reading() as conn:
+        async with self._reading(self.engine) as conn:  # (on the caller's loop: see class)
             query = await build(conn)
             rows = await conn.stream(query.execution_options(yield_per=batch_size))
             async for row in rows:
@@ -373,19 +415,25 @@ class HealthStore:
         earlier than the oldest raw result kept).
         """
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> ServiceReport:
             ids = await report.service_ids(conn, [service_name])
             found = await report.reports(
                 conn, ids, since, until, gap_after=self.gap_after, exact=exact
             )
-        return found[service_name]
+            return found[service_name]
+
+        return await self._read(read)
 
     async def reports(self, since: float, until: float | None = None) -> dict[str, ServiceReport]:
         """Every service's report over [since, until), by name: the fleet overview."""
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> dict[str, ServiceReport]:
             ids = await report.service_ids(conn, None)
             return await report.reports(conn, ids, since, until, gap_after=self.gap_after)
+
+        return await self._read(read)
 
     async def report_series(
         self, service_name: str, since: float, until: float | None = None, *, bucket: float
@@ -395,34 +443,42 @@ class HealthStore:
         two calls give, for about half the work on long windows."""
         since, until = _window(since, until)
         _check_buckets(since, until, bucket)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> tuple[ServiceReport, list[WindowStats]]:
             ids = await report.service_ids(conn, [service_name])
             return await report.report_series(
                 conn, ids, (since, until), bucket=bucket, gap_after=self.gap_after
             )
 
+        return await self._read(read)
+
     async def windows(self, since: float, until: float | None = None) -> dict[str, WindowStats]:
         """Every service's counts, uptime and latency over [since, until), by name: the
         figures of `reports()` without incidents and gaps, for a fleet's overview."""
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> dict[str, WindowStats]:
             ids = await report.service_ids(conn, None)
             return await report.windows(conn, ids, since, until)
+
+        return await self._read(read)
 
     async def days(self, since: float, until: float | None = None) -> dict[str, list[DayCounts]]:
         """Every service's status counts per UTC day of [since, until), by name, oldest
         day first (days without results left out): the status page's daily bars."""
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> dict[str, list[DayCounts]]:
             ids = await report.service_ids(conn, None)
             return await fleet.day_counts(conn, ids, since, until)
+
+        return await self._read(read)
 
     async def coverage(self) -> Coverage:
         """From when, and until when, each tier of the history is complete: raw results
         from `raw`; minute and hour aggregates from `minute`/`hour` until
         `minute_until`/`hour_until` (the writer's open minute and hour begin there)."""
-        async with self._reading() as conn:
-            return await load_coverage(conn)
+        return await self._read(load_coverage)
 
     async def aggregates(
         self, width: int, since: float, until: float
@@ -432,9 +488,12 @@ class HealthStore:
         running sums of a fleet's recent history, which reads each row once (and again
         those `late` reports changed)."""
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> dict[str, list[Aggregate]]:
             ids = await report.service_ids(conn, None)
             return await fleet.aggregates(conn, ids, width, since, until)
+
+        return await self._read(read)
 
     async def minute_counts(
         self, since: float, until: float | None = None
@@ -443,9 +502,12 @@ class HealthStore:
         ({minute start: counts}; services without any left out): the minutes the
         writer has not aggregated yet, for readers keeping running sums."""
         since, until = _window(since, until)
-        async with self._reading() as conn:
+
+        async def read(conn: AsyncConnection) -> dict[str, dict[int, StatusCounts]]:
             ids = await report.service_ids(conn, None)
             return await fleet.minute_counts(conn, ids, since, until)
+
+        return await self._read(read)
 
     async def series(
         self,
@@ -460,16 +522,28 @@ class HealthStore:
         minutes or hours read only aggregates."""
         since, until = _window(since, until)
         _check_buckets(since, until, bucket)
-        async with self._reading() as conn:
-            names = None if service_name is None else [service_name]
+        names = None if service_name is None else [service_name]
+
+        async def read(conn: AsyncConnection) -> list[WindowStats]:
             ids = await report.service_ids(conn, names)
             return await report.series(conn, list(ids.values()), since, until, bucket)
 
+        return await self._read(read)
+
+    async def _read(self, read: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        """`read(conn)` on a read connection (one snapshot), on the store's thread."""
+        work = self._read_here(read)
+        return await (work if self._thread is None else self._thread.run(work))
+
+    async def _read_here(self, read: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        async with self._reading(self.thread_engine) as conn:
+            return await read(conn)
+
     @contextlib.asynccontextmanager
-    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+    async def _reading(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         """A read connection whose database errors surface as StorageError."""
         try:
-            async with self.engine.connect() as conn:
+            async with engine.connect() as conn:
                 yield await dialect.as_one_snapshot(conn)
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"cannot read {self!r}: {exc}") from exc

@@ -8,10 +8,13 @@ and asks for what changed after it: it reads those rows again. Only so many chan
 are kept: a reader too far behind is told to read everything again.
 
 In-process only: a reader hears of the late results of its own process's writer.
+The writer adds from the store's thread (store/thread.py), readers read from theirs:
+a lock keeps the log whole.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 from healthmon.store.tiers import Changed
@@ -30,6 +33,7 @@ class LateChanges:
         self._kept = 0  # rows in the log
         self._version = 0
         self._forgotten = 0  # the newest version dropped from the log
+        self._lock = threading.Lock()
 
     @property
     def version(self) -> int:
@@ -40,17 +44,20 @@ class LateChanges:
         """Rows a commit changed (the Rollup's `on_late`)."""
         if not changed:
             return
-        self._version += 1
-        self._log.append((self._version, list(changed)))
-        self._kept += len(changed)
-        while self._kept > self.keep and len(self._log) > 1:
-            version, dropped = self._log.popleft()
-            self._kept -= len(dropped)
-            self._forgotten = version
+        rows = list(changed)
+        with self._lock:
+            self._version += 1
+            self._log.append((self._version, rows))
+            self._kept += len(rows)
+            while self._kept > self.keep and len(self._log) > 1:
+                version, dropped = self._log.popleft()
+                self._kept -= len(dropped)
+                self._forgotten = version
 
     def after(self, version: int) -> Changed | None:
         """The rows changed by the commits after `version`, or None when some of them
         were forgotten (more than `keep` rows since): read everything again."""
-        if version < self._forgotten:
-            return None
-        return [row for v, rows in self._log if v > version for row in rows]
+        with self._lock:
+            if version < self._forgotten:
+                return None
+            return [row for v, rows in self._log if v > version for row in rows]

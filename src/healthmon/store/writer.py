@@ -25,16 +25,25 @@ kept, the later one moved forward, just after the service's previous result
 In cluster mode (healthmon/cluster/) a `Fence` checks, in each flush's transaction,
 that this node still holds the lease of each result's service at the epoch it was
 taken under; rows of a lost lease are not written, and are counted and logged.
+
+Threads: given the store's thread (store/thread.py), the writer's task and all its
+SQL run on that thread's loop, never waiting for turns of a busy monitor's loop.
+`submit` and `register_service` may then be called from the monitor's thread (they
+take a lock for a few list appends and wake the writer only when it sleeps); `start`,
+`stop` and `flush` run their work there and return in the caller's loop, and
+`on_commit` is called on the loop that started (or last stopped or flushed) the
+writer, in commit order: a callback queued before `stop()` or `flush()` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import Select, Table, insert, select, tuple_
@@ -54,8 +63,11 @@ from healthmon.store.partitions import Partitions
 from healthmon.store.rollup import Rollup, is_answered
 from healthmon.store.schema import STATUS_CODES, services, status_transitions
 from healthmon.store.staging import Staging
+from healthmon.store.thread import StoreThread
 
 __all__ = ["Committed", "Fence", "ResultWriter", "WriterStats"]
+
+_R = TypeVar("_R")
 
 log = structlog.get_logger("healthmon.store")
 
@@ -108,6 +120,10 @@ class Fence(Protocol):
         """Feed positions for the transitions, in commit order; the first of them."""
         ...
 
+    def committed(self) -> None:
+        """The flush's transaction committed (called right after, on the writer's loop)."""
+        ...
+
 
 @dataclass(slots=True)
 class _Service:
@@ -122,6 +138,7 @@ class _Written:
     details: Remembered
     keys: Inserted
     batch: _Buffer  # what is committed: the batch without what the fence refused
+    services: dict[str, _Service]  # the service rows written (as they were described)
 
 
 @dataclass(slots=True)
@@ -152,6 +169,7 @@ class ResultWriter:
         fence: Fence | None = None,
         checkpoints: Checkpoints | None = None,
         staged: Staging | None = None,
+        thread: StoreThread | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
             raise ValueError(f"flush_interval must be in (0, 1] seconds, got {flush_interval!r}")
@@ -167,6 +185,11 @@ class ResultWriter:
         self._fence = fence
         self._checkpoints = checkpoints  # SQLite's WAL, between flushes (store/checkpoint.py)
         self._staging = staged  # SQLite: rows staged, compacted between flushes (staging.py)
+        self._thread = thread  # where the task and its SQL run (None: the caller's loop)
+        self._home: asyncio.AbstractEventLoop | None = None  # where on_commit is called
+        # Guards what the monitor's thread changes: the buffer and the service rows.
+        self._lock = threading.Lock()
+        self._idle = False  # the task waits for something to write: wake it
         self._buffer = _Buffer()
         self._services: dict[str, _Service] = {}
         self._ids: dict[str, int] = {}
@@ -193,10 +216,14 @@ class ResultWriter:
 
         `url` must already have its credentials redacted.
         """
-        known = self._services.get(name)
-        if known is None or (known.kind, known.url) != (kind, url):
+        with self._lock:
+            known = self._services.get(name)
+            if known is not None and (known.kind, known.url) == (kind, url):
+                return
             self._services[name] = _Service(kind, url)
-            self._wakeup.set()
+            wake, self._idle = self._idle, False
+        if wake:
+            self._wake()
 
     def submit(
         self,
@@ -210,8 +237,9 @@ class ResultWriter:
         fenced, e.g. an agent's report)."""
         if self._released or self._crashed is not None:
             # e.g. the store was closed under a running monitor
-            self._stats.dropped_results += 1
-            self._stats.dropped_transitions += transition is not None
+            with self._lock:
+                self._stats.dropped_results += 1
+                self._stats.dropped_transitions += transition is not None
             reason = _STOPPED if self._crashed is None else self._stats.last_error
             if self._stats.last_error != reason or not self._told_dropped:
                 self._stats.last_error = reason
@@ -219,8 +247,9 @@ class ResultWriter:
                 log.error("results_dropped", count=1, reason=reason)
             return
         if not (storable(result.timestamp) and storable(result.response_time_ms)):
-            self._stats.dropped_results += 1
-            self._stats.dropped_transitions += transition is not None
+            with self._lock:
+                self._stats.dropped_results += 1
+                self._stats.dropped_transitions += transition is not None
             log.error(
                 "results_dropped",
                 count=1,
@@ -229,19 +258,30 @@ class ResultWriter:
                 f"or milliseconds ({result.timestamp!r}, {result.response_time_ms!r})",
             )
             return
-        buffer = self._buffer
-        buffer.results.append(result)
-        buffer.epochs.append(epoch)
-        if transition is not None:
-            buffer.transitions.append((result, transition))
-        if len(buffer.results) > self.max_pending:
-            self._drop_oldest_results(len(buffer.results) - self.max_pending)
-        if len(buffer.transitions) > self.max_pending:
-            excess = len(buffer.transitions) - self.max_pending
-            del buffer.transitions[:excess]
-            self._stats.dropped_transitions += excess
-            log.error("transitions_dropped", count=excess, reason="buffer full")
-        self._wakeup.set()
+        with self._lock:
+            buffer = self._buffer
+            buffer.results.append(result)
+            buffer.epochs.append(epoch)
+            if transition is not None:
+                buffer.transitions.append((result, transition))
+            if len(buffer.results) > self.max_pending:
+                self._drop_oldest_results(len(buffer.results) - self.max_pending)
+            if len(buffer.transitions) > self.max_pending:
+                excess = len(buffer.transitions) - self.max_pending
+                del buffer.transitions[:excess]
+                self._stats.dropped_transitions += excess
+                log.error("transitions_dropped", count=excess, reason="buffer full")
+            wake, self._idle = self._idle, False
+        if wake:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the writer's task, from whichever thread."""
+        if self._thread is None or self._thread.here():
+            self._wakeup.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the thread has ended: so has the task
+            self._thread.call_soon(self._wakeup.set)
 
     def release_if_idle(self) -> bool:
         """Let go of the store if this writer has no task and holds no result (as a
@@ -287,15 +327,22 @@ class ResultWriter:
         if self._crashed is not None:
             raise StorageError(f"{self._stats.last_error}; ask the store for a new writer")
         if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="healthmon-writer")
+            self._task = await self._there(self._spawn())
+
+    async def _spawn(self) -> asyncio.Task[None]:
+        self._stopping.clear()
+        return asyncio.create_task(self._run(), name="healthmon-writer")
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Flush everything pending, retrying a failing database until `timeout`;
         whatever still cannot be written then is counted as dropped and logged."""
-        if self._released:
-            return
-        self._released = True
+        with self._lock:  # (submissions from now on are refused and counted)
+            if self._released:
+                return
+            self._released = True
+        await self._there(self._stop(timeout))
+
+    async def _stop(self, timeout: float) -> None:
         self._stopping.set()
         self._wakeup.set()
         # A writer that never started may still hold submissions: its loop drains them.
@@ -322,13 +369,25 @@ class ResultWriter:
 
     async def flush(self) -> bool:
         """Write everything pending now; False if the database refused it (it stays queued)."""
-        return await self._flush()
+        return await self._there(self._flush())
 
     def written_elsewhere(self) -> None:
         """Another writer has written these tables' rows for services this one writes now
         (cluster mode: a service taken over): what is remembered of its rows (newest
-        times, details ids) is read anew from the database."""
-        self._forget_rows()
+        times, details ids) is read anew from the database (by the flushes that begin
+        after this call)."""
+        if self._thread is None or self._thread.here():
+            self._forget_rows()
+        else:
+            self._thread.call_soon(self._forget_rows)
+
+    async def _there(self, work: Coroutine[Any, Any, _R]) -> _R:
+        """Await `work` on the writer's loop; on_commit is called back on this one."""
+        if self._thread is None:
+            return await work
+        if not self._thread.here():
+            self._home = asyncio.get_running_loop()
+        return await self._thread.run(work)
 
     # -- the writer task ----------------------------------------------------------------
 
@@ -343,7 +402,10 @@ class ResultWriter:
     async def _loop(self) -> None:
         retry_delay = _RETRY_FIRST
         while True:
-            if not (self._buffer or self._dirty_services()):
+            with self._lock:
+                self._idle = not (self._buffer or self._dirty_services())
+                idle = self._idle
+            if idle:
                 if self._stopping.is_set():
                     if self._staging is not None:  # a stopped writer leaves none staged
                         self._details.forget(
@@ -384,15 +446,17 @@ class ResultWriter:
     async def _flush(self) -> bool:
         """One transaction with everything pending; False if the database refused it."""
         async with self._flush_lock:
-            batch, self._buffer = self._buffer, _Buffer()
-            if not (batch or self._dirty_services()):
+            with self._lock:
+                batch, self._buffer = self._buffer, _Buffer()
+                dirty = {name: self._services[name] for name in self._dirty_services()}
+            if not (batch or dirty):
                 return True
             committing = False
             try:
                 if self._recreate_if_lost is not None and await self._recreate_if_lost():
                     self._forget_database()
                 async with self._engine.begin() as conn:
-                    written = await self._write(conn, batch)
+                    written = await self._write(conn, batch, dirty)
                     committing = True  # the block's end commits
             except asyncio.CancelledError:
                 self._requeue(batch)  # stop() counts it as dropped; never lost uncounted
@@ -421,7 +485,9 @@ class ResultWriter:
                 self._staging.committed()
             if self._rollup is not None:
                 self._rollup.committed()
-            self._committed(written.batch)
+            if self._fence is not None:
+                self._fence.committed()
+            self._committed(written.batch, written.services)
             return True
 
     def _commit_unknown(self) -> None:
@@ -454,8 +520,9 @@ class ResultWriter:
         """A new, empty database: ids and service rows are written anew."""
         self._ids = {}
         self._forget_rows()
-        for service in self._services.values():
-            service.dirty = True
+        with self._lock:
+            for service in self._services.values():
+                service.dirty = True
         if self._rollup is not None:
             self._rollup.reset()
 
@@ -478,14 +545,17 @@ class ResultWriter:
         self._newest.clear()
         self._partitions.clear()
 
-    async def _write(self, conn: AsyncConnection, batch: _Buffer) -> _Written:
-        """Insert the batch; return what to remember of it once committed."""
+    async def _write(
+        self, conn: AsyncConnection, batch: _Buffer, dirty: dict[str, _Service]
+    ) -> _Written:
+        """Insert the batch and the `dirty` service rows; return what to remember of it
+        once committed."""
         node_id = None
         if self._fence is not None:
             batch = await self._fenced(conn, self._fence, batch)
             node_id = self._fence.node_id
         reported = batch  # what is committed once this commits, stored before or now
-        ids = await self._service_ids(conn, batch)
+        ids = await self._service_ids(conn, batch, dirty)
         if self._maybe_stored:
             batch = await _already_stored(conn, batch, ids)
         rows: list[dict[str, Any]] = [
@@ -533,7 +603,7 @@ class ResultWriter:
                     for i, (_, t) in enumerate(batch.transitions)
                 ],
             )
-        return _Written(ids, details, keys, reported)
+        return _Written(ids, details, keys, reported, dirty)
 
     async def _fenced(self, conn: AsyncConnection, fence: Fence, batch: _Buffer) -> _Buffer:
         """The batch without the results (and their transitions) of leases this node
@@ -566,9 +636,10 @@ class ResultWriter:
     def _dirty_services(self) -> list[str]:
         return [name for name, service in self._services.items() if service.dirty]
 
-    async def _service_ids(self, conn: AsyncConnection, batch: _Buffer) -> dict[str, int]:
+    async def _service_ids(
+        self, conn: AsyncConnection, batch: _Buffer, dirty: dict[str, _Service]
+    ) -> dict[str, int]:
         """Ids of the batch's services, writing new or changed service rows first."""
-        dirty = self._dirty_services()
         names = {r.service_name for r in batch.results}
         names.update(t.service_name for _, t in batch.transitions)
         unknown = (names - self._ids.keys()).difference(dirty)
@@ -581,13 +652,8 @@ class ResultWriter:
                     set_={"kind": statement.excluded.kind, "url": statement.excluded.url},
                 ),
                 [
-                    {
-                        "name": name,
-                        "kind": self._services[name].kind,
-                        "url": self._services[name].url,
-                        "created_at": now,
-                    }
-                    for name in dirty
+                    {"name": name, "kind": service.kind, "url": service.url, "created_at": now}
+                    for name, service in dirty.items()
                 ],
             )
         if unknown:  # results of services nobody described: keep them, as kind "other"
@@ -600,7 +666,7 @@ class ResultWriter:
                     for name in unknown
                 ],
             )
-        missing = (names | set(dirty)) - self._ids.keys()
+        missing = (names | dirty.keys()) - self._ids.keys()
         if missing:
             rows = await conn.execute(
                 select(services.c.name, services.c.id).where(services.c.name.in_(missing))
@@ -610,10 +676,10 @@ class ResultWriter:
             return {**self._ids, **{name: service_id for name, service_id in rows}}
         return self._ids
 
-    def _committed(self, batch: _Buffer) -> None:
+    def _committed(self, batch: _Buffer, written: dict[str, _Service]) -> None:
         stats = self._stats
-        for name in self._dirty_services():
-            self._services[name].dirty = False
+        for service in written.values():  # (one described anew meanwhile stays dirty)
+            service.dirty = False
         stats.flushes += 1
         if batch.fenced is not None:
             results, transitions, services = batch.fenced
@@ -634,18 +700,33 @@ class ResultWriter:
             log.info("store_write_recovered", after_failures=stats.failed_flushes)
             stats.last_error = None
         if batch.transitions and self._on_commit is not None:
-            self._on_commit(batch.transitions)
+            self._tell(self._on_commit, batch.transitions)
+
+    def _tell(
+        self, on_commit: Callable[[Sequence[Committed]], None], committed: Sequence[Committed]
+    ) -> None:
+        """on_commit, on its caller's loop (queued there in commit order)."""
+        home = self._home
+        if home is None or self._thread is None or not self._thread.here():
+            on_commit(committed)
+            return
+        try:
+            home.call_soon_threadsafe(on_commit, committed)
+        except RuntimeError:  # that loop is closed: nobody is left to hear
+            log.warning("transitions_untold", count=len(committed), reason="its loop is closed")
 
     def _requeue(self, batch: _Buffer) -> None:
         """Put a failed batch back in front of what arrived meanwhile, within the bound."""
-        buffer = self._buffer
-        buffer.results[:0] = batch.results
-        buffer.epochs[:0] = batch.epochs
-        buffer.transitions[:0] = batch.transitions
-        if len(buffer.results) > self.max_pending:
-            self._drop_oldest_results(len(buffer.results) - self.max_pending)
+        with self._lock:
+            buffer = self._buffer
+            buffer.results[:0] = batch.results
+            buffer.epochs[:0] = batch.epochs
+            buffer.transitions[:0] = batch.transitions
+            if len(buffer.results) > self.max_pending:
+                self._drop_oldest_results(len(buffer.results) - self.max_pending)
 
     def _drop_oldest_results(self, count: int) -> None:
+        """(Under `_lock`.)"""
         del self._buffer.results[:count]
         del self._buffer.epochs[:count]
         self._stats.dropped_results += count
@@ -657,10 +738,11 @@ class ResultWriter:
         )
 
     def _drop_all(self, reason: str) -> None:
-        buffer, self._buffer = self._buffer, _Buffer()
-        if buffer:
+        with self._lock:
+            buffer, self._buffer = self._buffer, _Buffer()
             self._stats.dropped_results += len(buffer.results)
             self._stats.dropped_transitions += len(buffer.transitions)
+        if buffer:
             log.error(
                 "results_dropped",
                 count=len(buffer.results),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -473,10 +474,10 @@ async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
     # holds every read slot); beside them an event stream and a long-poll, which the
     # stop ends at once. uvicorn would cancel the two and log a traceback for each.
     caplog.set_level(logging.INFO)
-    async with serve(db_path) as served:
+    async with serve(db_path) as served, contextlib.AsyncExitStack() as slots:
         record = await served.flip("a", "healthy")
-        for _ in range(4):
-            await served.api.reading.acquire()
+        for _ in range(served.api.reads.at_once):
+            await slots.enter_async_context(served.api.reads.turn())
         poll = asyncio.create_task(
             served.client.get("/api/v1/cluster", params={"index": record.id, "wait": "60s"})
         )

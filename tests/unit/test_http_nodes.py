@@ -39,7 +39,7 @@ def _watch(engine: _Engine) -> ClusterWatch:
     node = SimpleNamespace(name="a", node_id=1, held={"x": 3, "y": 4})
     monitor = SimpleNamespace(cluster_settings=ClusterSettings(node="a"), cluster=node)
     store = SimpleNamespace(engine=engine)
-    return ClusterWatch(monitor, store, asyncio.Semaphore(4))  # type: ignore[arg-type]  # fakes
+    return ClusterWatch(monitor, store)  # type: ignore[arg-type]  # fakes
 
 
 async def test_a_failed_read_is_a_storage_error_and_owners_fall_back_to_our_leases() -> None:

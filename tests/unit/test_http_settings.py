@@ -45,6 +45,7 @@ def test_the_http_table_builds_settings(tmp_path: Path) -> None:
         ("max_wait = 0", "[http], field 'max_wait': max_wait must be a positive number"),
         ("default_wait = 900.0", "default_wait (900.0 s) is longer than max_wait (600.0 s)"),
         ("metrics_max_age = 61", "metrics_max_age must be 0-60 seconds"),
+        ("read_share = 0", "[http], field 'read_share': read_share must be a fraction in (0, 1]"),
         ('token = "short-secret"', "token must be a string of at least 16 characters"),
     ],
 )

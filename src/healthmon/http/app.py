@@ -31,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from healthmon.errors import ApiError, StorageError
 from healthmon.http import routes
+from healthmon.http.budget import ReadBudget
 from healthmon.http.feed import TransitionFeed
 from healthmon.http.metrics import HttpGauges, MetricsPage
 from healthmon.http.nodes import ClusterWatch
@@ -65,10 +66,11 @@ class HttpApi:
         self.streams = Gate(self.settings.max_streams)
         self.waiting = Gate(self.settings.max_waiting)
         self.exports = Gate(2)  # raw-results exports at once: each takes the loop's CPU
-        # Store reads at once; others queue here. The store's connection pool (15) is
-        # shared with the writer, which must never wait for a connection behind them.
-        self.reading = asyncio.Semaphore(4)
-        self.cluster = ClusterWatch(monitor, store, self.reading)
+        # Store reads on clients' behalf: a few at once (the store's connection pool,
+        # 15, is shared with the writer, which must never wait behind them), and a
+        # bounded share of the time, so that the checks keep theirs (http/budget.py).
+        self.reads = ReadBudget(share=self.settings.read_share)
+        self.cluster = ClusterWatch(monitor, store)
         self.metrics = MetricsPage(
             monitor,
             self.feed,

@@ -35,13 +35,11 @@ class ClusterWatch:
         self,
         monitor: HealthMonitor,
         store: HealthStore,
-        reading: asyncio.Semaphore,
         *,
         max_age: float = 1.0,
     ) -> None:
         self._monitor = monitor
         self._store = store
-        self._reading = reading
         self._max_age = max_age
         self._view: ClusterView | None = None
         self._read_at = -float("inf")
@@ -77,11 +75,10 @@ class ClusterWatch:
         async with self._lock:  # one read for everyone asking meanwhile
             if time.monotonic() - self._read_at >= self._max_age:
                 try:
-                    # Bounded once a read slot is ours: a database that stopped
-                    # answering must not hold /api/v1/cluster for the driver's own
-                    # timeouts (10-60 s).
+                    # (At most once per max_age, so outside the clients' read budget.)
+                    # Bounded: a database that stopped answering must not hold
+                    # /api/v1/cluster for the driver's own timeouts (10-60 s).
                     async with (
-                        self._reading,
                         asyncio.timeout(_READ_TIMEOUT),
                         self._store.engine.connect() as conn,
                     ):

@@ -254,7 +254,7 @@ class _Routes:
     async def _known(self, name: str) -> None:
         if name in self.monitor.services or name in self.monitor.health_cache:
             return
-        async with self.api.reading:
+        async with self.api.reads.turn():
             known = await self.feed.knows(name)
         if not known:
             raise _unknown_service(name, "neither monitored nor in the database")
@@ -263,7 +263,7 @@ class _Routes:
         """Whether the database has the service (a monitored one may not have yet)."""
         if self.feed.known(name):
             return True
-        async with self.api.reading:
+        async with self.api.reads.turn():
             return await self.feed.knows(name)
 
     def _window(self, query: Query, *, default_since: str | None = "24h") -> tuple[float, float]:
@@ -301,7 +301,7 @@ class _Routes:
             )
             return self.json(report_shape(empty))
         try:
-            async with self.api.reading:
+            async with self.api.reads.turn():
                 found = await self.store.report(name, since, until, exact=exact)
         except ValueError as exc:
             raise _from_store(exc) from None
@@ -314,12 +314,12 @@ class _Routes:
         checks run between them."""
         query = Query(request.query_params, ("since", "until"))
         since, until = self._window(query)
-        async with self.api.reading:
+        async with self.api.reads.turn():
             names = sorted(await self.store.service_names())
         found = []
         try:
             for name in names:
-                async with self.api.reading:
+                async with self.api.reads.turn():
                     found.append(await self.store.report(name, since, until))
         except ValueError as exc:
             raise _from_store(exc) from None
@@ -347,7 +347,7 @@ class _Routes:
                 f"of window, got {until - since:.0f} s; use a bucket of 60 s or more"
             )
         try:
-            async with self.api.reading:
+            async with self.api.reads.turn():
                 found = await self.store.series(name, since, until, bucket=bucket)
         except ValueError as exc:
             raise _from_store(exc) from None
@@ -371,7 +371,7 @@ class _Routes:
             return self.json({"transitions": [], "next_after": self.feed.index})
         # Listening from before the first read: a commit during it is not missed.
         with self.feed.listening() as listener:
-            async with self.api.reading:
+            async with self.api.reads.turn():
                 page, cursor = await self.feed.after(after, limit, services)
             if not page and wait is not None and not self.feed.closed:
                 if self.api.waiting.full():
@@ -382,7 +382,7 @@ class _Routes:
                         remaining = deadline - asyncio.get_running_loop().time()
                         if remaining <= 0 or not await listener.wait(remaining):
                             break
-                        async with self.api.reading:
+                        async with self.api.reads.turn():
                             page, cursor = await self.feed.after(cursor, limit, services)
         return self.json({"transitions": [transition_shape(r) for r in page], "next_after": cursor})
 
@@ -418,7 +418,7 @@ class _Routes:
         if service is not None:
             names = [service]
         else:
-            async with self.api.reading:
+            async with self.api.reads.turn():
                 names = await self.store.service_names()
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
 
@@ -428,7 +428,7 @@ class _Routes:
             for name in names:
                 start = since
                 while not self.feed.closed:
-                    async with self.api.reading:
+                    async with self.api.reads.turn():
                         page = await self.store.results(name, start, until, limit=_EXPORT_PAGE)
                     if page:
                         yield _encode(page, fmt)
@@ -488,7 +488,7 @@ class _Routes:
                     if feed.recent_after(cursor, 1) is not None:
                         page, cursor = await feed.after(cursor, _SSE_PAGE, services)
                     else:  # far behind: a store read, in turn with the others
-                        async with self.api.reading:
+                        async with self.api.reads.turn():
                             page, cursor = await feed.after(cursor, _SSE_PAGE, services)
                     if page:
                         yield "".join(_event(record) for record in page).encode()

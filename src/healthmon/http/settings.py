@@ -28,7 +28,10 @@ class HttpSettings:
     within `send_timeout` seconds ends its response; a blocking query waits at most
     `max_wait` seconds, and `default_wait` when it does not say (None: 5 minutes, or
     `max_wait` if shorter). `/metrics` is rendered at most once per `metrics_max_age`
-    seconds, however many clients ask (0: every request).
+    seconds, however many clients ask (0: every request). Store reads on clients'
+    behalf (history, transitions, exports) are busy at most `read_share` of the time
+    together (a fraction of 1; beyond it they wait their turn: http/budget.py), so
+    that however many clients ask, the checks keep their CPU.
     """
 
     host: str = "127.0.0.1"
@@ -43,6 +46,7 @@ class HttpSettings:
     keepalive: float = 15.0
     send_timeout: float = 30.0
     metrics_max_age: float = 1.0
+    read_share: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
@@ -65,6 +69,8 @@ class HttpSettings:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if not (_number(self.metrics_max_age) and 0 <= self.metrics_max_age <= 60):
             raise ValueError(f"metrics_max_age must be 0-60 seconds, got {self.metrics_max_age!r}")
+        if not (_number(self.read_share) and 0 < self.read_share <= 1):
+            raise ValueError(f"read_share must be a fraction in (0, 1], got {self.read_share!r}")
         if self.default_wait is not None and self.default_wait > self.max_wait:
             raise ValueError(
                 f"default_wait ({self.default_wait} s) is longer than max_wait ({self.max_wait} s)"

@@ -91,7 +91,7 @@ class StatusPages:
         text = (query.text("q") or "").strip()
         page = query.integer("page", minimum=1) or 1
         started = time.perf_counter()
-        async with self.api.reading:
+        async with self.api.reads.turn():
             read_at, summaries = await self.history.summaries()
         rows = [self._row(name, summaries.get(name, EMPTY)) for name in self._names()]
         rows.sort(key=_worst_first)
@@ -145,7 +145,7 @@ class StatusPages:
         name = query.text("service")
         if name is None:
             raise bad_request("service is required: whose days?")
-        async with self.api.reading:
+        async with self.api.reads.turn():
             _, summaries = await self.history.summaries()
             if not self.history.ready:  # the tooltips are of the bars: wait for them
                 _, summaries = await self.history.read()
@@ -180,7 +180,7 @@ class StatusPages:
             raise ApiError(404, "unknown_service", f"unknown service {name!r}")
         history = None
         if known:
-            async with self.api.reading:
+            async with self.api.reads.turn():
                 history = await read_service(self.api.store, name, window, self.api.now())
         definition = monitor.services.get(name)
         url = None

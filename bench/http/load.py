@@ -63,7 +63,7 @@ async def _mixed(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
 async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) -> dict[str, Any]:
     received: list[tuple[str, float, float]] = []  # (service, transition ts, received at)
     answers: list[tuple[int, float, float]] = []  # (index, sent at, received at)
-    probes: dict[str, list[float]] = defaultdict(list)
+    probes: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (sent at, took)
 
     async def stream() -> None:
         # Events split on the bytes as they arrive (httpx's line decoder would hand
@@ -98,7 +98,7 @@ async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
                 started = time.monotonic()
                 response = await client.get(path)
                 if response.status_code == 200:
-                    probes[path].append(time.monotonic() - started)
+                    probes[path].append((started, time.monotonic() - started))
             await asyncio.sleep(p["probe_pause"])
 
     tasks = [asyncio.create_task(stream()) for _ in range(p["streams"])]

@@ -234,10 +234,10 @@ def _fleet_summary(
             continue
         if sent < committed:  # it was waiting when it came
             polls.append(got - committed)
-    probes = {
-        path: {"n": len(values), "p50_ms": _ms(values, 50), "p99_ms": _ms(values, 99)}
-        for path, values in load["probes"].items()
-    }
+    probes = {}
+    for path, timed in load["probes"].items():
+        values = [took for sent, took in timed if sent >= window_start]  # not the warm-up's
+        probes[path] = {"n": len(values), "p50_ms": _ms(values, 50), "p99_ms": _ms(values, 99)}
     return {
         "transitions_committed": sum(1 for t in commits.values() if t >= window_start),
         "sse": {"n": len(sse), "p50_ms": _ms(sse, 50), "p99_ms": _ms(sse, 99)},

@@ -67,9 +67,6 @@ Subscriber = Callable[[HealthCheckResult], Awaitable[None]]
 _GOLDEN = (5**0.5 - 1) / 2
 """Multiples of it, modulo 1, spread evenly over [0, 1) for any count: the phases of
 the services' schedules, so that a hundred services at 20 Hz do not fire as one burst."""
-_AGENTS_PER_STEP = 200
-"""Agents' reports folded in per turn of the loop: a thousand at once held it ~20 ms,
-delaying checks and API requests (issue 14's cluster status p99)."""
 
 
 class HealthMonitor:
@@ -402,13 +399,11 @@ class HealthMonitor:
             log.error("agents_health_check_failed", error=repr(exc))
             return
         now = time.time()
-        reported = {f"{AGENT_PREFIX}{name}" for name in reports}
+        results = [_agent_result(name, report, now) for name, report in reports.items()]
+        reported = {result.service_name for result in results}
         vanished, self._reported_agents = self._reported_agents - reported, reported
         async with self._session():
-            for index, (name, report) in enumerate(reports.items()):
-                if index and not index % _AGENTS_PER_STEP:
-                    await asyncio.sleep(0)  # let the loop breathe: checks, requests
-                result = _agent_result(name, report, now)
+            for result in results:
                 if self._writer is not None:
                     self._writer.register_service(result.service_name, "agent", None)
                 self._record(result)

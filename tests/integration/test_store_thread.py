@@ -15,7 +15,9 @@ import pytest
 from healthmon import HealthCheckResult, HealthStatus, HealthStore, StatusTransition
 from healthmon.store.writer import Committed
 
-T0 = time.time() - 600  # (recent: a started writer prunes raw results past retention)
+# Whole seconds (stored exactly), and recent: a started writer prunes raw results
+# older than the retention.
+T0 = float(int(time.time()) - 600)
 
 
 def _results(count: int, service: str = "api") -> list[HealthCheckResult]:
@@ -130,3 +132,20 @@ async def test_a_cancelled_read_leaves_the_store_usable(db_url: str) -> None:
             await read
         assert len(await store.results("api")) == 50
         await writer.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_store_closing_while_its_writer_stops_waits_for_that_stop(db_url: str) -> None:
+    # The monitor stopping its writer and the application closing the store at once:
+    # the close waited for nothing, ended the thread, and the last flush was cancelled.
+    store = HealthStore(db_url)
+    await store.open()
+    writer = store.writer(flush_interval=0.5)
+    await writer.start()
+    for result in _results(300):
+        writer.submit(result)
+    await asyncio.gather(writer.stop(), store.close(), writer.stop())
+    assert writer.stats.committed_results == 300
+    assert writer.stats.dropped_results == 0
+    async with HealthStore(db_url) as reopened:
+        assert len(await reopened.results("api")) == 300

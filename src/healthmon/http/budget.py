@@ -9,7 +9,9 @@ left checks tens of milliseconds late (issue 14). So reads go through one
 of the time in the long run (a token bucket of reading seconds, `burst` deep: a
 page's handful of reads goes at once). A read over the budget waits before it
 starts; one under way is never interrupted. Under load, clients wait longer for
-history; checks keep their slots.
+history; checks keep their slots. A read is charged its wall time (queueing on the
+store's thread included: conservative), and the debt is capped at `burst`, so one
+pathological read does not lock the others out for long.
 """
 
 from __future__ import annotations
@@ -62,4 +64,4 @@ class ReadBudget:
                 yield
             finally:
                 self._refill(loop.time())
-                self._credit -= loop.time() - started
+                self._credit = max(-self.burst, self._credit - (loop.time() - started))

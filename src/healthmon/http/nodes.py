@@ -2,7 +2,7 @@
 
 From the same source as `healthmon status` (cluster/view.py's `read_cluster`: the
 node and lease rows, by the database's clock), read at most once per `max_age`
-seconds however many clients ask, in turn with the API's other store reads. The
+seconds however many clients ask (so outside the clients' read budget). The
 services this node holds are known here at once (its own leases, in memory); only
 the other nodes' come from that read.
 """

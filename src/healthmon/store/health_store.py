@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import math
@@ -96,6 +97,7 @@ class HealthStore:
         self._engine: AsyncEngine | None = None
         self._thread: StoreThread | None = None
         self._own: AsyncEngine | None = None  # the thread's (or `_engine` without one)
+        self._opener: asyncio.AbstractEventLoop | None = None  # `_engine`'s loop
         self._writer: ResultWriter | None = None
         self.late = LateChanges()
         """Aggregate rows this process's writer changed with late results (store/late.py)."""
@@ -124,6 +126,7 @@ class HealthStore:
             raise
         self._engine = engine
         self._file.remember()
+        self._opener = asyncio.get_running_loop()
         if one_connection(self.url):
             self._own = engine
             return
@@ -151,16 +154,24 @@ class HealthStore:
             "a new database is created at the same path",
         )
         # The pooled connections still point at the old inode. (This runs on the store's
-        # thread; closing the opener's aiosqlite connections from here is safe: aiosqlite
-        # answers each call on the loop that made it.)
+        # thread; the opener's pool belongs to the opener's loop: disposed there.)
         await self.thread_engine.dispose()
-        if self.engine is not self.thread_engine:
-            await self.engine.dispose()
+        self._dispose_opener_engine()
         self._file.remove_leftovers()
         await migrate.upgrade(self.thread_engine)
         self._file.remember()
         log.info("database_recreated", path=str(self._file.path))
         return True
+
+    def _dispose_opener_engine(self) -> None:
+        engine, loop = self._engine, self._opener
+        if engine is None or engine is self._own or loop is None:
+            return
+        dispose = engine.dispose()
+        try:
+            asyncio.run_coroutine_threadsafe(dispose, loop)  # (not waited for)
+        except RuntimeError:  # that loop has ended, and with it whatever used the engine
+            dispose.close()
 
     async def close(self) -> None:
         """Close every connection. A writer still open is stopped (and flushed) first."""
@@ -176,7 +187,7 @@ class HealthStore:
                     await thread.run(own.dispose())
             finally:
                 if thread is not None:
-                    thread.stop()
+                    await asyncio.to_thread(thread.stop)
                 if engine is not None:
                     await engine.dispose()
 

@@ -18,9 +18,12 @@ caller's loop: results come back through the awaited future, callbacks through
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from healthmon.errors import StorageError
 
 __all__ = ["StoreThread"]
 
@@ -66,14 +69,26 @@ class StoreThread:
 
     async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run `coro` on this thread's loop and return its result (or raise its error)
-        in the caller's. Cancelling the caller cancels it there."""
+        in the caller's. Cancelling the caller cancels it there; work ended by the
+        thread's stop (the store closed under it) raises StorageError."""
+        if self.here():
+            return await coro
+        work = self.submit(coro)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if work.cancelled() and caller is not None and not caller.cancelling():
+                raise StorageError("the store was closed while this was under way") from None
+            raise
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        """Start `coro` on this thread's loop (from another thread); its future."""
         loop = self._loop
         if loop is None:
             coro.close()
             raise RuntimeError(f"the store's thread {self.name!r} is not running")
-        if self.here():
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         """Call `callback(*args)` on this thread's loop, soon (from any thread)."""
@@ -83,7 +98,8 @@ class StoreThread:
 
     def stop(self) -> None:
         """End the loop (its tasks still running are cancelled) and join the thread.
-        Idempotent. Call it once the store's work is done: it waits for the thread."""
+        Idempotent. Call it once the store's work is done: it waits for the thread
+        (from a loop, through `asyncio.to_thread`)."""
         loop, thread = self._loop, self._thread
         self._loop = self._thread = None
         if loop is None or thread is None:
@@ -95,10 +111,12 @@ class StoreThread:
 def _close(loop: asyncio.AbstractEventLoop) -> None:
     """Cancel what is left on the loop, let it end, and close the loop."""
     try:
-        leftover = asyncio.all_tasks(loop)
-        for task in leftover:
-            task.cancel()
-        if leftover:
+        for _ in range(10):  # (ending a task may start another: a driver's cancel request)
+            leftover = asyncio.all_tasks(loop)
+            if not leftover:
+                break
+            for task in leftover:
+                task.cancel()
             loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())

@@ -31,13 +31,14 @@ SQL run on that thread's loop, never waiting for turns of a busy monitor's loop.
 `submit` and `register_service` may then be called from the monitor's thread (they
 take a lock for a few list appends and wake the writer only when it sleeps); `start`,
 `stop` and `flush` run their work there and return in the caller's loop, and
-`on_commit` is called on the loop that started (or last stopped or flushed) the
+`on_commit` is called on the first loop that started, flushed or stopped the
 writer, in commit order: a callback queued before `stop()` or `flush()` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -187,6 +188,7 @@ class ResultWriter:
         self._staging = staged  # SQLite: rows staged, compacted between flushes (staging.py)
         self._thread = thread  # where the task and its SQL run (None: the caller's loop)
         self._home: asyncio.AbstractEventLoop | None = None  # where on_commit is called
+        self._stopping_work: asyncio.Future[None] | concurrent.futures.Future[None] | None = None
         # Guards what the monitor's thread changes: the buffer and the service rows.
         self._lock = threading.Lock()
         self._idle = False  # the task waits for something to write: wake it
@@ -235,11 +237,12 @@ class ResultWriter:
 
         With a fence, `epoch` is the lease epoch the result was taken under (None: not
         fenced, e.g. an agent's report)."""
-        if self._released or self._crashed is not None:
-            # e.g. the store was closed under a running monitor
-            with self._lock:
+        with self._lock:
+            refused = self._released or self._crashed is not None
+            if refused:  # e.g. the store was closed under a running monitor
                 self._stats.dropped_results += 1
                 self._stats.dropped_transitions += transition is not None
+        if refused:
             reason = _STOPPED if self._crashed is None else self._stats.last_error
             if self._stats.last_error != reason or not self._told_dropped:
                 self._stats.last_error = reason
@@ -327,20 +330,31 @@ class ResultWriter:
         if self._crashed is not None:
             raise StorageError(f"{self._stats.last_error}; ask the store for a new writer")
         if self._task is None:
-            self._task = await self._there(self._spawn())
+            await self._there(self._spawn())
 
-    async def _spawn(self) -> asyncio.Task[None]:
-        self._stopping.clear()
-        return asyncio.create_task(self._run(), name="healthmon-writer")
+    async def _spawn(self) -> None:
+        if self._task is None:  # (on the writer's loop, where stop() looks for it)
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="healthmon-writer")
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Flush everything pending, retrying a failing database until `timeout`;
         whatever still cannot be written then is counted as dropped and logged."""
         with self._lock:  # (submissions from now on are refused and counted)
-            if self._released:
-                return
-            self._released = True
-        await self._there(self._stop(timeout))
+            stopping = self._stopping_work
+            if stopping is None:
+                if self._released:  # let go while idle: nothing to stop
+                    return
+                self._released = True
+                self._note_home()
+                stopping = self._stopping_work = (
+                    asyncio.ensure_future(self._stop(timeout))
+                    if self._thread is None
+                    else self._thread.submit(self._stop(timeout))
+                )
+        # Every caller waits for the one stop (a store closing while the monitor stops
+        # its writer), which goes on if a caller is cancelled.
+        await asyncio.shield(asyncio.wrap_future(stopping))
 
     async def _stop(self, timeout: float) -> None:
         self._stopping.set()
@@ -378,16 +392,22 @@ class ResultWriter:
         after this call)."""
         if self._thread is None or self._thread.here():
             self._forget_rows()
-        else:
+            return
+        with contextlib.suppress(RuntimeError):  # the thread has ended: nothing to forget
             self._thread.call_soon(self._forget_rows)
 
     async def _there(self, work: Coroutine[Any, Any, _R]) -> _R:
-        """Await `work` on the writer's loop; on_commit is called back on this one."""
+        """Await `work` on the writer's loop."""
         if self._thread is None:
             return await work
-        if not self._thread.here():
-            self._home = asyncio.get_running_loop()
+        self._note_home()
         return await self._thread.run(work)
+
+    def _note_home(self) -> None:
+        """on_commit is called on the first loop that starts, flushes or stops the
+        writer from another thread (the monitor's)."""
+        if self._home is None and self._thread is not None and not self._thread.here():
+            self._home = asyncio.get_running_loop()
 
     # -- the writer task ----------------------------------------------------------------
 

@@ -500,6 +500,7 @@ async def test_a_stop_cuts_what_is_still_running_without_a_traceback(
                 served.api.waiting.held == 1
                 and served.api.streams.held == 1
                 and served.api.exports.held == 1
+                and served.api.reads.queued == 2  # the export's page and the report
                 and len(served.api.handling) == 4
             )
         )

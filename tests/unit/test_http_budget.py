@@ -48,8 +48,12 @@ async def test_no_more_than_at_once_read_together() -> None:
             await asyncio.sleep(0.01)
             inside -= 1
 
-    await asyncio.gather(*(read() for _ in range(6)))
+    reads = [asyncio.create_task(read()) for _ in range(6)]
+    await asyncio.sleep(0)
+    assert budget.queued == 4  # waiting for a slot
+    await asyncio.gather(*reads)
     assert most == 2
+    assert budget.queued == 0
 
 
 def test_bad_settings_are_refused() -> None:

@@ -41,6 +41,8 @@ class ReadBudget:
         self._credited_at: float | None = None  # loop time of the last refill
         self.waited = 0.0
         """Seconds reads have waited for the budget (not for a slot), in total."""
+        self.queued = 0
+        """Reads waiting for a slot now."""
 
     def _refill(self, now: float) -> None:
         if self._credited_at is not None:
@@ -51,7 +53,12 @@ class ReadBudget:
     async def turn(self) -> AsyncIterator[None]:
         """Hold a read's turn: wait for a slot and for the budget, then charge the
         read's duration to the budget when it ends."""
-        async with self._slots:
+        self.queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.queued -= 1
+        try:
             loop = asyncio.get_running_loop()
             self._refill(loop.time())
             while self._credit <= 0:  # spent: wait until a little is earned back
@@ -65,3 +72,5 @@ class ReadBudget:
             finally:
                 self._refill(loop.time())
                 self._credit = max(-self.burst, self._credit - (loop.time() - started))
+        finally:
+            self._slots.release()

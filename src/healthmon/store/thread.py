@@ -39,10 +39,6 @@ class StoreThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
     def start(self) -> None:
         """Start the thread and its loop (returns once the loop runs). Idempotent."""
         if self._thread is not None:

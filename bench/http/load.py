@@ -41,8 +41,9 @@ async def _mixed(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
             "report_24h": f"/api/v1/services/{p['service_names'][index % len(p['service_names'])]}"
             "/report?since=24h",
         }
+        mix = [(kind, paths[kind]) for kind in p.get("mix", list(paths))]
         while time.monotonic() < deadline:
-            for kind, path in paths.items():
+            for kind, path in mix:
                 started = time.monotonic()
                 try:
                     response = await client.get(path)

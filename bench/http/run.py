@@ -62,6 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--fleet", type=int, default=1000)
+    parser.add_argument(
+        "--mix",
+        default="cluster_status,metrics,report_24h",
+        help="what each client asks for in turn (of cluster_status, metrics, report_24h)",
+    )
+    parser.add_argument("--no-fleet", action="store_true", help="skip part 2")
+    parser.add_argument(
+        "--check-workers",
+        type=int,
+        nargs="+",
+        default=[0, 2],
+        help="part 1 with each of these HealthMonitor(check_workers=N)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument(
         "--smoke", action="store_true", help="the smallest run (a few seconds): the harness works"
@@ -80,28 +93,37 @@ def main(argv: list[str] | None = None) -> int:
     with TargetProcess(ports=args.services, lifetime=3600) as targets:
         common = {"ports": targets.ports, "services": args.services, "hz": 20.0,
                   "warmup": args.warmup, "duration": args.duration}  # fmt: skip
-        runs = [("no API clients (baseline)", None)] + [
+        loads = [("no API clients (baseline)", None)] + [
             (
                 f"{args.clients} clients, think {think:g} s",
-                {"clients": args.clients, "think": think},
+                {"clients": args.clients, "think": think, "mix": args.mix.split(",")},
             )
             for think in args.think
         ]
+        runs = [
+            (f"{label}{f' [{n} workers]' if n else ''}", load, n)
+            for n in args.check_workers
+            for label, load in loads
+        ]
         print(f"\n1. {args.services} services at 20 Hz with a store, HTTP face serving")
-        print(f"{'load':<28}{'on time':>9}{'late p50':>10}{'late p99':>10}{'CPU':>7}"
-              f"{'req/s':>8}{'status p99':>11}{'metrics p99':>12}{'report p99':>11}")  # fmt: skip
+        print(f"{'load [check workers]':<40}{'on time':>9}{'late p50':>10}{'late p99':>10}"
+              f"{'CPU':>11}{'req/s':>7}{'status p99':>11}{'metrics p99':>12}"
+              f"{'report p99':>11}")  # fmt: skip
         figures["checks"] = []
-        for label, load in runs:
-            found = _worker("checks", {**common, "load": load}, limit)
+        for label, load, workers in runs:
+            found = _worker("checks", {**common, "load": load, "check_workers": workers}, limit)
             figures["checks"].append({"label": label, **found})
             served = found.get("load", {})
             requests = sum(v["n"] for k, v in served.items() if isinstance(v, dict) and "n" in v)
+            cpu = _f(100 * found["cpu_share"], 0)
+            if workers:
+                cpu += f"+{_f(100 * found['workers_cpu_share'], 0)}"
             print(
-                f"{label:<28}{_f(100 * found['on_time_fraction']) + ' %':>9}"
+                f"{label:<40}{_f(100 * found['on_time_fraction']) + ' %':>9}"
                 f"{_f(found['lateness_p50_ms']) + ' ms':>10}"
                 f"{_f(found['lateness_p99_ms']) + ' ms':>10}"
-                f"{_f(100 * found['cpu_share'], 0) + ' %':>7}"
-                f"{_f(requests / (args.warmup + args.duration) if load else None, 0):>8}"
+                f"{cpu + ' %':>11}"
+                f"{_f(requests / (args.warmup + args.duration) if load else None, 0):>7}"
                 f"{_f(served.get('cluster_status', {}).get('p99_ms')) + ' ms':>11}"
                 f"{_f(served.get('metrics', {}).get('p99_ms')) + ' ms':>12}"
                 f"{_f(served.get('report_24h', {}).get('p99_ms')) + ' ms':>11}"
@@ -109,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             if served.get("errors"):
                 print(f"    errors: {served['errors']}")
 
+    if not args.no_fleet:
+        _fleet_part(args, figures, limit)
+    figures["load_average_after"] = os.getloadavg()
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def _fleet_part(args: argparse.Namespace, figures: dict[str, Any], limit: float) -> None:
     fleet = _worker(
         "fleet",
         {
@@ -139,8 +171,3 @@ def main(argv: list[str] | None = None) -> int:
               f"{_f(value['p99_ms'])+' ms':>10}")  # fmt: skip
     print(f"    /metrics page: {fleet['metrics_render']['bytes']} bytes; "
           f"transitions committed: {fleet['transitions_committed']}")  # fmt: skip
-    figures["load_average_after"] = os.getloadavg()
-    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
-    return 0

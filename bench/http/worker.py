@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -30,6 +31,7 @@ from healthmon import HealthMonitor, HealthStore
 from healthmon.http import HttpApi, HttpServer, HttpSettings
 from healthmon.log import configure_logging
 from healthmon.store import ResultWriter
+from healthmon.workers import pool as workers_pool
 
 __all__ = ["main"]
 
@@ -59,14 +61,19 @@ async def run_checks(
     warmup: float,
     duration: float,
     load: dict[str, Any] | None,
+    check_workers: int = 0,
 ) -> dict[str, Any]:
     interval = 1.0 / hz
     lateness = LatenessLog(interval)
     undo = _hook_schedules(lateness)
     folder = Path(tempfile.mkdtemp(prefix="healthmon-bench-http-"))
+    if check_workers:  # the workers log their slots with the same hook (hooked_child.py)
+        (folder / "lateness").mkdir()
+        os.environ["HEALTHMON_BENCH_LATENESS"] = str(folder / "lateness")
+        workers_pool._CHILD = "bench.http.hooked_child"
     try:
         async with HealthStore(folder / "bench.db") as store:
-            monitor = HealthMonitor(interval, store=store)
+            monitor = HealthMonitor(interval, store=store, check_workers=check_workers)
             for index, port in enumerate(ports[:services]):
                 monitor.add_service(_service(index, port, flip=False))
             async with monitor:
@@ -84,22 +91,43 @@ async def run_checks(
                         )
                     await asyncio.sleep(warmup)
                     loop = asyncio.get_running_loop()
+                    pids = monitor._workers.pids if monitor._workers is not None else []
                     t0, cpu0 = loop.time(), time.process_time()
+                    workers_cpu0 = _cpu_seconds(pids)
                     await asyncio.sleep(duration)
                     t1, cpu1 = loop.time(), time.process_time()
+                    workers_cpu = _cpu_seconds(pids) - workers_cpu0
                     figures: dict[str, Any] = {
                         "services": services,
                         "hz": hz,
+                        "check_workers": check_workers,
                         "cpu_share": (cpu1 - cpu0) / (t1 - t0),
-                        **lateness.summary(t0, t1),
+                        "workers_cpu_share": workers_cpu / (t1 - t0),
                     }
                     if process is not None and out is not None:
                         await process.wait()
                         figures["load"] = _mixed_summary(json.loads(out.read_text()), duration)
-                    return figures
+        if check_workers:  # stopped: each worker has written its slots
+            for found in (folder / "lateness").glob("*.json"):
+                logged = json.loads(found.read_text())
+                pid = int(found.stem) << 48  # ids of objects, unique within one process
+                for key, first in logged["first_slot"].items():
+                    lateness.first_slot[pid + int(key)] = first
+                lateness.samples += [(pid + k, slot, late) for k, slot, late in logged["samples"]]
+        return figures | lateness.summary(t0, t1)
     finally:
         undo()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / ticks
 
 
 def _mixed_summary(load: dict[str, Any], seconds: float) -> dict[str, Any]:

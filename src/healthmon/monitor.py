@@ -56,6 +56,7 @@ from healthmon.probe import new_http_client, probe_http
 from healthmon.schedule import FixedRateSchedule
 from healthmon.store import HealthStore, ResultWriter, WriterStats
 from healthmon.store.engine import is_postgres
+from healthmon.workers import CheckOrder, CheckWorkers, validate_check_workers
 
 __all__ = ["HealthMonitor", "Subscriber"]
 
@@ -96,6 +97,14 @@ class HealthMonitor:
     database (docs/cluster.md): this monitor checks only the services whose lease it
     holds, its cache answers for the whole fleet, and its subscribers hear every
     transition of the fleet, once each, in commit order.
+
+    `check_workers`: run the scheduled HTTP checks in this many processes of their own
+    (docs/workers.md) instead of on this loop, so that what else the process does
+    (the HTTP face's clients, reports, garbage collections) delays no check and the
+    checks can use more than one core. Results are recorded here as usual; one-off
+    checks (`check_health`) still run here. Not with an `http_client` (a worker makes
+    each service's client from its policy), and `_check_http_health` is then not on
+    the scheduled checks' path.
     """
 
     def __init__(
@@ -110,8 +119,15 @@ class HealthMonitor:
         max_pending: int = 100_000,
         freeze_gc: bool = True,
         cluster: ClusterSettings | None = None,
+        check_workers: int = 0,
     ) -> None:
         self.check_interval = validate_interval(check_interval)
+        self.check_workers = validate_check_workers(check_workers)
+        if check_workers and http_client is not None:
+            raise ValueError(
+                "check_workers runs checks in other processes, where an http_client of "
+                "yours cannot go: pass one or the other"
+            )
         if not callback_timeout > 0:
             raise ValueError(f"callback_timeout must be positive, got {callback_timeout!r}")
         self.policy = CheckPolicy() if policy is None else policy
@@ -138,6 +154,7 @@ class HealthMonitor:
         self._check_counts: dict[str, dict[HealthStatus, int]] = {}
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
+        self._workers: CheckWorkers | None = None  # with check_workers, while running
         self._in_flight: dict[str, asyncio.Lock] = {}  # one check per service at a time
         self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
@@ -211,7 +228,8 @@ class HealthMonitor:
     @property
     def missed_checks(self) -> dict[str, int]:
         """Slots skipped per service because its previous check overran them."""
-        return {name: schedule.missed for name, schedule in self._schedules.items()}
+        missed = {name: schedule.missed for name, schedule in self._schedules.items()}
+        return missed if self._workers is None else missed | self._workers.missed
 
     @property
     def check_counts(self) -> dict[str, dict[HealthStatus, int]]:
@@ -258,6 +276,8 @@ class HealthMonitor:
         self._check_counts.pop(service_name, None)
         self._schedules.pop(service_name, None)
         self._in_flight.pop(service_name, None)
+        if self._workers is not None:
+            self._workers.detach(service_name)
         task = self._checks.pop(service_name, None)
         if task is not None:
             task.cancel()  # the task closes its client as it ends; stop waits for it
@@ -481,29 +501,25 @@ class HealthMonitor:
     def _start_checks(self, service: ServiceDefinition) -> None:
         if service.health_check_url is None:
             return
+        name = service.name
         if self.cluster_settings is not None:
-            if service.name not in self._owned or service.name in self._checks:
-                return  # another node checks it
-            if service.name in self._seeded:  # carries on from the database's state
-                self._seeded.discard(service.name)
-                self._checks[service.name] = asyncio.create_task(
-                    self._check_loop(service, service.health_check_url),
-                    name=f"healthmon-check:{service.name}",
-                )
+            if name not in self._owned or name in self._checks or self._checked_by_worker(name):
+                return  # another node checks it (or we do already)
+            if name in self._seeded:  # carries on from the database's state
+                self._seeded.discard(name)
+                self._launch(service, service.health_check_url)
                 return
         # The start period runs from here, when its checks start (not when it was
         # added); a confirmed status from an earlier run carries over.
-        self._confirmation_for(service.name)
-        self._checks[service.name] = asyncio.create_task(
-            self._check_loop(service, service.health_check_url),
-            name=f"healthmon-check:{service.name}",
-        )
+        self._confirmation_for(name)
+        self._launch(service, service.health_check_url)
 
-    async def _check_loop(self, service: ServiceDefinition, url: str) -> None:
-        """Check one service on its own fixed-rate schedule, one check at a time.
+    def _checked_by_worker(self, name: str) -> bool:
+        return self._workers is not None and self._workers.attached(name)
 
-        Its first slot comes within one interval, at a phase of its own.
-        """
+    def _launch(self, service: ServiceDefinition, url: str) -> None:
+        """Start a service's schedule: its first slot within one interval, at a phase
+        of its own; on this loop, or on a check worker."""
         name = service.name
         interval = service.interval or self.check_interval
         phase = (self._schedules_started * _GOLDEN) % 1.0 * interval
@@ -511,7 +527,28 @@ class HealthMonitor:
             self._at_once.discard(name)
             phase = 0.0
         self._schedules_started += 1
-        schedule = FixedRateSchedule(interval, start=asyncio.get_running_loop().time() + phase)
+        start = asyncio.get_running_loop().time() + phase
+        if self._workers is not None:
+            headers = dict(service.headers) or None
+            self._workers.attach(
+                CheckOrder(name, url, interval, start, self.policy_for(name), headers)
+            )
+            return
+        self._checks[name] = asyncio.create_task(
+            self._check_loop(service, url, FixedRateSchedule(interval, start=start)),
+            name=f"healthmon-check:{name}",
+        )
+
+    def _recorded_elsewhere(self, results: Sequence[HealthCheckResult]) -> None:
+        """Results of the check workers' schedules (of services still attached)."""
+        for result in results:
+            self._record(result)
+
+    async def _check_loop(
+        self, service: ServiceDefinition, url: str, schedule: FixedRateSchedule
+    ) -> None:
+        """Check one service on its own fixed-rate schedule, one check at a time."""
+        name = service.name
         self._schedules[name] = schedule
         client = None
         if self._user_client is None:
@@ -552,6 +589,14 @@ class HealthMonitor:
                 return
             guard_http_logs()  # and of any module of it imported since
             await self._open_session()
+            if self.check_workers:
+                workers = CheckWorkers(self.check_workers, self._recorded_elsewhere)
+                try:
+                    await workers.start()
+                except BaseException:
+                    await self._close_session()
+                    raise
+                self._workers = workers
             self._running = True
             for service in self.services.values():
                 self._start_checks(service)
@@ -569,8 +614,11 @@ class HealthMonitor:
             self._schedules.clear()
             for task in checks:
                 task.cancel()
+            workers, self._workers = self._workers, None
             try:
                 await asyncio.gather(*checks, return_exceptions=True)
+                if workers is not None:
+                    await workers.stop()  # what they send until they exit is recorded
             finally:
                 try:
                     await self._close_session()
@@ -788,6 +836,8 @@ class HealthMonitor:
             self._owned.discard(name)
             self._seeded.discard(name)
             self._schedules.pop(name, None)
+            if self._workers is not None:
+                self._workers.detach(name)
             task = self._checks.pop(name, None)
             if task is not None:
                 task.cancel()  # the task closes its client as it ends; stop waits for it

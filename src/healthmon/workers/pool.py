@@ -1,0 +1,261 @@
+"""Check workers: the HTTP checks of one monitor spread over processes of their own.
+
+One CPython process checks ~2,000 services a second on one core, and everything else
+the monitor does (recording, the HTTP face, the store's thread) shares that core and
+its interpreter lock. With `HealthMonitor(check_workers=N)` the checks run in N child
+processes instead (child.py): each keeps its share of the schedules and sends the
+results back in batches; the monitor's own loop only records them. Clients of the
+HTTP face, reports and garbage collections of the monitor then delay no check.
+
+A worker that dies is started again and given its schedules back (one second later
+if it lived less than one: a worker that cannot start is not restarted in a loop);
+its checks pause meanwhile. No worker outlives `stop()`; a worker whose monitor dies
+sees its input close and ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.workers.wire import CheckOrder, ResultRow, frame, read_frame
+
+__all__ = ["MAX_CHECK_WORKERS", "CheckWorkers", "validate_check_workers"]
+
+log = structlog.get_logger("healthmon")
+
+MAX_CHECK_WORKERS = 64
+_STOP_TIMEOUT = 5.0
+"""Seconds a worker has to cancel its checks and exit once told; then it is killed."""
+_RESTART_PAUSE = 1.0
+_CHILD = "healthmon.workers.child"
+"""The worker's program, a module run with `python -m`."""
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+"""The folder holding the healthmon package a worker must import (this one)."""
+
+_STATUSES = {status.value: status for status in HealthStatus}
+
+
+def validate_check_workers(count: object) -> int:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"check_workers must be a whole number of processes, got {count!r}")
+    if not 0 <= count <= MAX_CHECK_WORKERS:
+        raise ValueError(
+            f"check_workers must be between 0 (checks on the monitor's loop) and "
+            f"{MAX_CHECK_WORKERS}, got {count}"
+        )
+    return count
+
+
+@dataclass(eq=False)
+class _Schedule:
+    """A service's schedule, as given to a worker."""
+
+    name: str
+    token: int
+    rate: float  # checks a second
+    add: tuple[Any, ...]  # the message that starts it: sent again to a replacement
+    worker: _Worker
+    missed: int = 0
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    started: float  # time.monotonic()
+    schedules: dict[int, _Schedule] = field(default_factory=dict)
+    reading: asyncio.Task[None] | None = None
+
+    @property
+    def rate(self) -> float:
+        return sum(schedule.rate for schedule in self.schedules.values())
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        stdin = self.process.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(frame(message))
+
+
+class CheckWorkers:
+    """`count` check worker processes; `on_results` gets each batch of results (from
+    the loop that called `start()`), of services still attached only."""
+
+    def __init__(
+        self, count: int, on_results: Callable[[Sequence[HealthCheckResult]], None]
+    ) -> None:
+        self.count = validate_check_workers(count)
+        self._on_results = on_results
+        self._workers: list[_Worker] = []
+        self._by_name: dict[str, _Schedule] = {}
+        self._by_token: dict[int, _Schedule] = {}
+        self._tokens = 0
+        self._stopping = False
+        self.restarts = 0
+        """Workers started again after one died."""
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self._workers]
+
+    @property
+    def missed(self) -> dict[str, int]:
+        """Slots skipped per attached service (its previous check overran them)."""
+        return {name: schedule.missed for name, schedule in self._by_name.items()}
+
+    def attached(self, name: str) -> bool:
+        return name in self._by_name
+
+    async def start(self) -> None:
+        try:
+            for index in range(self.count):
+                self._workers.append(await self._spawn(index))
+        except BaseException:
+            await self.stop()
+            raise
+
+    def attach(self, order: CheckOrder) -> None:
+        """Check `order.name` as it says, on the least busy worker."""
+        name = order.name
+        self.detach(name)
+        worker = min(self._workers, key=lambda w: w.rate)
+        self._tokens += 1
+        token = self._tokens
+        add = ("add", token, order)
+        schedule = _Schedule(name, token, 1.0 / order.interval, add, worker)
+        self._by_name[name] = self._by_token[token] = worker.schedules[token] = schedule
+        worker.send(add)
+
+    def detach(self, name: str) -> None:
+        """Stop checking `name`; results of it still on their way are dropped."""
+        schedule = self._by_name.pop(name, None)
+        if schedule is None:
+            return
+        del self._by_token[schedule.token]
+        del schedule.worker.schedules[schedule.token]
+        schedule.worker.send(("remove", schedule.token))
+
+    async def stop(self) -> None:
+        """Tell every worker to stop, record what they send until they exit (killing
+        one that takes over 5 s), and forget every schedule."""
+        self._stopping = True
+        workers, self._workers = self._workers, []
+        try:
+            await asyncio.gather(*(self._stop(worker) for worker in workers))
+        finally:
+            self._by_name.clear()
+            self._by_token.clear()
+
+    async def _stop(self, worker: _Worker) -> None:
+        process = worker.process
+        worker.send(("stop",))
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            async with asyncio.timeout(_STOP_TIMEOUT):
+                if worker.reading is not None:
+                    await asyncio.shield(worker.reading)
+                await process.wait()
+        except TimeoutError:
+            log.error("check_worker_killed", pid=process.pid, after_s=_STOP_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        finally:
+            if worker.reading is not None:
+                worker.reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.reading
+
+    async def _spawn(self, index: int) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            _CHILD,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # a Ctrl-C to the terminal is the monitor's to handle
+        )
+        worker = _Worker(index, process, time.monotonic())
+        worker.reading = asyncio.create_task(
+            self._read(worker), name=f"healthmon-check-worker:{index}"
+        )
+        log.debug("check_worker_started", worker=index, pid=process.pid)
+        return worker
+
+    async def _read(self, worker: _Worker) -> None:
+        stdout = worker.process.stdout
+        assert stdout is not None
+        try:
+            while (message := await read_frame(stdout)) is not None:
+                if message[0] == "results":
+                    self._take(message[1])
+                elif message[0] == "log":
+                    _, level, event, fields = message
+                    getattr(log, level, log.info)(event, worker_pid=worker.process.pid, **fields)
+        except ValueError as exc:  # a broken stream: the worker is replaced like a dead one
+            log.error("check_worker_stream_broken", pid=worker.process.pid, error=str(exc))
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+        if not self._stopping:
+            await self._replace(worker)
+
+    def _take(self, rows: list[ResultRow]) -> None:
+        results = []
+        by_token = self._by_token
+        for token, status, took, at, details, error, answered, missed in rows:
+            schedule = by_token.get(token)
+            if schedule is None:  # detached while it was on its way
+                continue
+            schedule.missed = missed
+            results.append(
+                HealthCheckResult(
+                    service_name=schedule.name,
+                    status=_STATUSES[status],
+                    response_time_ms=took,
+                    timestamp=at,
+                    details=details,
+                    error=error,
+                    answered=answered,
+                )
+            )
+        if results:
+            self._on_results(results)
+
+    async def _replace(self, dead: _Worker) -> None:
+        code = await dead.process.wait()
+        lived = time.monotonic() - dead.started
+        log.error(
+            "check_worker_exited",
+            worker=dead.index,
+            pid=dead.process.pid,
+            returncode=code,
+            services=len(dead.schedules),
+        )
+        if lived < _RESTART_PAUSE:
+            await asyncio.sleep(_RESTART_PAUSE)
+        if self._stopping:
+            return
+        worker = await self._spawn(dead.index)
+        if self._stopping:  # stop() came while it started: it has the dead one only
+            await self._stop(worker)
+            return
+        self.restarts += 1
+        self._workers[self._workers.index(dead)] = worker
+        for token, schedule in dead.schedules.items():
+            schedule.worker = worker
+            worker.schedules[token] = schedule
+            worker.send(schedule.add)

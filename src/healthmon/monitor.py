@@ -527,13 +527,13 @@ class HealthMonitor:
             self._at_once.discard(name)
             phase = 0.0
         self._schedules_started += 1
-        start = asyncio.get_running_loop().time() + phase
-        if self._workers is not None:
-            headers = dict(service.headers) or None
+        if self._workers is not None:  # (time.monotonic(): the worker's loop clock)
+            start, headers = time.monotonic() + phase, dict(service.headers) or None
             self._workers.attach(
                 CheckOrder(name, url, interval, start, self.policy_for(name), headers)
             )
             return
+        start = asyncio.get_running_loop().time() + phase
         self._checks[name] = asyncio.create_task(
             self._check_loop(service, url, FixedRateSchedule(interval, start=start)),
             name=f"healthmon-check:{name}",

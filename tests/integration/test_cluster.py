@@ -59,6 +59,7 @@ async def node(
     *,
     interval: float = 0.1,
     policy: CheckPolicy | None = None,
+    check_workers: int = 0,
 ) -> AsyncIterator[tuple[HealthMonitor, Heard]]:
     async with HealthStore(url) as store:
         monitor = HealthMonitor(
@@ -66,6 +67,7 @@ async def node(
             store=store,
             policy=policy,
             cluster=ClusterSettings(node=name, lease=LEASE, feed_poll=0.2),
+            check_workers=check_workers,
         )
         for s in services:
             monitor.add_service(s)
@@ -165,6 +167,35 @@ async def test_the_feed_catches_up_after_its_listen_connection_is_killed(
     async with HealthStore(pg_url) as store:
         stored = await stored_transitions(store)
     assert heard.heard() == [(name, ts) for _, name, ts, _ in stored]
+
+
+async def test_check_workers_check_what_their_node_leases(
+    pg_url: str, targets: TargetServer
+) -> None:
+    services = [service(f"s{i}", targets.url("/healthy")) for i in range(4)]
+    names = {s.name for s in services}
+
+    def checked(monitor: HealthMonitor) -> set[str]:
+        workers = monitor._workers
+        return set() if workers is None else {n for n in names if workers.attached(n)}
+
+    def held(monitor: HealthMonitor) -> set[str]:
+        return set() if monitor.cluster is None else set(monitor.cluster.held) & names
+
+    async with node(pg_url, "a", services, check_workers=1) as (a, _):
+        async with node(pg_url, "b", services, check_workers=1) as (b, _):
+            await wait_for(lambda: sorted(len(held(m)) for m in (a, b)) == [2, 2], 15)
+            await wait_for(lambda: all(checked(m) == held(m) for m in (a, b)), 15)
+            theirs = held(b)
+            counts = a.check_counts
+            await asyncio.sleep(0.5)
+            # a records none of b's services' checks: their lease is b's.
+            assert all(a.check_counts.get(n) == counts.get(n) for n in theirs)
+        # b has stopped and handed its leases back: a checks the whole fleet.
+        await wait_for(lambda: held(a) == names, 15)
+        await wait_for(lambda: checked(a) == names, 15)
+        counts = a.check_counts
+        await wait_for(lambda: all(a.check_counts.get(n) != counts.get(n) for n in theirs), 15)
 
 
 async def test_a_service_moving_to_another_node_keeps_its_status_and_streak(

@@ -117,3 +117,10 @@ def test_a_bad_header_is_blamed_on_the_headers_field(tmp_path: Path, headers: st
     with pytest.raises(ConfigError, match=r"\(\[\[services\]\] #1\), field 'headers': ") as caught:
         load_config(path)
     assert "s3cret" not in str(caught.value)
+
+
+def test_check_workers_is_a_monitor_key_validated_as_the_monitor_does(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[monitor]\ncheck_workers = 2\n" + SERVICE))
+    assert config.monitor["check_workers"] == 2
+    with pytest.raises(ConfigError, match=r"check_workers.*between 0"):
+        load_config(write(tmp_path, "[monitor]\ncheck_workers = 99\n" + SERVICE))

@@ -206,6 +206,8 @@ class CheckWorkers:
                 elif message[0] == "log":
                     _, level, event, fields = message
                     getattr(log, level, log.info)(event, worker_pid=worker.process.pid, **fields)
+                else:
+                    raise ValueError(f"unknown message {message[0]!r}")
         except ValueError as exc:  # a broken stream: the worker is replaced like a dead one
             log.error("check_worker_stream_broken", pid=worker.process.pid, error=str(exc))
             with contextlib.suppress(ProcessLookupError):
@@ -233,7 +235,10 @@ class CheckWorkers:
                 )
             )
         if results:
-            self._on_results(results)
+            try:
+                self._on_results(results)
+            except Exception as exc:  # the reading goes on: the next batch may do
+                log.error("check_results_not_recorded", results=len(results), error=repr(exc))
 
     async def _replace(self, dead: _Worker) -> None:
         code = await dead.process.wait()

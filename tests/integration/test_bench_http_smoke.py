@@ -27,11 +27,16 @@ def test_the_http_bench_runs_and_measures_something(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "services at 20 Hz with a store" in completed.stdout
     figures = json.loads(figures_path.read_text())
-    baseline, loaded = figures["checks"]
+    baseline, loaded, baseline_workers, loaded_workers = figures["checks"]
     assert baseline["scheduled"] > 0
     assert "load" not in baseline
     assert loaded["load"]["cluster_status"]["n"] > 0
     assert loaded["load"]["errors"] == {}
+    # With check workers, the slots are counted from the workers' own logs.
+    assert baseline_workers["check_workers"] == loaded_workers["check_workers"] == 2
+    assert baseline_workers["started"] > 0
+    assert baseline_workers["workers_cpu_share"] > 0
+    assert loaded_workers["load"]["errors"] == {}
     fleet = figures["fleet"]
     assert fleet["transitions_committed"] > 0
     assert fleet["sse"]["n"] > 0

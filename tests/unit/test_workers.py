@@ -4,6 +4,7 @@ the child's log forwarding."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import struct
 from typing import Any
 
@@ -76,3 +77,13 @@ def test_the_childs_events_go_to_the_monitor_as_plain_values() -> None:
     with pytest.raises(structlog.DropEvent):
         forward(None, "error", {"event": "went_wrong", "count": 3, "why": ValueError("x")})
     assert worker.logged == [("error", "went_wrong", {"count": 3, "why": "ValueError('x')"})]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [(b"\x80\x05not a pickle", "undecodable frame"), (pickle.dumps([1]), "holding list")],
+)
+async def test_a_frame_that_is_no_message_is_an_error(payload: bytes, text: str) -> None:
+    with pytest.raises(ValueError, match=text):
+        await read_frame(_reader(struct.pack(">I", len(payload)) + payload))

@@ -171,6 +171,10 @@ class CheckWorkers:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+        except BaseException:  # the stop itself cancelled: the process ends all the same
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
         finally:
             if worker.reading is not None:
                 worker.reading.cancel()
@@ -208,7 +212,8 @@ class CheckWorkers:
                     getattr(log, level, log.info)(event, worker_pid=worker.process.pid, **fields)
                 else:
                     raise ValueError(f"unknown message {message[0]!r}")
-        except ValueError as exc:  # a broken stream: the worker is replaced like a dead one
+        except (ValueError, LookupError, TypeError) as exc:
+            # A broken stream or a message not as sent: replaced like a dead worker.
             log.error("check_worker_stream_broken", pid=worker.process.pid, error=str(exc))
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
@@ -250,11 +255,17 @@ class CheckWorkers:
             returncode=code,
             services=len(dead.schedules),
         )
-        if lived < _RESTART_PAUSE:
-            await asyncio.sleep(_RESTART_PAUSE)
-        if self._stopping:
-            return
-        worker = await self._spawn(dead.index)
+        while True:
+            if lived < _RESTART_PAUSE:
+                await asyncio.sleep(_RESTART_PAUSE)
+            if self._stopping:
+                return
+            try:
+                worker = await self._spawn(dead.index)
+                break
+            except OSError as exc:  # no process could be started: try again, once a second
+                log.error("check_worker_not_started", worker=dead.index, error=repr(exc))
+                lived = 0.0
         if self._stopping:  # stop() came while it started: it has the dead one only
             await self._stop(worker)
             return

@@ -75,5 +75,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
         data = await reader.readexactly(length)
     except asyncio.IncompleteReadError as exc:
         raise ValueError(f"stream ended inside a frame ({len(exc.partial)} of {length})") from exc
-    message: tuple[Any, ...] = pickle.loads(data)  # noqa: S301 - our own child, see above
+    try:
+        message = pickle.loads(data)  # noqa: S301 - our own child, see above
+    except Exception as exc:  # whatever unpickling raises, the stream is broken
+        raise ValueError(f"undecodable frame: {exc!r}") from exc
+    if not isinstance(message, tuple) or not message:
+        raise ValueError(f"a frame holding {type(message).__name__}, not a message")
     return message

@@ -224,4 +224,3 @@ async def test_workers_end_when_their_monitor_dies(targets: TargetServer) -> Non
     monitor.kill()  # no stop: the worker sees its input close
     await monitor.wait()
     await wait_for(lambda: not _alive(worker))
-

@@ -70,6 +70,13 @@ _GOLDEN = (5**0.5 - 1) / 2
 the services' schedules, so that a hundred services at 20 Hz do not fire as one burst."""
 
 
+_AGENTS_PER_STEP = 100
+"""Agents' reports folded in between two yields to the loop: ~2 ms of it (a report of
+1,000 agents in one step held the loop 17-36 ms, delaying checks and requests)."""
+
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
 class HealthMonitor:
     """Checks services on fixed-rate schedules and keeps their latest status.
 
@@ -419,14 +426,18 @@ class HealthMonitor:
             log.error("agents_health_check_failed", error=repr(exc))
             return
         now = time.time()
-        results = [_agent_result(name, report, now) for name, report in reports.items()]
-        reported = {result.service_name for result in results}
+        reported = {f"{AGENT_PREFIX}{name}" for name in reports}
         vanished, self._reported_agents = self._reported_agents - reported, reported
+        items = list(reports.items())
         async with self._session():
-            for result in results:
-                if self._writer is not None:
-                    self._writer.register_service(result.service_name, "agent", None)
-                self._record(result)
+            for start in range(0, len(items), _AGENTS_PER_STEP):
+                if start:
+                    await asyncio.sleep(0)  # checks and requests due meanwhile run now
+                for name, report in items[start : start + _AGENTS_PER_STEP]:
+                    result = _agent_result(name, report, now)
+                    if self._writer is not None:
+                        self._writer.register_service(result.service_name, "agent", None)
+                    self._record(result)
             for name in sorted(vanished):
                 gone = HealthCheckResult(
                     service_name=name,
@@ -949,6 +960,8 @@ def _agent_result(name: str, report: Any, now: float) -> HealthCheckResult:
 def _json_safe(report: Mapping[str, Any]) -> dict[str, Any]:
     """An agent's report as it can be stored: values JSON cannot hold become strings
     (a datetime, say), so that one odd report never blocks the writer."""
+    if all(type(key) is str and type(value) in _PLAIN for key, value in report.items()):
+        return dict(report)  # the usual report, flat: as JSON would give it back
     safe: dict[str, Any] = json.loads(json.dumps(dict(report), default=str))
     return safe
 

@@ -263,6 +263,40 @@ async def test_async_adapter_and_bad_reports() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_large_round_of_agents_lets_the_loop_run_in_between() -> None:
+    class Adapter:
+        def get_agent_statuses(self) -> dict[str, Any]:
+            reports: dict[str, Any] = {
+                f"a{i}": {"status": "running", "health": "healthy"} for i in range(1000)
+            }
+            reports["odd"] = {"status": "running", "health": "healthy", "at": time}  # a module
+            return reports
+
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    monitor = HealthMonitor()
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = turns
+    await monitor.check_agents_health(Adapter())
+    ticking.cancel()
+    assert turns - before >= 9  # 1,001 reports in steps of 100: the loop turned between
+    health = monitor.get_cluster_health()
+    assert len(health) == 1001
+    assert all(r.status is H for r in health.values())
+    # A value JSON cannot hold is kept as its text (the flat reports as they are).
+    odd = {"status": "running", "health": "healthy", "at": str(time)}
+    assert health["agent:odd"].details == odd
+    assert health["agent:a7"].details == {"status": "running", "health": "healthy"}
+
+
+@pytest.mark.asyncio
 async def test_a_failing_adapter_is_logged_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

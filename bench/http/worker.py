@@ -31,7 +31,6 @@ from healthmon import HealthMonitor, HealthStore
 from healthmon.http import HttpApi, HttpServer, HttpSettings
 from healthmon.log import configure_logging
 from healthmon.store import ResultWriter
-from healthmon.workers import pool as workers_pool
 
 __all__ = ["main"]
 
@@ -70,10 +69,14 @@ async def run_checks(
     if check_workers:  # the workers log their slots with the same hook (hooked_child.py)
         (folder / "lateness").mkdir()
         os.environ["HEALTHMON_BENCH_LATENESS"] = str(folder / "lateness")
+        from healthmon.workers import pool as workers_pool  # noqa: PLC0415 - not in older commits
+
         workers_pool._CHILD = "bench.http.hooked_child"
     try:
         async with HealthStore(folder / "bench.db") as store:
-            monitor = HealthMonitor(interval, store=store, check_workers=check_workers)
+            # (the keyword only when used: the bench also runs older commits, for A/B runs)
+            workers: dict[str, Any] = {"check_workers": check_workers} if check_workers else {}
+            monitor = HealthMonitor(interval, store=store, **workers)
             for index, port in enumerate(ports[:services]):
                 monitor.add_service(_service(index, port, flip=False))
             async with monitor:
@@ -91,7 +94,8 @@ async def run_checks(
                         )
                     await asyncio.sleep(warmup)
                     loop = asyncio.get_running_loop()
-                    pids = monitor._workers.pids if monitor._workers is not None else []
+                    pool = getattr(monitor, "_workers", None)
+                    pids = pool.pids if pool is not None else []
                     t0, cpu0 = loop.time(), time.process_time()
                     workers_cpu0 = _cpu_seconds(pids)
                     await asyncio.sleep(duration)

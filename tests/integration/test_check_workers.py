@@ -148,13 +148,30 @@ async def test_a_removed_service_is_no_longer_checked(targets: TargetServer) -> 
 async def test_a_killed_worker_is_replaced_and_its_checks_resume(targets: TargetServer) -> None:
     monitor = HealthMonitor(0.05, check_workers=2)
     for i in range(4):
-        monitor.add_service(http_service(f"s{i}", targets.url("/healthy")))
+        # s2 (on the first worker, with s0) takes 120 ms: it skips slots all along.
+        monitor.add_service(
+            http_service(f"s{i}", targets.url("/slow?ms=120" if i == 2 else "/healthy"))
+        )
+    went_back: list[dict[str, int]] = []
+
+    async def watch_missed() -> None:  # a counter (Prometheus') never goes back
+        last = monitor.missed_checks
+        while True:
+            await asyncio.sleep(0.005)
+            now = monitor.missed_checks
+            if any(now[n] < last[n] for n in now.keys() & last.keys()):
+                went_back.append(now)
+            last = now
+
     with structlog.testing.capture_logs() as events:
         async with monitor:
             workers = _workers(monitor)
-            await wait_for(lambda: len(_totals(monitor)) == 4)
+            await wait_for(lambda: len(_totals(monitor)) == 4 and monitor.missed_checks["s2"] > 20)
+            watching = asyncio.create_task(watch_missed())
             victim = workers._workers[0]
             names = {schedule.name for schedule in victim.schedules.values()}
+            assert names == {"s0", "s2"}
+            missed = monitor.missed_checks
             os.kill(victim.process.pid, signal.SIGKILL)
             await wait_for(lambda: workers.restarts == 1)
             assert not _alive(victim.process.pid)
@@ -163,6 +180,13 @@ async def test_a_killed_worker_is_replaced_and_its_checks_resume(targets: Target
             assert {s.name for s in replacement.schedules.values()} == names
             counts = _totals(monitor)
             await wait_for(lambda: all(_totals(monitor)[n] > counts[n] + 5 for n in names))
+            # The slots while no worker ran them are missed, and counted (>= 0.3 s at
+            # 20 Hz: a new worker takes that long to start); the others' are not.
+            after = monitor.missed_checks
+            assert all(after[n] >= missed[n] + 6 for n in names), (missed, after)
+            assert all(after[n] == missed[n] for n in after.keys() - names), (missed, after)
+            watching.cancel()
+            assert went_back == []
             pids = workers.pids
         assert not any(_alive(pid) for pid in pids)
     exited = [e for e in events if e["event"] == "check_worker_exited"]

@@ -28,7 +28,7 @@ def _reader(data: bytes) -> asyncio.StreamReader:
 @pytest.mark.asyncio
 async def test_frames_come_back_as_sent() -> None:
     order = CheckOrder("svc", "http://127.0.0.1:1/h", 0.05, 12.5, CheckPolicy(timeout=2.0), None)
-    sent = [("add", 1, order), ("results", [(1, "healthy", 1.5, 2.0, None, None, True, 0)])]
+    sent = [("add", 1, order), ("results", [(1, "healthy", 1.5, 2.0, None, None, True, 3.0, 0)])]
     reader = _reader(b"".join(frame(message) for message in sent))
     assert [await read_frame(reader), await read_frame(reader)] == sent
     assert await read_frame(reader) is None  # the end of the stream, between frames

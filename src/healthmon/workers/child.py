@@ -68,13 +68,17 @@ class _Worker:
         name, url, interval, start = order.name, order.url, order.interval, order.start
         policy, headers = order.policy, order.headers
         now = self._loop.time()
+        skipped = 0
         if start < now:  # sent before this process was up: its next slot, same phase
-            start += math.ceil((now - start) / interval) * interval
+            skipped = math.ceil((now - start) / interval)
+            start += skipped * interval
         schedule = FixedRateSchedule(interval, start=start)
+        if order.resumed:  # the slots since its last result, while no worker ran it
+            schedule.missed = skipped
         client = new_http_client(policy, url)
         try:
             while True:
-                await schedule.wait()
+                slot = await schedule.wait()
                 result = await probe_http(client, name, url, policy, headers)
                 self._rows.append(
                     (
@@ -85,6 +89,7 @@ class _Worker:
                         result.details,
                         result.error,
                         result.answered,
+                        slot,
                         schedule.missed,
                     )
                 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -64,9 +65,11 @@ class _Schedule:
     name: str
     token: int
     rate: float  # checks a second
-    add: tuple[Any, ...]  # the message that starts it: sent again to a replacement
+    order: CheckOrder
     worker: _Worker
-    missed: int = 0
+    missed: int = 0  # slots skipped, in every worker that ran it
+    missed_before: int = 0  # ... in the workers before the one that runs it now
+    last_slot: float | None = None  # of its last result received
 
 
 @dataclass(eq=False)
@@ -131,10 +134,9 @@ class CheckWorkers:
         worker = min(self._workers, key=lambda w: w.rate)
         self._tokens += 1
         token = self._tokens
-        add = ("add", token, order)
-        schedule = _Schedule(name, token, 1.0 / order.interval, add, worker)
+        schedule = _Schedule(name, token, 1.0 / order.interval, order, worker)
         self._by_name[name] = self._by_token[token] = worker.schedules[token] = schedule
-        worker.send(add)
+        worker.send(("add", token, order))
 
     def detach(self, name: str) -> None:
         """Stop checking `name`; results of it still on their way are dropped."""
@@ -223,11 +225,12 @@ class CheckWorkers:
     def _take(self, rows: list[ResultRow]) -> None:
         results = []
         by_token = self._by_token
-        for token, status, took, at, details, error, answered, missed in rows:
+        for token, status, took, at, details, error, answered, slot, missed in rows:
             schedule = by_token.get(token)
             if schedule is None:  # detached while it was on its way
                 continue
-            schedule.missed = missed
+            schedule.missed = schedule.missed_before + missed
+            schedule.last_slot = slot
             results.append(
                 HealthCheckResult(
                     service_name=schedule.name,
@@ -274,4 +277,9 @@ class CheckWorkers:
         for token, schedule in dead.schedules.items():
             schedule.worker = worker
             worker.schedules[token] = schedule
-            worker.send(schedule.add)
+            order = schedule.order
+            if schedule.last_slot is not None:  # on from the slot after its last result
+                start = schedule.last_slot + order.interval
+                order = dataclasses.replace(order, start=start, resumed=True)
+            schedule.missed_before = schedule.missed
+            worker.send(("add", token, order))

@@ -12,8 +12,9 @@ Monitor -> worker:
 
 Worker -> monitor:
     ("results", [(token, status, response_time_ms, timestamp, details, error,
-                  answered, missed), ...])      `status` as HealthStatus' value,
-                                                `missed` the schedule's count so far
+                  answered, slot, missed), ...])
+        `status` as HealthStatus' value, `slot` the check's due time (monotonic),
+        `missed` its schedule's count of skipped slots so far
     ("log", level, event, fields)               a structlog event of the worker's
 """
 
@@ -34,7 +35,11 @@ __all__ = ["CheckOrder", "ResultRow", "frame", "read_frame"]
 @dataclass(frozen=True, slots=True)
 class CheckOrder:
     """Check `url` every `interval` seconds from `start` (time.monotonic(): one clock
-    for every process of the machine) under `policy`, sending `headers`."""
+    for every process of the machine) under `policy`, sending `headers`.
+
+    A start already past is moved to the next slot of the same phase; `resumed` (a
+    schedule taken over from a worker that died) counts the slots so passed as missed.
+    """
 
     name: str
     url: str
@@ -42,11 +47,14 @@ class CheckOrder:
     start: float
     policy: CheckPolicy
     headers: Mapping[str, str] | None
+    resumed: bool = False
 
 
-ResultRow = tuple[int, str, float, float, dict[str, Any] | None, str | None, bool | None, int]
+ResultRow = tuple[
+    int, str, float, float, dict[str, Any] | None, str | None, bool | None, float, int
+]
 """One check's result as sent: token, status, response_time_ms, timestamp, details,
-error, answered, missed slots of its schedule so far."""
+error, answered, its slot, missed slots of its schedule so far."""
 
 _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024

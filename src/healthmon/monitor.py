@@ -162,6 +162,7 @@ class HealthMonitor:
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._workers: CheckWorkers | None = None  # with check_workers, while running
+        self._restarts_before = 0  # of the check workers of earlier runs
         self._in_flight: dict[str, asyncio.Lock] = {}  # one check per service at a time
         self._retiring: set[asyncio.Task[None]] = set()  # removed services' checks, ending
         self._schedules: dict[str, FixedRateSchedule] = {}
@@ -237,6 +238,12 @@ class HealthMonitor:
         """Slots skipped per service because its previous check overran them."""
         missed = {name: schedule.missed for name, schedule in self._schedules.items()}
         return missed if self._workers is None else missed | self._workers.missed
+
+    @property
+    def check_worker_restarts(self) -> int:
+        """Check workers started again after one died, since this monitor was made."""
+        now = 0 if self._workers is None else self._workers.restarts
+        return self._restarts_before + now
 
     @property
     def check_counts(self) -> dict[str, dict[HealthStatus, int]]:
@@ -630,6 +637,7 @@ class HealthMonitor:
                 await asyncio.gather(*checks, return_exceptions=True)
                 if workers is not None:
                     await workers.stop()  # what they send until they exit is recorded
+                    self._restarts_before += workers.restarts
             finally:
                 try:
                     await self._close_session()

@@ -70,10 +70,11 @@ async def serve(
     target_url: str | None = None,
     *,
     token: str | None = TOKEN,
+    check_workers: int = 0,
     **settings: Any,
 ) -> AsyncIterator[Served]:
     async with HealthStore(db_path) as store:
-        monitor = HealthMonitor(0.1, store=store, flush_interval=0.02)
+        monitor = HealthMonitor(0.1, store=store, flush_interval=0.02, check_workers=check_workers)
         if target_url is not None:
             monitor.add_service(http_service("web", target_url))
         agents = Agents()

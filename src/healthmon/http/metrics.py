@@ -73,6 +73,7 @@ class _Snapshot:
     waiting: int
     stats: WriterStats | None
     node: _NodeFigures | None
+    workers: tuple[int, int] | None  # check workers: running, restarts (None: not used)
 
     @classmethod
     def take(
@@ -91,6 +92,11 @@ class _Snapshot:
             waiting=http.waiting(),
             stats=monitor.store_stats,
             node=node,
+            workers=(
+                (monitor.check_workers if monitor.running else 0, monitor.check_worker_restarts)
+                if monitor.check_workers
+                else None
+            ),
         )
 
 
@@ -139,6 +145,17 @@ class _SnapshotCollector(Collector):
         )
         waiting.add_metric([], snap.waiting)
         yield from (cluster, services, running, index, streams, waiting)
+        if snap.workers is not None:
+            workers = GaugeMetricFamily(
+                "healthmon_check_workers", "Check worker processes (0 while not monitoring)."
+            )
+            workers.add_metric([], snap.workers[0])
+            restarts = CounterMetricFamily(
+                "healthmon_check_worker_restarts",
+                "Check workers started again after one died.",
+            )
+            restarts.add_metric([], snap.workers[1])
+            yield from (workers, restarts)
 
     def _store(self, snap: _Snapshot) -> Iterator[Metric]:
         stats = snap.stats

@@ -160,6 +160,7 @@ class HealthMonitor:
         # (the HTTP face's counters); a removed service's go with it.
         self._check_counts: dict[str, dict[HealthStatus, int]] = {}
         self._reported_agents: set[str] = set()  # in the last report, to notice vanished ones
+        self._agents_round = asyncio.Lock()
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._workers: CheckWorkers | None = None  # with check_workers, while running
         self._restarts_before = 0  # of the check workers of earlier runs
@@ -432,19 +433,31 @@ class HealthMonitor:
         except Exception as exc:
             log.error("agents_health_check_failed", error=repr(exc))
             return
-        now = time.time()
-        reported = {f"{AGENT_PREFIX}{name}" for name in reports}
-        vanished, self._reported_agents = self._reported_agents - reported, reported
-        items = list(reports.items())
-        async with self._session():
+        # One round at a time, in the order called; what a round left unfinished
+        # (cancelled, cut by a stop) the next one still compares with the last whole one.
+        async with self._agents_round, self._session():
+            now = time.time()
+            reported = {f"{AGENT_PREFIX}{name}" for name in reports}
+            vanished = self._reported_agents - reported
+            items = list(reports.items())
+            running, writer = self._running, self._writer
             for start in range(0, len(items), _AGENTS_PER_STEP):
                 if start:
                     await asyncio.sleep(0)  # checks and requests due meanwhile run now
+                    if (self._running, self._writer) != (running, writer):
+                        log.warning(
+                            "agents_round_cut",
+                            reason="the monitor stopped during the round",
+                            folded=start,
+                            not_folded=len(items) - start,
+                        )
+                        return
                 for name, report in items[start : start + _AGENTS_PER_STEP]:
                     result = _agent_result(name, report, now)
-                    if self._writer is not None:
-                        self._writer.register_service(result.service_name, "agent", None)
+                    if writer is not None:
+                        writer.register_service(result.service_name, "agent", None)
                     self._record(result)
+            self._reported_agents = reported
             for name in sorted(vanished):
                 gone = HealthCheckResult(
                     service_name=name,

@@ -296,6 +296,62 @@ async def test_a_large_round_of_agents_lets_the_loop_run_in_between() -> None:
     assert health["agent:a7"].details == {"status": "running", "health": "healthy"}
 
 
+class _Reports:
+    def __init__(self, count: int, health: str) -> None:
+        self.reports = {f"a{i}": {"health": health} for i in range(count)}
+
+    def get_agent_statuses(self) -> dict[str, Any]:
+        return self.reports
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_round_of_agents_leaves_the_next_one_whole() -> None:
+    monitor = HealthMonitor(freeze_gc=False)
+    await monitor.check_agents_health(_Reports(1000, "healthy"))
+    # a400..a999 vanish, in a round cancelled after its first step ...
+    cut = asyncio.create_task(monitor.check_agents_health(_Reports(400, "failed")))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not cut.done()
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut
+    # ... the next round still sees them gone.
+    await monitor.check_agents_health(_Reports(400, "failed"))
+    health = monitor.get_cluster_health()
+    assert health["agent:a500"].status is HealthStatus.UNKNOWN
+    assert health["agent:a0"].status is U
+
+
+@pytest.mark.asyncio
+async def test_overlapping_rounds_of_agents_are_taken_in_turn() -> None:
+    monitor = HealthMonitor(freeze_gc=False)
+    await monitor.start_monitoring()  # (a monitor not running takes one-off rounds in turn)
+    older = asyncio.create_task(monitor.check_agents_health(_Reports(250, "healthy")))
+    await asyncio.sleep(0)
+    await monitor.check_agents_health(_Reports(100, "failed"))  # a100.. vanished
+    await older
+    await monitor.stop_monitoring()
+    health = monitor.get_cluster_health()
+    assert health["agent:a0"].status is U  # the newer round's word stands
+    assert health["agent:a200"].status is HealthStatus.UNKNOWN
+
+
+@pytest.mark.asyncio
+async def test_a_round_cut_by_a_stop_is_logged_not_half_stored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monitor = HealthMonitor(freeze_gc=False)
+    await monitor.start_monitoring()
+    round_ = asyncio.create_task(monitor.check_agents_health(_Reports(250, "healthy")))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    await monitor.stop_monitoring()
+    await round_
+    assert "agents_round_cut" in capsys.readouterr().out
+    assert len(monitor.get_cluster_health()) < 250  # what came after the stop was not taken
+
+
 @pytest.mark.asyncio
 async def test_a_failing_adapter_is_logged_and_changes_nothing(
     capsys: pytest.CaptureFixture[str],

@@ -69,6 +69,10 @@ async def run_checks(
     if check_workers:  # the workers log their slots with the same hook (hooked_child.py)
         (folder / "lateness").mkdir()
         os.environ["HEALTHMON_BENCH_LATENESS"] = str(folder / "lateness")
+        # (workers start with `python -P`: the bench's folder is put on their path here)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+        )
         from healthmon.workers import pool as workers_pool  # noqa: PLC0415 - not in older commits
 
         workers_pool._CHILD = "bench.http.hooked_child"

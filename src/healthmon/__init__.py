@@ -9,6 +9,7 @@ is committed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from healthmon.agents import AgentsAdapter
@@ -62,6 +63,8 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
+        if importlib.util.find_spec(f"healthmon.{name}") is not None:  # `healthmon.store`
+            return importlib.import_module(f"healthmon.{name}")  # (it sets the attribute)
         raise AttributeError(f"module 'healthmon' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # once: later lookups do not come here

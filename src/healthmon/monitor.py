@@ -241,6 +241,11 @@ class HealthMonitor:
         return missed if self._workers is None else missed | self._workers.missed
 
     @property
+    def check_workers_running(self) -> int:
+        """Check worker processes alive now (0 without check_workers, or stopped)."""
+        return 0 if self._workers is None else self._workers.running
+
+    @property
     def check_worker_restarts(self) -> int:
         """Check workers started again after one died, since this monitor was made."""
         now = 0 if self._workers is None else self._workers.restarts
@@ -572,8 +577,11 @@ class HealthMonitor:
 
     def _recorded_elsewhere(self, results: Sequence[HealthCheckResult]) -> None:
         """Results of the check workers' schedules (of services still attached)."""
+        services, cluster = self.services, self.cluster_settings is not None
         for result in results:
-            self._record(result)
+            name = result.service_name
+            if name in services and (not cluster or name in self._owned):
+                self._record(result)
 
     async def _check_loop(
         self, service: ServiceDefinition, url: str, schedule: FixedRateSchedule
@@ -645,12 +653,17 @@ class HealthMonitor:
             self._schedules.clear()
             for task in checks:
                 task.cancel()
-            workers, self._workers = self._workers, None
             try:
                 await asyncio.gather(*checks, return_exceptions=True)
+                # Kept meanwhile: a service removed (or a lease lost) during the stop is
+                # detached, and what the workers send until they exit is recorded.
+                workers = self._workers
                 if workers is not None:
-                    await workers.stop()  # what they send until they exit is recorded
-                    self._restarts_before += workers.restarts
+                    try:
+                        await workers.stop()
+                    finally:
+                        self._workers = None
+                        self._restarts_before += workers.restarts
             finally:
                 try:
                     await self._close_session()

@@ -4,6 +4,7 @@ against real targets on 127.0.0.1, results stored in a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -248,3 +249,75 @@ async def test_workers_end_when_their_monitor_dies(targets: TargetServer) -> Non
     monitor.kill()  # no stop: the worker sees its input close
     await monitor.wait()
     await wait_for(lambda: not _alive(worker))
+
+
+async def test_a_hung_worker_is_killed_and_replaced(targets: TargetServer) -> None:
+    monitor = HealthMonitor(0.05, check_workers=1)
+    monitor.add_service(http_service("svc", targets.url("/healthy")))
+    with structlog.testing.capture_logs() as events:
+        async with monitor:
+            workers = _workers(monitor)
+            await wait_for(lambda: "svc" in monitor.check_counts)
+            hung = workers.pids[0]
+            os.kill(hung, signal.SIGSTOP)  # alive, and silent
+            await wait_for(lambda: workers.restarts == 1, timeout=20)
+            assert not _alive(hung)
+            counts = _totals(monitor)["svc"]
+            await wait_for(lambda: _totals(monitor)["svc"] > counts + 5)
+    assert [e["pid"] for e in events if e["event"] == "check_worker_unresponsive"] == [hung]
+
+
+async def test_a_service_removed_during_the_stop_is_not_recorded_again(
+    targets: TargetServer,
+) -> None:
+    for _ in range(3):
+        monitor = HealthMonitor(0.05, check_workers=1)
+        for i in range(40):
+            monitor.add_service(http_service(f"s{i}", targets.url("/slow?ms=3")))
+        await monitor.start_monitoring()
+        await wait_for(functools.partial(lambda m: _least(m, 40) >= 1, monitor))
+        stopping = asyncio.create_task(monitor.stop_monitoring())
+        await asyncio.sleep(0.001)  # the workers are stopping: their last results to come
+        for i in range(40):
+            monitor.remove_service(f"s{i}")
+        await stopping
+        assert monitor.get_cluster_health() == {}
+        assert monitor.check_counts == {}
+
+
+_SHADOWED = """
+import asyncio, sys
+from healthmon import HealthMonitor, ServiceDefinition
+
+async def main() -> None:
+    monitor = HealthMonitor(0.05, check_workers=1)
+    monitor.add_service(ServiceDefinition("svc", "http", "x", health_check_url=sys.argv[1]))
+    async with monitor:
+        for _ in range(500):
+            if monitor.check_counts:
+                print("checked")
+                return
+            await asyncio.sleep(0.01)
+    print("never checked")
+
+asyncio.run(main())
+"""
+
+
+async def test_a_module_in_the_current_folder_shadows_nothing_in_a_worker(
+    targets: TargetServer, tmp_path: Path
+) -> None:
+    (tmp_path / "program").mkdir()
+    (tmp_path / "program" / "run.py").write_text(_SHADOWED)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "structlog.py").write_text("raise ImportError('the wrong structlog')\n")
+    ran = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(tmp_path / "program" / "run.py"),
+        targets.url("/healthy"),
+        cwd=tmp_path / "here",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(ran.communicate(), 60)
+    assert out.decode().splitlines()[-1:] == ["checked"], err.decode()[-2000:]

@@ -13,7 +13,7 @@ import structlog
 
 from healthmon import HealthMonitor
 from healthmon.policy import CheckPolicy
-from healthmon.workers import CheckOrder
+from healthmon.workers import CheckOrder, child
 from healthmon.workers.child import _forwarder
 from healthmon.workers.wire import MAX_FRAME, frame, read_frame
 
@@ -87,3 +87,18 @@ def test_the_childs_events_go_to_the_monitor_as_plain_values() -> None:
 async def test_a_frame_that_is_no_message_is_an_error(payload: bytes, text: str) -> None:
     with pytest.raises(ValueError, match=text):
         await read_frame(_reader(struct.pack(">I", len(payload)) + payload))
+
+
+def test_results_over_a_frames_size_go_in_several_and_huge_details_are_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(child, "MAX_FRAME", 600)
+    rows = [(i, "healthy", 1.0, 2.0, {"body": "x" * 100}, None, True, 3.0, 0) for i in range(8)]
+    huge = (9, "healthy", 1.0, 2.0, {"body": "x" * 1000}, None, True, 3.0, 0)
+    frames = child._frames([*rows, huge])
+    assert len(frames) > 1
+    assert all(len(data) <= 600 for data in frames)
+    sent = [row for data in frames for row in pickle.loads(data[4:])[1]]  # noqa: S301 - ours
+    assert sent[:8] == rows  # all of them, in order
+    assert sent[8][4] is None
+    assert sent[8][5] == "details too large to pass from the check worker"

@@ -73,7 +73,7 @@ class _Snapshot:
     waiting: int
     stats: WriterStats | None
     node: _NodeFigures | None
-    workers: tuple[int, int] | None  # check workers: running, restarts (None: not used)
+    workers: tuple[int, int] | None  # check workers: alive, restarts (None: not used)
 
     @classmethod
     def take(
@@ -93,7 +93,7 @@ class _Snapshot:
             stats=monitor.store_stats,
             node=node,
             workers=(
-                (monitor.check_workers if monitor.running else 0, monitor.check_worker_restarts)
+                (monitor.check_workers_running, monitor.check_worker_restarts)
                 if monitor.check_workers
                 else None
             ),
@@ -147,7 +147,7 @@ class _SnapshotCollector(Collector):
         yield from (cluster, services, running, index, streams, waiting)
         if snap.workers is not None:
             workers = GaugeMetricFamily(
-                "healthmon_check_workers", "Check worker processes (0 while not monitoring)."
+                "healthmon_check_workers", "Check worker processes alive (0 while not monitoring)."
             )
             workers.add_metric([], snap.workers[0])
             restarts = CounterMetricFamily(

@@ -17,15 +17,20 @@ from typing import Any
 
 import structlog
 
+from healthmon.log import keep_out_of_logs
 from healthmon.probe import new_http_client, probe_http
 from healthmon.schedule import FixedRateSchedule
-from healthmon.workers.wire import CheckOrder, ResultRow, frame, read_frame
+from healthmon.workers.wire import MAX_FRAME, CheckOrder, ResultRow, frame, read_frame
 
 __all__ = ["main"]
 
 BATCH_WINDOW = 0.005
 """Seconds a result may wait for others to share its message: 200 messages a second
 at most, whatever the check rate, for ~5 ms more on a result's way to the cache."""
+
+HEARTBEAT = 1.0
+"""Seconds between two "alive" messages: the monitor replaces a worker it has not
+heard from in a while (stopped, or its loop blocked), see pool.py."""
 
 MAX_UNSENT = 16 * 1024 * 1024
 """Bytes of results waiting for the monitor to read them, beyond which batches are
@@ -54,6 +59,8 @@ class _Worker:
         self._loop = asyncio.get_running_loop()
 
     def add(self, token: int, order: CheckOrder) -> None:
+        if order.headers:
+            keep_out_of_logs(order.headers.values())  # as the monitor does for its own
         self.remove(token)
         self._checks[token] = asyncio.create_task(
             self._check_loop(token, order), name=f"healthmon-check:{order.name}"
@@ -106,10 +113,18 @@ class _Worker:
         if self._out.get_write_buffer_size() > MAX_UNSENT:
             self._dropped += len(rows)
             return
+        self._report_dropped()
+        for data in _frames(rows):
+            self._out.write(data)
+
+    def _report_dropped(self) -> None:
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
             self.log("error", "check_worker_results_dropped", {"results": dropped})
-        self._out.write(frame(("results", rows)))
+
+    def alive(self) -> None:
+        if not self._out.is_closing():
+            self._out.write(frame(("alive",)))
 
     def log(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if not self._out.is_closing():
@@ -125,6 +140,21 @@ class _Worker:
         if self._flush_at is not None:
             self._flush_at.cancel()
         self.flush()
+        self._report_dropped()  # (even with the monitor behind: the last word goes out)
+
+
+def _frames(rows: list[ResultRow]) -> list[bytes]:
+    """The rows as one message, or as several if that would be over MAX_FRAME (large
+    bodies' details); a row too large alone goes without its details, saying so."""
+    data = frame(("results", rows))
+    if len(data) <= MAX_FRAME:
+        return [data]
+    if len(rows) > 1:
+        half = len(rows) // 2
+        return _frames(rows[:half]) + _frames(rows[half:])
+    token, status, took, at, _, error, answered, slot, missed = rows[0]
+    error = error or "details too large to pass from the check worker"
+    return [frame(("results", [(token, status, took, at, None, error, answered, slot, missed)]))]
 
 
 def _forwarder(worker: _Worker) -> structlog.typing.Processor:
@@ -155,6 +185,7 @@ async def _serve(out_fd: int) -> None:
         logger_factory=structlog.ReturnLoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    heartbeat = asyncio.create_task(_beat(worker))
     try:
         while (message := await read_frame(reader)) is not None:
             kind = message[0]
@@ -167,9 +198,16 @@ async def _serve(out_fd: int) -> None:
             else:
                 raise ValueError(f"unknown message {kind!r} from the monitor")
     finally:
+        heartbeat.cancel()
         await worker.stop()
         out.close()  # after what is buffered is written
         await channel.closed
+
+
+async def _beat(worker: _Worker) -> None:
+    while True:
+        worker.alive()
+        await asyncio.sleep(HEARTBEAT)
 
 
 def main() -> None:

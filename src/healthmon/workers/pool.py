@@ -1,16 +1,17 @@
 """Check workers: the HTTP checks of one monitor spread over processes of their own.
 
-One CPython process checks ~2,000 services a second on one core, and everything else
+One CPython process makes ~2,000 checks a second on one core, and everything else
 the monitor does (recording, the HTTP face, the store's thread) shares that core and
 its interpreter lock. With `HealthMonitor(check_workers=N)` the checks run in N child
 processes instead (child.py): each keeps its share of the schedules and sends the
 results back in batches; the monitor's own loop only records them. Clients of the
 HTTP face, reports and garbage collections of the monitor then delay no check.
 
-A worker that dies is started again and given its schedules back (one second later
-if it lived less than one: a worker that cannot start is not restarted in a loop);
-its checks pause meanwhile. No worker outlives `stop()`; a worker whose monitor dies
-sees its input close and ends.
+A worker that dies, or that has not been heard from for 5 s (stopped, its loop
+blocked: it is killed), is started again and given its schedules back (one second
+later if it lived less than one: a worker that cannot start is retried once a second,
+not in a tight loop); its checks pause meanwhile, the slots counted as missed. No
+worker outlives `stop()`; a worker whose monitor dies sees its input close and ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import site
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,10 +41,16 @@ MAX_CHECK_WORKERS = 64
 _STOP_TIMEOUT = 5.0
 """Seconds a worker has to cancel its checks and exit once told; then it is killed."""
 _RESTART_PAUSE = 1.0
+_SILENCE = 5.0
+"""Seconds without a message (results, or the one-a-second "alive") after which a
+worker is taken for hung and killed."""
 _CHILD = "healthmon.workers.child"
 """The worker's program, a module run with `python -m`."""
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 """The folder holding the healthmon package a worker must import (this one)."""
+_SITE = {str(Path(p).resolve()) for p in (*site.getsitepackages(), site.getusersitepackages())}
+"""Where an installed healthmon is: on a worker's path already (the same interpreter),
+and not to be put before the standard library."""
 
 _STATUSES = {status.value: status for status in HealthStatus}
 
@@ -79,6 +87,7 @@ class _Worker:
     started: float  # time.monotonic()
     schedules: dict[int, _Schedule] = field(default_factory=dict)
     reading: asyncio.Task[None] | None = None
+    heard_at: float = 0.0  # time.monotonic() of its last message (or its start)
 
     @property
     def rate(self) -> float:
@@ -104,8 +113,14 @@ class CheckWorkers:
         self._by_token: dict[int, _Schedule] = {}
         self._tokens = 0
         self._stopping = False
+        self._watching: asyncio.Task[None] | None = None
         self.restarts = 0
         """Workers started again after one died."""
+
+    @property
+    def running(self) -> int:
+        """Worker processes alive now."""
+        return sum(1 for worker in self._workers if worker.process.returncode is None)
 
     @property
     def pids(self) -> list[int]:
@@ -123,6 +138,7 @@ class CheckWorkers:
         try:
             for index in range(self.count):
                 self._workers.append(await self._spawn(index))
+            self._watching = asyncio.create_task(self._watch(), name="healthmon-check-workers")
         except BaseException:
             await self.stop()
             raise
@@ -151,6 +167,11 @@ class CheckWorkers:
         """Tell every worker to stop, record what they send until they exit (killing
         one that takes over 5 s), and forget every schedule."""
         self._stopping = True
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+            self._watching = None
         workers, self._workers = self._workers, []
         try:
             await asyncio.gather(*(self._stop(worker) for worker in workers))
@@ -185,9 +206,13 @@ class CheckWorkers:
 
     async def _spawn(self, index: int) -> _Worker:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        if _PACKAGE_ROOT not in _SITE:  # a source tree: the worker imports this healthmon
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p
+            )
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # the current folder not first on sys.path: a module there shadows nothing
             "-m",
             _CHILD,
             stdin=asyncio.subprocess.PIPE,
@@ -195,7 +220,7 @@ class CheckWorkers:
             env=env,
             start_new_session=True,  # a Ctrl-C to the terminal is the monitor's to handle
         )
-        worker = _Worker(index, process, time.monotonic())
+        worker = _Worker(index, process, time.monotonic(), heard_at=time.monotonic())
         worker.reading = asyncio.create_task(
             self._read(worker), name=f"healthmon-check-worker:{index}"
         )
@@ -207,6 +232,9 @@ class CheckWorkers:
         assert stdout is not None
         try:
             while (message := await read_frame(stdout)) is not None:
+                worker.heard_at = time.monotonic()
+                if message[0] == "alive":
+                    continue
                 if message[0] == "results":
                     self._take(message[1])
                 elif message[0] == "log":
@@ -246,7 +274,24 @@ class CheckWorkers:
             try:
                 self._on_results(results)
             except Exception as exc:  # the reading goes on: the next batch may do
-                log.error("check_results_not_recorded", results=len(results), error=repr(exc))
+                log.error("check_results_not_recorded", batch=len(results), error=repr(exc))
+
+    async def _watch(self) -> None:
+        """Kill a worker not heard from within _SILENCE: its reader then replaces it."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for worker in self._workers:
+                if worker.process.returncode is None and now - worker.heard_at > _SILENCE:
+                    log.error(
+                        "check_worker_unresponsive",
+                        worker=worker.index,
+                        pid=worker.process.pid,
+                        silent_s=round(now - worker.heard_at, 1),
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.kill()
+                    worker.heard_at = now  # (killed once: its reader takes it from here)
 
     async def _replace(self, dead: _Worker) -> None:
         code = await dead.process.wait()

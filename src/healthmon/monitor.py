@@ -654,16 +654,10 @@ class HealthMonitor:
             for task in checks:
                 task.cancel()
             try:
-                await asyncio.gather(*checks, return_exceptions=True)
-                # Kept meanwhile: a service removed (or a lease lost) during the stop is
-                # detached, and what the workers send until they exit is recorded.
-                workers = self._workers
-                if workers is not None:
-                    try:
-                        await workers.stop()
-                    finally:
-                        self._workers = None
-                        self._restarts_before += workers.restarts
+                try:
+                    await asyncio.gather(*checks, return_exceptions=True)
+                finally:
+                    await self._stop_workers()  # (even when this stop is cancelled)
             finally:
                 try:
                     await self._close_session()
@@ -671,6 +665,17 @@ class HealthMonitor:
                     if self._default_client is not None:
                         client, self._default_client = self._default_client, None
                         await client.aclose()
+
+    async def _stop_workers(self) -> None:
+        """The check workers stopped, what they send until they exit recorded. They are
+        kept until then: a service removed (or a lease lost) meanwhile is detached."""
+        workers = self._workers
+        if workers is not None:
+            try:
+                await workers.stop()
+            finally:
+                self._workers = None
+                self._restarts_before += workers.restarts
 
     async def __aenter__(self) -> Self:
         await self.start_monitoring()

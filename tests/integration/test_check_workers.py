@@ -321,3 +321,14 @@ async def test_a_module_in_the_current_folder_shadows_nothing_in_a_worker(
     )
     out, err = await asyncio.wait_for(ran.communicate(), 60)
     assert out.decode().splitlines()[-1:] == ["checked"], err.decode()[-2000:]
+
+
+async def test_a_held_monitor_loop_is_not_taken_for_hung_workers(targets: TargetServer) -> None:
+    monitor = HealthMonitor(0.05, check_workers=1)
+    monitor.add_service(http_service("svc", targets.url("/healthy")))
+    async with monitor:
+        workers = _workers(monitor)
+        await wait_for(lambda: "svc" in monitor.check_counts)
+        time.sleep(6)  # noqa: ASYNC251 - the point: the loop held, the workers unread
+        await asyncio.sleep(2.5)
+        assert workers.restarts == 0

@@ -278,9 +278,14 @@ class CheckWorkers:
 
     async def _watch(self) -> None:
         """Kill a worker not heard from within _SILENCE: its reader then replaces it."""
+        ticked = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            if now - ticked > 2.0:  # this loop was held: the workers' messages wait unread
+                for worker in self._workers:
+                    worker.heard_at = now
+            ticked = now
             for worker in self._workers:
                 if worker.process.returncode is None and now - worker.heard_at > _SILENCE:
                     log.error(

@@ -3,6 +3,7 @@ dropped whole by retention, and the URL's credentials kept out of sight."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -17,7 +18,7 @@ from healthmon import (
     StatusTransition,
     StorageError,
 )
-from healthmon.store.partitions import DAY_US, existing_days
+from healthmon.store.partitions import DAY_US, create, existing_days
 from healthmon.store.retention import prune_step
 from tests.integration.test_cli import H, assert_clean, healthmon, result, write_history
 
@@ -173,3 +174,24 @@ async def test_a_password_never_shows_in_errors_repr_or_logs(
     failed = healthmon("status", "--database", url)
     assert failed.returncode != 0
     assert "s3cret-pw" not in failed.stdout + failed.stderr + capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_two_writers_making_the_same_day_s_partition_at_once_both_succeed(
+    pg_url: str,
+) -> None:
+    """Two cluster nodes' first flushes of a day (a writer crashed on it in CI)."""
+    day = int(D0 // DAY)
+    async with HealthStore(pg_url) as store:
+        engine = store.engine
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            await create(first, day)  # made, not committed yet
+            await second.begin()
+            waiting = asyncio.create_task(create(second, day))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # it waits for the first transaction
+            await first.commit()
+            await asyncio.wait_for(waiting, 10)  # then finds the table: no error
+            await second.commit()
+        assert await partitions(store) == [0]

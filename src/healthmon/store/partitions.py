@@ -96,8 +96,18 @@ class Partitions:
         self._made = set()
 
 
+_CREATING = 0x484D5052  # "HMPR": the advisory lock space of partitions being made
+"""`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent one: two writers (two
+cluster nodes' first flushes of a day) both find no table and the second fails on
+commit of the first with "already exists" (a writer crash, seen in CI). A lock held
+until the transaction ends makes the second wait, then find the table. (A lock
+on a name, taken and released with a flush: not the leases' ownership, which stays
+in rows.)"""
+
+
 async def create(conn: AsyncConnection, day: int) -> None:
     start = day * DAY_US
+    await conn.execute(text(f"SELECT pg_advisory_xact_lock({_CREATING}, {day})"))
     await conn.execute(
         text(
             f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF check_results "

@@ -576,12 +576,10 @@ class HealthMonitor:
         )
 
     def _recorded_elsewhere(self, results: Sequence[HealthCheckResult]) -> None:
-        """Results of the check workers' schedules (of services still attached)."""
-        services, cluster = self.services, self.cluster_settings is not None
+        """Results of the check workers' schedules: of services still attached (one
+        removed, or whose lease was lost, is detached at once: its results dropped)."""
         for result in results:
-            name = result.service_name
-            if name in services and (not cluster or name in self._owned):
-                self._record(result)
+            self._record(result)
 
     async def _check_loop(
         self, service: ServiceDefinition, url: str, schedule: FixedRateSchedule

@@ -8,7 +8,7 @@ every service (the orchestrator asks many times a second).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, KeysView, Mapping, MutableMapping
 
 from healthmon.model import HealthCheckResult, HealthStatus
 
@@ -55,6 +55,14 @@ class HealthCache(MutableMapping[str, HealthCheckResult]):
 
     def __len__(self) -> int:
         return len(self._results)
+
+    # The dict's own, not the mixins' (each a Python-level call per name): the HTTP
+    # face asks these per request, of every service.
+    def __contains__(self, name: object) -> bool:
+        return name in self._results
+
+    def keys(self) -> KeysView[str]:
+        return self._results.keys()
 
     def __repr__(self) -> str:
         return f"HealthCache({self._results!r})"

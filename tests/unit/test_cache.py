@@ -65,3 +65,15 @@ def test_assigning_health_cache_keeps_cluster_status_right() -> None:
 def test_only_results_go_in() -> None:
     with pytest.raises(TypeError, match="HealthCheckResult"):
         HealthCache()["a"] = "healthy"  # type: ignore[assignment]
+
+
+def test_keys_and_membership_are_the_live_dicts() -> None:
+    cache = HealthCache()
+    keys = cache.keys()
+    cache["a"] = result("a", H)
+    assert "a" in cache
+    assert "b" not in cache
+    anything: object = 1
+    assert anything not in cache  # any object may be asked for
+    assert keys == {"a"}  # a view: it follows the cache
+    assert {"a", "b"} - cache.keys() == {"b"}

@@ -51,6 +51,7 @@ from healthmon.model import (
     redact_url,
 )
 from healthmon.notify import Notifier
+from healthmon.pace import Pace
 from healthmon.policy import CheckPolicy, validate_interval
 from healthmon.probe import new_http_client, probe_http
 from healthmon.schedule import FixedRateSchedule
@@ -70,9 +71,10 @@ _GOLDEN = (5**0.5 - 1) / 2
 the services' schedules, so that a hundred services at 20 Hz do not fire as one burst."""
 
 
-_AGENTS_PER_STEP = 100
-"""Agents' reports folded in between two yields to the loop: ~2 ms of it (a report of
-1,000 agents in one step held the loop 17-36 ms, delaying checks and requests)."""
+_AGENTS_SLICE = 0.0005
+"""Seconds of an agents' round folded between two yields to the loop (healthmon/pace.py):
+a round of 1,000 agents in one step held the loop 17-36 ms, delaying checks and
+requests."""
 
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 
@@ -446,22 +448,22 @@ class HealthMonitor:
             vanished = self._reported_agents - reported
             items = list(reports.items())
             running, writer = self._running, self._writer
-            for start in range(0, len(items), _AGENTS_PER_STEP):
-                if start:
-                    await asyncio.sleep(0)  # checks and requests due meanwhile run now
+            pace = Pace(_AGENTS_SLICE)
+            for folded, (name, report) in enumerate(items):
+                if pace.due():
+                    await pace.rest()  # checks and requests due meanwhile run now
                     if (self._running, self._writer) != (running, writer):
                         log.warning(
                             "agents_round_cut",
                             reason="the monitor stopped during the round",
-                            folded=start,
-                            not_folded=len(items) - start,
+                            folded=folded,
+                            not_folded=len(items) - folded,
                         )
                         return
-                for name, report in items[start : start + _AGENTS_PER_STEP]:
-                    result = _agent_result(name, report, now)
-                    if writer is not None:
-                        writer.register_service(result.service_name, "agent", None)
-                    self._record(result)
+                result = _agent_result(name, report, now)
+                if writer is not None:
+                    writer.register_service(result.service_name, "agent", None)
+                self._record(result)
             self._reported_agents = reported
             for name in sorted(vanished):
                 gone = HealthCheckResult(

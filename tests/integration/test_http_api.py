@@ -19,7 +19,8 @@ import pytest
 
 from healthmon import ServiceDefinition
 from healthmon.errors import ServeError
-from healthmon.http import HttpApi, HttpServer, HttpSettings
+from healthmon.http import HttpApi, HttpServer, HttpSettings, routes
+from healthmon.pace import Pace
 from healthmon.targets import TargetServer
 from tests.conftest import wait_for
 from tests.integration.http_helpers import TOKEN, Served, serve
@@ -88,15 +89,31 @@ async def test_the_cluster_shows_each_change_after_an_earlier_answer(db_path: Pa
         assert again[0]["last_check"]["ts"] > after[0]["last_check"]["ts"]
 
 
-async def test_a_large_cluster_is_answered_whole_and_in_order(db_path: Path) -> None:
+async def test_a_large_cluster_is_answered_whole_and_in_order(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rests = 0
+
+    class CountedPace(Pace):
+        async def rest(self) -> None:
+            nonlocal rests
+            rests += 1
+            await super().rest()
+
+    # A slice of no time: the loop let go after each service shaped.
+    monkeypatch.setattr(routes, "Pace", lambda: CountedPace(0.0))
     async with serve(db_path) as served:
         served.agents.health.update({f"n{i:04d}": "healthy" for i in range(600)})
         served.agents.health["n0599"] = "degraded"
         await served.monitor.check_agents_health(served.agents)
+        served.monitor.add_service(ServiceDefinition("quiet", "http", "m"))  # no URL: unchecked
         body = (await served.client.get("/api/v1/cluster")).json()
-        assert [s["name"] for s in body["services"]] == [f"agent:n{i:04d}" for i in range(600)]
+        names = [f"agent:n{i:04d}" for i in range(600)]
+        assert [s["name"] for s in body["services"]] == ["quiet", *names]
         assert body["services"][-1]["status"] == "degraded"
         assert body["counts"] == {"healthy": 599, "unhealthy": 0, "degraded": 1, "unknown": 0}
+        assert body["service_count"] == 601  # the registered one without a result too
+        assert rests >= 600
 
 
 async def test_history_endpoints_answer_as_the_store_does(

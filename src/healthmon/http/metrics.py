@@ -11,7 +11,8 @@ The page is two parts: the per-service families (nearly all of it), whose lines 
 kept between scrapes and formatted again only for the services that changed
 (http/samples.py), and the few dozen samples of the monitor, the store and the node,
 from a custom collector rendered by prometheus_client with its process collector.
-Both are made on the loop, a slice at a time: no thread holds the GIL meanwhile.
+Both are made on the loop, half a millisecond at a time (healthmon/pace.py): no
+thread holds the GIL meanwhile.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from healthmon.http.nodes import ClusterWatch
 from healthmon.http.samples import ServiceSamples
 from healthmon.model import HealthStatus
 from healthmon.monitor import HealthMonitor
+from healthmon.pace import Pace
 from healthmon.store import WriterStats
 
 __all__ = ["CONTENT_TYPE", "HttpGauges", "MetricsPage"]
@@ -333,16 +335,19 @@ class MetricsPage:
             record = feed.latest(name)
             if record is not None:
                 since[name] = record.transition.timestamp
+        pace = Pace()
         services = await self.services.text(
-            results, since, monitor.check_counts, monitor.missed_checks
+            results, since, monitor.check_counts, monitor.missed_checks, pace
         )
+        await pace.rest()
         # One render at a time (the lock), so the collector's snapshot is ours.
         self._collector.snapshot = _Snapshot.take(monitor, feed, self._http, node)
         try:
             rest = generate_latest(self.registry)  # a few dozen samples: ~1 ms
         finally:
             self._collector.snapshot = None
-        return services.encode() + rest
+        await pace.rest()
+        return b"".join((services.encode(), rest))
 
     async def _node(self) -> _NodeFigures | None:
         node = self._monitor.cluster

@@ -7,20 +7,21 @@ services, all of it holding the GIL, hence the monitor's loop). Here each servic
 lines are kept between scrapes with what they were made from (its latest result, its
 `since`, its counts, its missed slots: a new result is a new object, so a service
 not checked since the last scrape is recognised by identity) and only the services
-that changed are formatted again, in slices with the loop let go in between. The
-text is the same as prometheus_client's: its float formatting (`floatToGoString`),
-its label escaping, labels sorted by name, `_total` on counters.
+that changed are formatted again, in slices of half a millisecond with the loop let
+go in between (healthmon/pace.py). The text is the same as prometheus_client's: its
+float formatting (`floatToGoString`), its label escaping, labels sorted by name,
+`_total` on counters.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import utils
 
 from healthmon.model import HealthCheckResult, HealthStatus
+from healthmon.pace import Pace
 
 __all__ = ["FAMILIES", "ServiceSamples"]
 
@@ -32,8 +33,6 @@ def _value(value: float) -> str:
 
 
 _SUCCEEDED = {HealthStatus.HEALTHY, HealthStatus.DEGRADED}
-_SLICE = 100
-"""Services formatted between two yields to the loop: ~2-3 ms when every one changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,39 +111,43 @@ class ServiceSamples:
         since: Mapping[str, float],
         counts: Mapping[str, Mapping[HealthStatus, int]],
         missed: Mapping[str, int],
+        pace: Pace | None = None,
     ) -> str:
         """The families' text for these services (the monitor's cache, when each
-        one's status last changed, results by status, missed slots)."""
+        one's status last changed, results by status, missed slots), made a slice at
+        a time as `pace` (the caller's, or one of its own) tells."""
+        pace = Pace() if pace is None else pace
         names = [*results, *(name for name in missed if name not in results)]
         kept, fresh = self._kept, {}
         formatted = 0
-        for start in range(0, len(names), _SLICE):
-            if start:
-                await asyncio.sleep(0)  # the checks due meanwhile run now
-            for name in names[start : start + _SLICE]:
-                result = results.get(name)
-                count = counts.get(name)
-                key = (
-                    result,
-                    since.get(name),
-                    () if count is None else tuple(count.values()),
-                    missed.get(name),
-                )
-                entry = kept.get(name)
-                if entry is None or entry.key != key:
-                    entry = _Lines(key, self._format(name, key, count))
-                    formatted += 1
-                fresh[name] = entry
+        for name in names:
+            if pace.due():
+                await pace.rest()  # the checks due meanwhile run now
+            result = results.get(name)
+            count = counts.get(name)
+            key = (
+                result,
+                since.get(name),
+                () if count is None else tuple(count.values()),
+                missed.get(name),
+            )
+            entry = kept.get(name)
+            if entry is None or entry.key != key:
+                entry = _Lines(key, self._format(name, key, count))
+                formatted += 1
+            fresh[name] = entry
         # Services gone since are forgotten with their lines.
         self._kept = fresh
         if len(self._labels) > 2 * len(fresh) + 100:
             self._labels = {name: self._labels[name] for name in fresh if name in self._labels}
         self.formatted = formatted
         entries = list(fresh.values())
-        return "".join(
-            family.header + "".join(entry.lines[i] for entry in entries)
-            for i, family in enumerate(FAMILIES)
-        )
+        parts = []
+        for i, family in enumerate(FAMILIES):  # ~0.1 ms a family at 1,000 services
+            if pace.due():
+                await pace.rest()
+            parts.append(family.header + "".join(entry.lines[i] for entry in entries))
+        return "".join(parts)
 
     def _label(self, name: str) -> str:
         label = self._labels.get(name)

@@ -3,6 +3,8 @@ database) reset it and wake whoever waits; the memory ring and the store agree."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -80,5 +82,28 @@ async def test_the_memory_ring_and_the_store_give_the_same_pages() -> None:
         assert from_store == ([record(7, "b"), record(8, "a"), *from_memory[0]], 10)
         # Filtered, a page with nothing of the service still moves the cursor on.
         assert await feed.after(9, 10, ["b"]) == ([], 10)
+    finally:
+        await feed.stop()
+
+
+async def test_waiting_clients_are_woken_a_few_per_turn_of_the_loop() -> None:
+    """Forty clients woken in one turn held the loop ~5 ms: a request arriving then
+    waited for all of them. Woken a few per turn, it waits for a few."""
+    store = FakeStore([record(1)])
+    feed = TransitionFeed(HealthMonitor(), store, poll=3600)  # type: ignore[arg-type]
+    await feed.start()
+    try:
+        with contextlib.ExitStack() as stack:
+            listeners = [stack.enter_context(feed.listening()) for _ in range(12)]
+            store.records.append(record(2))
+            await feed._committed(record(2).transition)  # type: ignore[arg-type]
+            woken_by_turn: list[int] = []
+            while len(woken_by_turn) < 20 and sum(woken_by_turn) < len(listeners):
+                await asyncio.sleep(0)
+                woken = sum(listener.event.is_set() for listener in listeners)
+                woken_by_turn.append(woken - sum(woken_by_turn))
+            assert sum(woken_by_turn) == 12, woken_by_turn  # every one of them
+            assert max(woken_by_turn) <= 4, woken_by_turn  # never all at once
+            assert feed.index == 2
     finally:
         await feed.stop()

@@ -11,7 +11,7 @@ Modes:
 - `fleet`: `streams` event-stream clients and `polls` blocking-query clients
   (`/api/v1/cluster/status?index=N&wait=30s`, re-issued at once), noting when each
   transition or answer arrives; and one prober timing `probe_paths` one request at a
-  time.
+  time. Over raw connections (bench/http/raw.py), so that the times are the server's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+from bench.http.raw import RawConnection
 
 __all__ = ["main"]
 
@@ -61,17 +64,22 @@ async def _mixed(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
     return {"latencies": latencies, "errors": errors}
 
 
-async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) -> dict[str, Any]:
+async def _fleet(p: dict[str, Any], deadline: float) -> dict[str, Any]:
+    """Over raw connections (bench/http/raw.py): the times are the server's, not
+    httpx's."""
     received: list[tuple[str, float, float]] = []  # (service, transition ts, received at)
     answers: list[tuple[int, float, float]] = []  # (index, sent at, received at)
     probes: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (sent at, took)
+    url = urlsplit(p["base"])
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+
+    def connection() -> RawConnection:
+        return RawConnection(host, port, p["token"])
 
     async def stream() -> None:
-        # Events split on the bytes as they arrive (httpx's line decoder would hand
-        # over a line only once it has seen what follows it).
-        async with client.stream("GET", "/api/v1/events") as response:
+        async with connection() as http:
             pending = b""
-            async for chunk in response.aiter_raw():
+            async for chunk in http.stream("/api/v1/events"):
                 got = time.monotonic()
                 *events, pending = (pending + chunk).split(b"\n\n")
                 for event in events:
@@ -81,30 +89,32 @@ async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
                             received.append((data["service"], data["ts"], got))
 
     async def poll() -> None:
-        index = int((await client.get("/api/v1/cluster/status")).headers["X-Healthmon-Index"])
-        while time.monotonic() < deadline:
-            sent = time.monotonic()
-            response = await client.get(
-                "/api/v1/cluster/status", params={"index": index, "wait": "30s"}
-            )
-            got = time.monotonic()
-            new = int(response.headers["X-Healthmon-Index"])
-            if new > index:
-                answers.append((new, sent, got))
-            index = new
+        async with connection() as http:
+            _, headers, _ = await http.get("/api/v1/cluster/status")
+            index = int(headers["x-healthmon-index"])
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                _, headers, _ = await http.get(f"/api/v1/cluster/status?index={index}&wait=30s")
+                got = time.monotonic()
+                new = int(headers["x-healthmon-index"])
+                if new > index:
+                    answers.append((new, sent, got))
+                index = new
 
     async def probe() -> None:
-        while time.monotonic() < deadline:
-            for path in p["probe_paths"]:
-                started = time.monotonic()
-                response = await client.get(path)
-                if response.status_code == 200:
-                    probes[path].append((started, time.monotonic() - started))
-            await asyncio.sleep(p["probe_pause"])
+        async with connection() as http:
+            while time.monotonic() < deadline:
+                for path in p["probe_paths"]:
+                    started = time.monotonic()
+                    status, _, _ = await http.get(path)
+                    if status == 200:
+                        probes[path].append((started, time.monotonic() - started))
+                await asyncio.sleep(p["probe_pause"])
 
     tasks = [asyncio.create_task(stream()) for _ in range(p["streams"])]
     tasks += [asyncio.create_task(poll()) for _ in range(p["polls"])]
-    tasks.append(asyncio.create_task(probe()))
+    if p["probe_paths"]:
+        tasks.append(asyncio.create_task(probe()))
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     for task in tasks:
         task.cancel()
@@ -114,16 +124,19 @@ async def _fleet(client: httpx.AsyncClient, p: dict[str, Any], deadline: float) 
 
 async def run(p: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + p["seconds"]
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(
-        base_url=p["base"],
-        headers={"Authorization": f"Bearer {p['token']}"},
-        limits=limits,
-        timeout=60,
-    ) as client:
-        cpu = time.process_time()
-        out = await (_mixed if p["mode"] == "mixed" else _fleet)(client, p, deadline)
-        out["load_cpu_s"] = time.process_time() - cpu
+    cpu = time.process_time()
+    if p["mode"] == "fleet":
+        out = await _fleet(p, deadline)
+    else:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx.AsyncClient(
+            base_url=p["base"],
+            headers={"Authorization": f"Bearer {p['token']}"},
+            limits=limits,
+            timeout=60,
+        ) as client:
+            out = await _mixed(client, p, deadline)
+    out["load_cpu_s"] = time.process_time() - cpu
     return out
 
 

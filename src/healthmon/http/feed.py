@@ -71,6 +71,7 @@ class TransitionFeed:
         self._latest: dict[str, TransitionRecord] = {}
         self._known: set[str] = set()  # service names in the database, as last read
         self._listeners: set[Listener] = set()
+        self._wakes = 0  # wake-ups so far: where the next one starts
         self._poke = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.closed = False
@@ -223,9 +224,15 @@ class TransitionFeed:
         """Wake the waiting clients a few per turn of the loop: each answers at once
         (a long-poll's response, a stream's events: ~0.1-0.2 ms), and forty of them
         woken together held the loop ~5 ms, which a request arriving meanwhile (an
-        orchestrator's cluster status) waited through. A stop cutting this short
-        wakes them all (`stop`)."""
-        for i, listener in enumerate(list(self._listeners)):
+        orchestrator's cluster status) waited through. Each time from a different
+        one of them (a set's order stays put: the same streams would always be
+        last). A stop cutting this short wakes them all (`stop`)."""
+        listeners = list(self._listeners)
+        if not listeners:
+            return
+        self._wakes += 1
+        first = self._wakes * _WAKE_TURN % len(listeners)
+        for i, listener in enumerate(listeners[first:] + listeners[:first]):
             if i and not i % _WAKE_TURN:
                 await asyncio.sleep(0)
             listener.event.set()

@@ -6,8 +6,7 @@ at 1,000 services 10-20 ms of formatting). Cut by count (100 services a slice), 
 slice held the loop 1-3 ms, depending on the services and the machine. A request
 arriving meanwhile waits for a slice at each of its turns of the loop (its bytes read,
 then its answer: two turns at least) and for the slices of every other such work
-under way, so an orchestrator's cluster status took 6-9 ms instead of 0.5. Cut by
-time, no slice holds the loop much longer than `budget`, whatever each service costs.
+under way. Cut by time, a slice holds the loop about `budget` (and one item more).
 
     pace = Pace()
     for name in names:
@@ -25,7 +24,8 @@ __all__ = ["Pace"]
 
 
 class Pace:
-    """Tells when `budget` seconds of work have passed since the loop was last let go."""
+    """Tells when `budget` seconds have passed since it was made or last let the loop go
+    (so make it before the work it paces)."""
 
     __slots__ = ("_budget", "_until")
 

@@ -329,13 +329,13 @@ class MetricsPage:
     async def _render(self) -> bytes:
         monitor, feed = self._monitor, self._feed
         node = await self._node()
+        pace = Pace()
         results = monitor.health_cache.copy()
         since = {}
         for name in results:
             record = feed.latest(name)
             if record is not None:
                 since[name] = record.transition.timestamp
-        pace = Pace()
         services = await self.services.text(
             results, since, monitor.check_counts, monitor.missed_checks, pace
         )

@@ -159,13 +159,13 @@ class _Routes:
         # would otherwise wait for); a service's JSON is kept until what it shows
         # changes, so a service not checked since the last request costs a lookup.
         owners = await self.api.cluster.owners()
+        pace = Pace()
         summary = self._summary()
         results = self.monitor.health_cache.copy()
         services = dict(self.monitor.services)
         latest = self.feed.latest_copy()
         names = [*services, *(name for name in results if name not in services)]
         kept, fresh = self._shaped, {}
-        pace = Pace()
         for name in names:
             if pace.due():
                 await pace.rest()

@@ -118,8 +118,10 @@ async def _fleet(p: dict[str, Any], deadline: float) -> dict[str, Any]:
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return {"received": received, "answers": answers, "probes": probes}
+    ended = await asyncio.gather(*tasks, return_exceptions=True)
+    # A client that failed is told, not left out of the figures unseen.
+    errors = [repr(e) for e in ended if isinstance(e, Exception)]
+    return {"received": received, "answers": answers, "probes": probes, "errors": errors}
 
 
 async def run(p: dict[str, Any]) -> dict[str, Any]:

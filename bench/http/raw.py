@@ -5,7 +5,8 @@ The fleet part times the server's answers from a client process. httpx spends
 commit in one client process, the last of them was read ~15 ms after it arrived, and
 a probe's round trip carried a millisecond or two of the client: figures of the
 client, not of the server. This client parses a status line, the headers and a
-Content-Length or chunked body, nothing more (no redirects, no compression, no TLS).
+Content-Length or chunked body, nothing more (no redirects, no compression, no TLS,
+no reconnection: a connection idle past the server's keep-alive timeout, 5 s, fails).
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class RawConnection:
 
     async def stream(self, target: str) -> AsyncIterator[bytes]:
         """GET `target` and hand over its body's pieces as they come (an event stream's
-        chunks: the server sends each write as one)."""
-        _, headers = await self._request(target)
+        chunks: the server sends each write as one); a status other than 200 raises."""
+        status, headers = await self._request(target)
+        if status != 200:
+            body = b"".join([chunk async for chunk in self._body(headers)])
+            raise RuntimeError(f"GET {target}: {status} {body[:200]!r}")
         async for chunk in self._body(headers):
             yield chunk
 
@@ -60,6 +64,7 @@ class RawConnection:
         self._writer.write(
             f"GET {target} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{self._auth}\r\n".encode()
         )
+        await self._writer.drain()
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -79,7 +84,9 @@ class RawConnection:
             raise ValueError(f"a body of unknown length: {headers}")
         while True:
             size = int((await self._reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            chunk = await self._reader.readexactly(size + 2)  # with its CRLF
             if size == 0:
+                while await self._reader.readuntil(b"\r\n") != b"\r\n":
+                    pass  # trailer fields (uvicorn sends none)
                 return
+            chunk = await self._reader.readexactly(size + 2)  # with its CRLF
             yield chunk[:-2]

@@ -177,3 +177,5 @@ def _fleet_part(args: argparse.Namespace, figures: dict[str, Any], limit: float)
               f"{_f(value['p99_ms'])+' ms':>10}")  # fmt: skip
     print(f"    /metrics page: {fleet['metrics_render']['bytes']} bytes; "
           f"transitions committed: {fleet['transitions_committed']}")  # fmt: skip
+    if fleet["errors"]:
+        print(f"    clients that failed: {fleet['errors']}")

@@ -232,6 +232,7 @@ async def run_fleet(
                             "answers": results[0]["answers"],
                             "probes": results[1]["probes"],
                             "load_cpu_s": results[0]["load_cpu_s"] + results[1]["load_cpu_s"],
+                            "errors": results[0]["errors"] + results[1]["errors"],
                         }
                 finally:
                     reporter.cancel()
@@ -290,6 +291,7 @@ def _fleet_summary(
         "long_poll": {"n": len(polls), "p50_ms": _ms(polls, 50), "p99_ms": _ms(polls, 99)},
         "probes": probes,
         "load_cpu_s": load["load_cpu_s"],
+        "errors": load["errors"],
     }
 
 

@@ -40,6 +40,7 @@ def test_the_http_bench_runs_and_measures_something(tmp_path: Path) -> None:
     fleet = figures["fleet"]
     assert fleet["transitions_committed"] > 0
     assert fleet["sse"]["n"] > 0
+    assert fleet["errors"] == []  # no client of the fleet part failed
     assert fleet["probes"]["/api/v1/cluster/status"]["n"] > 0
 
 

@@ -3,7 +3,6 @@ writes for the same families, and only the services that changed formatted again
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import pytest
@@ -12,6 +11,7 @@ from bench.http.render import reference_page
 from healthmon.http.samples import ServiceSamples
 from healthmon.model import HealthCheckResult, HealthStatus
 from healthmon.pace import Pace
+from tests.conftest import LoopTurns
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,18 +71,7 @@ async def test_only_the_services_that_changed_are_formatted_again() -> None:
 
 async def test_formatting_lets_the_loop_go_as_its_pace_tells() -> None:
     results = {f"s{i}": _result(f"s{i}", HealthStatus.HEALTHY, 1.0 + i, 2.0) for i in range(300)}
-    turns = 0
-
-    async def ticker() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = turns
-    text = await ServiceSamples().text(results, {}, {}, {}, Pace(0.0))
-    ticking.cancel()
-    assert turns - before >= 300  # a slice of no time: the loop turned after each service
+    async with LoopTurns() as turns:
+        text = await ServiceSamples().text(results, {}, {}, {}, Pace(0.0))
+    assert turns.count >= 300  # a slice of no time: the loop turned after each service
     assert text.count("healthmon_service_check_success{") == 300

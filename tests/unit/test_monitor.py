@@ -13,7 +13,7 @@ import pytest
 from healthmon import HealthCheckResult, HealthMonitor, HealthStatus, ServiceDefinition
 from healthmon import monitor as monitor_module
 from healthmon.agents import agent_health_status
-from tests.conftest import wait_for
+from tests.conftest import LoopTurns, wait_for
 
 H, U, D, K = (
     HealthStatus.HEALTHY,
@@ -280,21 +280,10 @@ async def test_a_large_round_of_agents_lets_the_loop_run_in_between() -> None:
             reports["odd"] = {"status": "running", "health": "healthy", "at": time}  # a module
             return reports
 
-    turns = 0
-
-    async def ticker() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
     monitor = HealthMonitor()
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = turns
-    await monitor.check_agents_health(Adapter())
-    ticking.cancel()
-    assert turns - before >= 1000  # the loop turned after each report
+    async with LoopTurns() as turns:
+        await monitor.check_agents_health(Adapter())
+    assert turns.count >= 1000  # the loop turned after each report
     health = monitor.get_cluster_health()
     assert len(health) == 1001
     assert all(r.status is H for r in health.values())

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from healthmon.pace import Pace
+from tests.conftest import LoopTurns
 
 pytestmark = pytest.mark.asyncio
 
@@ -41,19 +42,8 @@ async def test_rest_lets_ready_work_run_and_starts_a_new_slice() -> None:
 
 async def test_a_budget_of_nothing_lets_go_after_each_step() -> None:
     pace = Pace(0.0)
-    turns = 0
-
-    async def ticker() -> None:
-        nonlocal turns
-        while True:
-            await asyncio.sleep(0)
-            turns += 1
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    before = turns
-    for _ in range(50):
-        assert pace.due()
-        await pace.rest()
-    ticking.cancel()
-    assert turns - before >= 49
+    async with LoopTurns() as turns:
+        for _ in range(50):
+            assert pace.due()
+            await pace.rest()
+    assert turns.count >= 49
